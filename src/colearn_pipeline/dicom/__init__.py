@@ -1,0 +1,5 @@
+"""DICOM discovery, series reading and geometry."""
+
+from colearn_pipeline.dicom.pseudonym import pseudonymise
+
+__all__ = ["pseudonymise"]

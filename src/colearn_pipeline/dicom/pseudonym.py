@@ -1,0 +1,32 @@
+"""Study pseudonyms: the only study names that reach logs, intermediates, MLflow and file names."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+DEFAULT_PSEUDONYM_KEY = "colearn-pipeline"
+PSEUDONYM_PREFIX = "study-"
+PSEUDONYM_HEX_DIGITS = 10
+
+
+def pseudonymise(study_instance_uid: str, key: str = DEFAULT_PSEUDONYM_KEY) -> str:
+    """Return the stable pseudonym of a study.
+
+    Parameters
+    ----------
+    study_instance_uid : str
+        The study's StudyInstanceUID (0020,000D).
+    key : str
+        Secret key of the keyed hash; a site that keeps its key private makes the
+        pseudonyms unlinkable to the UIDs by anyone without it.
+
+    Returns
+    -------
+    str
+        ``"study-"`` followed by ten hexadecimal digits of HMAC-SHA256(key, uid).
+    """
+    if not study_instance_uid or not str(study_instance_uid).strip():
+        raise ValueError("StudyInstanceUID is empty: cannot derive a pseudonym")
+    digest = hmac.new(key.encode(), str(study_instance_uid).strip().encode(), hashlib.sha256)
+    return PSEUDONYM_PREFIX + digest.hexdigest()[:PSEUDONYM_HEX_DIGITS]
