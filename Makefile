@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m colearn_pipeline.demo
+	$(VENV)/bin/kedro run --env demo
+	@echo
+	@echo "Table II (Markdown): data/08_reporting/table_ii.md   CSV: data/08_reporting/table_ii.csv"
+	@echo "Figures:             data/08_reporting/*.png"
+	@echo "Preprocess manifest: data/08_reporting/preprocess_manifest.csv"
+	@echo "MLflow runs:         make mlflow-ui, then open http://127.0.0.1:5000"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests

@@ -1,0 +1,292 @@
+"""Read one DICOM image series into a validated, geometry-aware volume.
+
+The volume is ordered by position along the slice normal (the cross product of the row and
+column direction cosines of ImageOrientationPatient), the slice spacing comes from those
+positions (never from SliceThickness), and every slice gets its own RescaleSlope and
+RescaleIntercept. Anything that would make the volume wrong -- an unreadable or truncated file,
+a gap, a duplicated position, uneven spacing, mixed orientation or size -- raises
+:class:`~colearn_pipeline.dicom.errors.DicomSeriesError` naming the study, the file and the
+problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from colearn_pipeline.dicom.errors import DicomSeriesError
+
+#: Direction cosines of two slices agree when no component differs by more than this.
+ORIENTATION_TOLERANCE = 1e-4
+#: Two slices closer than this along the normal are the same position (duplicates).
+DUPLICATE_TOLERANCE_MM = 1e-3
+#: Slice gaps may differ from the median gap by this fraction before spacing is "non-uniform".
+SPACING_RELATIVE_TOLERANCE = 0.01
+#: In-plane drift allowed between slice origins (mm) before positions are "not along the normal".
+INPLANE_TOLERANCE_MM = 0.01
+#: Pixel spacings of two slices agree within this (mm).
+PIXEL_SPACING_TOLERANCE_MM = 1e-4
+
+
+@dataclass
+class SeriesVolume:
+    """A series read into memory.
+
+    Attributes
+    ----------
+    array : numpy.ndarray
+        float32 ``(z, y, x)`` in the modality's units after per-slice rescale (HU for CT,
+        the PET's Units, e.g. Bq/mL, for PET).
+    datasets : list of pydicom.dataset.Dataset
+        The headers in the array's slice order, pixel data removed.
+    files : list of str
+        The files in the array's slice order.
+    spacing_xyz_mm : tuple of float
+        Column spacing, row spacing and slice spacing (from the positions).
+    origin_xyz_mm : tuple of float
+        ImagePositionPatient of the first slice (patient LPS, mm).
+    direction : tuple of float
+        Nine direction cosines in SimpleITK order (row-major 3x3 whose columns are the
+        x, y and z axes: row cosine, column cosine, slice normal).
+    study : str
+        The study's pseudonym.
+    """
+
+    array: np.ndarray
+    datasets: list[Dataset]
+    files: list[str]
+    spacing_xyz_mm: tuple[float, float, float]
+    origin_xyz_mm: tuple[float, float, float]
+    direction: tuple[float, ...]
+    study: str = "-"
+    modality: str = field(default="")
+
+    @property
+    def shape_zyx(self) -> tuple[int, int, int]:
+        """Shape of :attr:`array`."""
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    def to_sitk(self, array: np.ndarray | None = None):
+        """Return a SimpleITK image with this series' geometry.
+
+        Parameters
+        ----------
+        array : numpy.ndarray, optional
+            A ``(z, y, x)`` array of the same shape to wrap instead of :attr:`array`
+            (e.g. the SUV volume).
+
+        Returns
+        -------
+        SimpleITK.Image
+        """
+        import SimpleITK as sitk
+
+        data = self.array if array is None else np.asarray(array)
+        if data.shape != self.array.shape:
+            raise ValueError(f"{self.study}: array shape {data.shape} != series shape {self.array.shape}")
+        image = sitk.GetImageFromArray(np.ascontiguousarray(data))
+        image.SetSpacing([float(v) for v in self.spacing_xyz_mm])
+        image.SetOrigin([float(v) for v in self.origin_xyz_mm])
+        image.SetDirection([float(v) for v in self.direction])
+        return image
+
+
+def _label(path: str, root: str | None) -> str:
+    if root:
+        try:
+            return os.path.relpath(path, root)
+        except ValueError:
+            return str(path)
+    return str(path)
+
+
+def _floats(ds: Dataset, keyword: str, n: int, study: str, label: str) -> np.ndarray:
+    value = ds.get(keyword)
+    if value is None:
+        raise DicomSeriesError(study, label, f"missing {keyword}")
+    try:
+        out = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DicomSeriesError(study, label, f"unreadable {keyword} {value!r}") from exc
+    if out.shape != (n,) or not np.all(np.isfinite(out)):
+        raise DicomSeriesError(study, label, f"{keyword} must have {n} finite values, got {value!r}")
+    return out
+
+
+def _read_one(path: str, study: str, label: str) -> tuple[Dataset, np.ndarray]:
+    """Read one file fully and return (header without pixels, rescaled float32 2-D slice)."""
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for corrupt input
+        raise DicomSeriesError(study, label, f"corrupt or unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds:
+        raise DicomSeriesError(study, label, "no pixel data (truncated file or not an image)")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise DicomSeriesError(study, label, "multi-frame images are not supported (one slice per file expected)")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise DicomSeriesError(
+            study, label, f"pixel data cannot be decoded, file truncated or corrupt ({type(exc).__name__}: {exc})"
+        ) from exc
+    if pixels.ndim != 2:
+        raise DicomSeriesError(study, label, f"expected a 2-D single-sample image, got pixel array {pixels.shape}")
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    # float64 multiply then cast: slope*stored can exceed float32 precision for large PET values
+    image = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
+    del ds.PixelData
+    return ds, image
+
+
+def read_series(
+    files: Sequence[str | os.PathLike],
+    study: str = "-",
+    *,
+    root: str | os.PathLike | None = None,
+    orientation_tolerance: float = ORIENTATION_TOLERANCE,
+    duplicate_tolerance_mm: float = DUPLICATE_TOLERANCE_MM,
+    spacing_relative_tolerance: float = SPACING_RELATIVE_TOLERANCE,
+    inplane_tolerance_mm: float = INPLANE_TOLERANCE_MM,
+) -> SeriesVolume:
+    """Read and validate one image series.
+
+    Parameters
+    ----------
+    files : sequence of path-like
+        The series' files, in any order (one slice each).
+    study : str
+        The study's pseudonym, used in error messages.
+    root : path-like, optional
+        Files are named relative to this folder in messages.
+    orientation_tolerance : float
+        Largest difference between direction cosines of two slices.
+    duplicate_tolerance_mm : float
+        Slices closer than this along the normal are duplicates.
+    spacing_relative_tolerance : float
+        Largest relative deviation of a slice gap from the median gap.
+    inplane_tolerance_mm : float
+        Largest in-plane drift of slice origins (a tilted or sheared stack is refused).
+
+    Returns
+    -------
+    SeriesVolume
+
+    Raises
+    ------
+    DicomSeriesError
+        Naming the study, the file and the problem.
+    """
+    root_s = os.fspath(root) if root is not None else None
+    paths = [os.fspath(f) for f in files]
+    if not paths:
+        raise DicomSeriesError(study, "-", "empty series (no files)")
+    headers: list[Dataset] = []
+    slices: list[np.ndarray] = []
+    labels = [_label(p, root_s) for p in paths]
+    for path, label in zip(paths, labels):
+        ds, image = _read_one(path, study, label)
+        headers.append(ds)
+        slices.append(image)
+
+    first = headers[0]
+    series_uid = first.get("SeriesInstanceUID")
+    iop0 = _floats(first, "ImageOrientationPatient", 6, study, labels[0])
+    ps0 = _floats(first, "PixelSpacing", 2, study, labels[0])
+    shape0 = slices[0].shape
+    positions = np.empty((len(paths), 3), dtype=np.float64)
+    for i, (ds, image, label) in enumerate(zip(headers, slices, labels)):
+        if ds.get("SeriesInstanceUID") != series_uid:
+            raise DicomSeriesError(study, label, "file belongs to another series (SeriesInstanceUID differs)")
+        iop = _floats(ds, "ImageOrientationPatient", 6, study, label)
+        if np.max(np.abs(iop - iop0)) > orientation_tolerance:
+            raise DicomSeriesError(
+                study, label, f"inconsistent orientation: ImageOrientationPatient {iop.tolist()} != {iop0.tolist()}"
+            )
+        ps = _floats(ds, "PixelSpacing", 2, study, label)
+        if np.max(np.abs(ps - ps0)) > PIXEL_SPACING_TOLERANCE_MM:
+            raise DicomSeriesError(study, label, f"inconsistent PixelSpacing {ps.tolist()} != {ps0.tolist()}")
+        if image.shape != shape0:
+            raise DicomSeriesError(
+                study, label, f"inconsistent size: {image.shape[0]}x{image.shape[1]} != {shape0[0]}x{shape0[1]}"
+            )
+        positions[i] = _floats(ds, "ImagePositionPatient", 3, study, label)
+
+    row_cos, col_cos = iop0[:3], iop0[3:]
+    if abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3 or abs(row_cos @ col_cos) > 1e-3:
+        raise DicomSeriesError(study, labels[0], f"ImageOrientationPatient {iop0.tolist()} is not orthonormal")
+    normal = np.cross(row_cos, col_cos)
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along = along[order]
+    positions = positions[order]
+    headers = [headers[i] for i in order]
+    slices = [slices[i] for i in order]
+    paths = [paths[i] for i in order]
+    labels = [labels[i] for i in order]
+
+    if len(paths) > 1:
+        gaps = np.diff(along)
+        dup = np.flatnonzero(gaps < duplicate_tolerance_mm)
+        if dup.size:
+            i = int(dup[0])
+            raise DicomSeriesError(
+                study,
+                labels[i + 1],
+                f"duplicated slice: same position {along[i]:.3f} mm along the normal as {labels[i]}",
+            )
+        inplane = positions - np.outer(along, normal)
+        drift = np.max(np.abs(inplane - inplane[0]), axis=1)
+        bad = np.flatnonzero(drift > inplane_tolerance_mm)
+        if bad.size:
+            i = int(bad[0])
+            raise DicomSeriesError(
+                study,
+                labels[i],
+                f"slice positions are not along the slice normal (in-plane offset {drift[i]:.3f} mm; gantry tilt?)",
+            )
+        step = float(np.median(gaps))
+        rel = np.abs(gaps - step) / step
+        bad = np.flatnonzero(rel > spacing_relative_tolerance)
+        if bad.size:
+            i = int(bad[0])
+            ratio = gaps[i] / step
+            k = round(ratio)
+            if k >= 2 and abs(ratio - k) <= spacing_relative_tolerance * k:
+                problem = (
+                    f"missing slice(s): gap of {gaps[i]:.3f} mm after this file, {k - 1} slice(s) of "
+                    f"{step:.3f} mm missing before {labels[i + 1]}"
+                )
+            else:
+                problem = (
+                    f"non-uniform slice spacing: gap of {gaps[i]:.3f} mm to {labels[i + 1]} "
+                    f"vs median {step:.3f} mm"
+                )
+            raise DicomSeriesError(study, labels[i], problem)
+    else:
+        spacing_tag = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
+        if not spacing_tag:
+            raise DicomSeriesError(study, labels[0], "single-slice series without SliceThickness: no z spacing")
+        step = float(spacing_tag)
+
+    array = np.stack(slices, axis=0)
+    spacing = (float(ps0[1]), float(ps0[0]), float(step))
+    direction = tuple(
+        float(v)
+        for v in np.column_stack([row_cos, col_cos, normal]).reshape(-1)
+    )
+    return SeriesVolume(
+        array=array,
+        datasets=headers,
+        files=paths,
+        spacing_xyz_mm=spacing,
+        origin_xyz_mm=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
+        direction=direction,
+        study=study,
+        modality=str(first.get("Modality", "")),
+    )

@@ -1,0 +1,351 @@
+"""Lung segmentation from CT after Hu, Hoffman and Reinhardt (IEEE TMI 2001), the paper's [46].
+
+Steps: an iterative optimal threshold separates low-density voxels (lungs, airways, air outside
+the body) from the body; air connected to the border of each axial slice (outside the body, under
+the table, beyond the reconstruction circle) is discarded; the trachea and main bronchi are found
+from the superior slices as the largest very-low-density component and removed (the threshold of
+that region growing is made stricter until the airway stops leaking); the two largest remaining
+components are the lungs, whose vessels and holes are filled by a small closing and per-slice hole
+filling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from colearn_pipeline.groundtruth._morphology import (
+    IN_PLANE_STRUCTURE,
+    closing,
+    bounding_box,
+    component_sizes,
+    disk_footprint,
+    ellipsoid_footprint,
+    fill_holes_per_slice,
+    opening,
+    spacing_zyx,
+)
+
+#: Defaults of :func:`optimal_threshold_hu`.
+INITIAL_THRESHOLD_HU = -500.0
+THRESHOLD_TOLERANCE_HU = 0.5
+THRESHOLD_MAX_ITERATIONS = 100
+#: HU below this are padding (outside the reconstruction circle) and are clipped to it.
+AIR_FLOOR_HU = -1024.0
+
+#: Defaults of :func:`segment_lungs` (see docs/groundtruth.md).
+SMOOTHING_SIGMA_MM = 1.0
+AIRWAY_THRESHOLD_HU = -950.0
+AIRWAY_THRESHOLD_STEP_HU = 20.0
+AIRWAY_MIN_THRESHOLD_HU = -1010.0
+AIRWAY_MAX_VOLUME_ML = 150.0
+AIRWAY_MIN_VOLUME_ML = 1.0
+AIRWAY_SEARCH_FRACTION = 0.15
+AIRWAY_DILATION_MM = 1.5
+LUNG_CLOSING_RADIUS_MM = 2.0
+BODY_OPENING_RADIUS_MM = 5.0
+LUNG_MIN_VOLUME_FRACTION = 0.05
+MAX_LUNG_COMPONENTS = 2
+
+_ML_PER_MM3 = 1e-3
+
+
+def optimal_threshold_hu(
+    ct_hu,
+    initial_hu: float = INITIAL_THRESHOLD_HU,
+    tolerance_hu: float = THRESHOLD_TOLERANCE_HU,
+    max_iterations: int = THRESHOLD_MAX_ITERATIONS,
+    *,
+    air_floor_hu: float = AIR_FLOOR_HU,
+    mask=None,
+) -> float:
+    """Iterative optimal threshold separating body from non-body voxels (Hu et al. 2001).
+
+    Starting from ``initial_hu``, the threshold becomes the midpoint of the mean of the voxels
+    below it and the mean of the voxels at or above it, until it moves less than
+    ``tolerance_hu``.
+
+    Parameters
+    ----------
+    ct_hu : ndarray
+        CT in Hounsfield units, any shape.
+    initial_hu : float
+        Starting threshold (HU); Hu et al. start at -500.
+    tolerance_hu : float
+        Convergence tolerance (HU).
+    max_iterations : int
+        Upper bound on the iterations.
+    air_floor_hu : float, keyword-only
+        Values below it (padding outside the reconstruction circle) are clipped to it, so that
+        padding values such as -3024 do not pull the non-body mean down.
+    mask : ndarray of bool, optional
+        Only these voxels are used.
+
+    Returns
+    -------
+    float
+        The threshold in HU.
+
+    Raises
+    ------
+    ValueError
+        If there are no voxels, or no voxel lies on one side of ``initial_hu``.
+    """
+    values = np.asarray(ct_hu, dtype=np.float64)
+    if mask is not None:
+        values = values[np.asarray(mask, dtype=bool)]
+    values = np.maximum(values.ravel(), air_floor_hu)
+    if values.size == 0:
+        raise ValueError("optimal_threshold_hu: no voxels")
+    # A histogram makes every iteration O(bins) instead of O(voxels).
+    lo, hi = float(values.min()), float(values.max())
+    if not lo < initial_hu <= hi:
+        raise ValueError(
+            f"optimal_threshold_hu: all voxels lie on one side of initial_hu={initial_hu} "
+            f"(range {lo:.0f}..{hi:.0f} HU)"
+        )
+    edges = np.arange(np.floor(lo), np.ceil(hi) + 2.0, 1.0)
+    counts, edges = np.histogram(values, bins=edges)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    cum_n = np.cumsum(counts)
+    cum_s = np.cumsum(counts * centres)
+    total_n, total_s = cum_n[-1], cum_s[-1]
+    threshold = float(initial_hu)
+    for _ in range(int(max_iterations)):
+        k = int(np.searchsorted(centres, threshold))  # bins with centre < threshold: [0, k)
+        n_low = cum_n[k - 1] if k > 0 else 0
+        s_low = cum_s[k - 1] if k > 0 else 0.0
+        n_high = total_n - n_low
+        if n_low == 0 or n_high == 0:
+            break
+        new = 0.5 * (s_low / n_low + (total_s - s_low) / n_high)
+        if abs(new - threshold) < tolerance_hu:
+            threshold = new
+            break
+        threshold = new
+    return float(threshold)
+
+
+def _outside_air(dark: np.ndarray) -> np.ndarray:
+    """Dark voxels connected, within their axial slice, to the slice border."""
+    lab, n = ndi.label(dark, structure=IN_PLANE_STRUCTURE)
+    if n == 0:
+        return np.zeros_like(dark)
+    border = np.unique(
+        np.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(), lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])
+    )
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[border] = True
+    keep[0] = False
+    return keep[lab]
+
+
+def body_mask(dark: np.ndarray, spacing_xyz_mm, *, opening_radius_mm: float = BODY_OPENING_RADIUS_MM) -> np.ndarray:
+    """The patient's body, its lungs and airways included, without the scanner table.
+
+    The non-dark voxels are opened in-plane with a disk of ``opening_radius_mm`` (cutting thin
+    contacts and thin table shells), the largest 3D component is kept and grown back by the same
+    disk within the non-dark voxels, and every slice's holes (lungs, airways) are filled.
+
+    Parameters
+    ----------
+    dark : ndarray of bool, shape (z, y, x)
+        Voxels below the lung/body threshold.
+    spacing_xyz_mm : sequence of 3 float
+    opening_radius_mm : float
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    solid = ~dark
+    disk = disk_footprint(opening_radius_mm, spacing_xyz_mm)
+    core = opening(solid, disk)
+    lab, n = ndi.label(core)
+    if n == 0:
+        return fill_holes_per_slice(solid)
+    core = lab == (np.argmax(component_sizes(lab, n)) + 1)
+    body = ndi.binary_dilation(core, structure=disk) & solid
+    return fill_holes_per_slice(body)
+
+
+def find_airway(
+    ct_smooth_hu: np.ndarray,
+    candidates: np.ndarray,
+    spacing_xyz_mm,
+    *,
+    airway_threshold_hu: float = AIRWAY_THRESHOLD_HU,
+    airway_threshold_step_hu: float = AIRWAY_THRESHOLD_STEP_HU,
+    airway_min_threshold_hu: float = AIRWAY_MIN_THRESHOLD_HU,
+    airway_max_volume_ml: float = AIRWAY_MAX_VOLUME_ML,
+    airway_min_volume_ml: float = AIRWAY_MIN_VOLUME_ML,
+    airway_search_fraction: float = AIRWAY_SEARCH_FRACTION,
+    superior_at_high_z: bool = True,
+) -> tuple[np.ndarray, float | None]:
+    """Trachea and main bronchi: the largest very-dark component reaching the superior slab.
+
+    The component of ``candidates & (ct < threshold)`` (3D, face connectivity) with most voxels
+    among those that reach the superior ``airway_search_fraction`` of the slices is taken. If it is
+    larger than ``airway_max_volume_ml`` it has leaked into the parenchyma, and the threshold is
+    lowered by ``airway_threshold_step_hu`` until it is not (Hu et al.'s leak control), down to
+    ``airway_min_threshold_hu``.
+
+    Returns
+    -------
+    airway : ndarray of bool
+        The airway (all False when none is found).
+    threshold_hu : float or None
+        The threshold used, None when no airway was found.
+    """
+    voxel_ml = float(np.prod(spacing_zyx(spacing_xyz_mm))) * _ML_PER_MM3
+    nz = candidates.shape[0]
+    n_slab = max(1, int(round(airway_search_fraction * nz)))
+    slab = slice(nz - n_slab, nz) if superior_at_high_z else slice(0, n_slab)
+    threshold = float(airway_threshold_hu)
+    while threshold >= airway_min_threshold_hu:
+        strict = candidates & (ct_smooth_hu < threshold)
+        lab, n = ndi.label(strict)
+        if n == 0:
+            break
+        in_slab = np.unique(lab[slab])
+        in_slab = in_slab[in_slab > 0]
+        if in_slab.size == 0:
+            break
+        sizes = component_sizes(lab, n)
+        best = in_slab[np.argmax(sizes[in_slab - 1])]
+        volume_ml = sizes[best - 1] * voxel_ml
+        if volume_ml < airway_min_volume_ml:
+            break
+        if volume_ml <= airway_max_volume_ml:
+            return lab == best, threshold
+        threshold -= airway_threshold_step_hu
+    return np.zeros_like(candidates), None
+
+
+def segment_lungs(
+    ct_hu,
+    spacing_xyz_mm,
+    *,
+    threshold_hu: float | None = None,
+    initial_hu: float = INITIAL_THRESHOLD_HU,
+    tolerance_hu: float = THRESHOLD_TOLERANCE_HU,
+    max_iterations: int = THRESHOLD_MAX_ITERATIONS,
+    air_floor_hu: float = AIR_FLOOR_HU,
+    smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
+    airway_threshold_hu: float = AIRWAY_THRESHOLD_HU,
+    airway_threshold_step_hu: float = AIRWAY_THRESHOLD_STEP_HU,
+    airway_min_threshold_hu: float = AIRWAY_MIN_THRESHOLD_HU,
+    airway_max_volume_ml: float = AIRWAY_MAX_VOLUME_ML,
+    airway_min_volume_ml: float = AIRWAY_MIN_VOLUME_ML,
+    airway_search_fraction: float = AIRWAY_SEARCH_FRACTION,
+    airway_dilation_mm: float = AIRWAY_DILATION_MM,
+    remove_airway: bool = True,
+    superior_at_high_z: bool = True,
+    closing_radius_mm: float = LUNG_CLOSING_RADIUS_MM,
+    body_opening_radius_mm: float = BODY_OPENING_RADIUS_MM,
+    min_volume_fraction: float = LUNG_MIN_VOLUME_FRACTION,
+    max_components: int = MAX_LUNG_COMPONENTS,
+    return_info: bool = False,
+):
+    """Segment both lungs in a thoracic CT.
+
+    Parameters
+    ----------
+    ct_hu : ndarray, shape (z, y, x)
+        CT in HU.
+    spacing_xyz_mm : sequence of 3 float
+        Voxel spacing in SimpleITK order (x, y, z), mm.
+    threshold_hu : float, optional
+        Fixed lung/body threshold (HU); by default :func:`optimal_threshold_hu` of the smoothed CT.
+    initial_hu, tolerance_hu, max_iterations, air_floor_hu : float
+        Passed to :func:`optimal_threshold_hu`.
+    smoothing_sigma_mm : float
+        Gaussian smoothing of the CT before thresholding (mm); 0 disables it.
+    airway_threshold_hu : float
+        Initial threshold (HU) of the trachea / main bronchi region (stricter than the lung one).
+    airway_threshold_step_hu, airway_min_threshold_hu, airway_max_volume_ml, airway_min_volume_ml, airway_search_fraction
+        Leak control and search slab of :func:`find_airway`.
+    airway_dilation_mm : float
+        The airway is dilated by this (mm) before removal, to take the partial-volume wall too.
+    remove_airway : bool
+        Set False to keep the airway (e.g. a scan with no trachea in the field of view).
+    superior_at_high_z : bool
+        True when the last slice is the most superior (the architecture's slice order for axial
+        scans: increasing position along the slice normal, +z = superior in LPS).
+    closing_radius_mm : float
+        Radius (mm) of the 3D closing that fills vessels at the lung border.
+    body_opening_radius_mm : float
+        In-plane opening (mm) that separates the body from the scanner table, see :func:`body_mask`.
+    min_volume_fraction : float
+        A component other than the largest is kept only if it has at least this fraction of the
+        largest's volume.
+    max_components : int
+        At most this many components (the two lungs) are kept.
+    return_info : bool
+        Also return a dict with the thresholds used.
+
+    Returns
+    -------
+    lungs : ndarray of bool, shape (z, y, x)
+    info : dict, only with ``return_info``
+        ``threshold_hu``, ``airway_threshold_hu`` (None if no airway found), ``n_components``,
+        ``airway_mask`` (bool array: the trachea and main bronchi taken out of the lungs, with
+        their dilation; :func:`segment_mediastinum` can add it to the mediastinum).
+    """
+    ct = np.asarray(ct_hu, dtype=np.float32)
+    if ct.ndim != 3:
+        raise ValueError(f"ct_hu must be 3D (z, y, x), got shape {ct.shape}")
+    sp = spacing_zyx(spacing_xyz_mm)
+    ct_s = np.maximum(ct, air_floor_hu)
+    if smoothing_sigma_mm > 0:
+        ct_s = ndi.gaussian_filter(ct_s, sigma=smoothing_sigma_mm / sp, mode="nearest")
+    if threshold_hu is None:
+        threshold_hu = optimal_threshold_hu(
+            ct_s, initial_hu, tolerance_hu, max_iterations, air_floor_hu=air_floor_hu
+        )
+    dark = ct_s < threshold_hu
+    candidates = dark & ~_outside_air(dark) & body_mask(dark, spacing_xyz_mm, opening_radius_mm=body_opening_radius_mm)
+
+    airway = np.zeros_like(candidates)
+    airway_thr = None
+    if remove_airway:
+        airway, airway_thr = find_airway(
+            ct_s,
+            candidates,
+            spacing_xyz_mm,
+            airway_threshold_hu=airway_threshold_hu,
+            airway_threshold_step_hu=airway_threshold_step_hu,
+            airway_min_threshold_hu=airway_min_threshold_hu,
+            airway_max_volume_ml=airway_max_volume_ml,
+            airway_min_volume_ml=airway_min_volume_ml,
+            airway_search_fraction=airway_search_fraction,
+            superior_at_high_z=superior_at_high_z,
+        )
+        if airway_dilation_mm > 0 and airway.any():
+            airway = ndi.binary_dilation(airway, structure=ellipsoid_footprint(airway_dilation_mm, spacing_xyz_mm))
+        candidates &= ~airway
+
+    lab, n = ndi.label(candidates)
+    lungs = np.zeros_like(candidates)
+    kept = 0
+    if n:
+        sizes = component_sizes(lab, n)
+        order = np.argsort(sizes)[::-1][:max_components]
+        keep = [i + 1 for i in order if sizes[i] >= min_volume_fraction * sizes[order[0]]]
+        lungs = np.isin(lab, keep)
+        kept = len(keep)
+        footprint = ellipsoid_footprint(closing_radius_mm, spacing_xyz_mm)
+        box = bounding_box(lungs, np.asarray(footprint.shape) // 2 + 1)
+        lungs[box] = fill_holes_per_slice(closing(lungs[box], footprint))
+        # The closing must not bring the airway back where it touches the lungs at the hila.
+        if remove_airway and airway.any():
+            lungs &= ~(airway & ~fill_holes_per_slice(lungs & ~airway))
+    if return_info:
+        airway_removed = airway & ~lungs if remove_airway else airway
+        return lungs, {
+            "threshold_hu": float(threshold_hu),
+            "airway_threshold_hu": airway_thr,
+            "n_components": kept,
+            "airway_mask": airway_removed,
+        }
+    return lungs

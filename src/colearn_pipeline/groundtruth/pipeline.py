@@ -1,0 +1,96 @@
+"""All of section III-A in one call: CT + SUV + report seeds -> label volume."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+
+import numpy as np
+
+from colearn_pipeline.groundtruth.labels import LABELS, compose_labels, select_slices
+from colearn_pipeline.groundtruth.lungs import segment_lungs
+from colearn_pipeline.groundtruth.mediastinum import segment_mediastinum
+from colearn_pipeline.groundtruth.tumours import segment_tumours
+
+
+def derive_labels(
+    ct_hu,
+    suv,
+    seeds_zyx,
+    spacing_xyz_mm,
+    *,
+    lungs: Mapping | None = None,
+    mediastinum: Mapping | None = None,
+    tumours: Mapping | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Derive the ground-truth labels of one study.
+
+    Parameters
+    ----------
+    ct_hu : ndarray, shape (z, y, x)
+        CT in HU.
+    suv : ndarray, shape (z, y, x)
+        SUV resampled onto the CT grid.
+    seeds_zyx : sequence of (z, y, x)
+        Report finding positions as CT voxel indices.
+    spacing_xyz_mm : sequence of 3 float
+        CT spacing, SimpleITK order (x, y, z), mm.
+    lungs, mediastinum, tumours : mapping, optional
+        Keyword arguments of :func:`segment_lungs`, :func:`segment_mediastinum` and
+        :func:`segment_tumours` (the ``groundtruth`` block of parameters_preprocess.yml, with a
+        study's overrides merged in).
+
+    Returns
+    -------
+    labels : ndarray of uint8, shape (z, y, x)
+    info : dict
+        ``lungs`` (thresholds), ``mediastinum`` (seeds), ``tumours`` (per-finding list) and
+        ``voxels`` per class name.
+    """
+    lung_mask, lung_info = segment_lungs(ct_hu, spacing_xyz_mm, return_info=True, **dict(lungs or {}))
+    airway = lung_info.pop("airway_mask")
+    med_mask, med_info = segment_mediastinum(
+        ct_hu, lung_mask, spacing_xyz_mm, airway_mask=airway, return_info=True, **dict(mediastinum or {})
+    )
+    tum_mask, tum_info = segment_tumours(suv, seeds_zyx, spacing_xyz_mm, **dict(tumours or {}))
+    labels = compose_labels(lung_mask, med_mask, tum_mask)
+    counts = np.bincount(labels.ravel(), minlength=len(LABELS))
+    info = {
+        "lungs": lung_info,
+        "mediastinum": med_info,
+        "tumours": tum_info,
+        "voxels": {name: int(counts[value]) for name, value in LABELS.items()},
+    }
+    return labels, info
+
+
+_NOT_PARAMETERS = {"return_info", "seeds_zyx", "allowed_mask", "airway_mask"}
+
+
+def default_parameters() -> dict:
+    """The tunable keyword arguments and their defaults, grouped as :func:`derive_labels` takes them.
+
+    Returns
+    -------
+    dict
+        ``{"lungs": {...}, "mediastinum": {...}, "tumours": {...}, "select_slices": {...}}``;
+        ``select_slices`` holds ``classes`` (label names) and ``min_voxels``. This is what
+        ``conf/base/parameters_preprocess.yml`` mirrors.
+    """
+
+    def kwargs_of(func):
+        return {
+            name: p.default
+            for name, p in inspect.signature(func).parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in _NOT_PARAMETERS
+        }
+
+    select = kwargs_of(select_slices)
+    inverse = {v: k for k, v in LABELS.items()}
+    select["classes"] = [inverse[c] for c in select["classes"]]
+    return {
+        "lungs": kwargs_of(segment_lungs),
+        "mediastinum": kwargs_of(segment_mediastinum),
+        "tumours": kwargs_of(segment_tumours),
+        "select_slices": select,
+    }

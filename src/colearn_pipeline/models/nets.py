@@ -1,0 +1,389 @@
+"""The co-learning CNN (Fig. 1) and the TB / TC / FS baselines (Sec. III-G), built from blocks.
+
+Every net takes ``x`` of shape ``(N, 2, H, W)`` (channel 0 CT, channel 1 PET, each slice's
+channels already standardised) and returns logits ``(N, num_classes, H, W)``; callers apply the
+softmax (:func:`predict_proba`). ``H`` and ``W`` must be divisible by ``2**depth``.
+
+The four nets share the encoder, reconstruction and output blocks and differ only in fusion:
+
+=========  ==========================================================================
+colearn    two encoders; a co-learning unit per scale; fused maps feed reconstruction
+tb         two encoders; features concatenated only before reconstruction (late)
+tc         one encoder whose first conv takes CT and PET as two channels (early)
+fs         one encoder on the pixel-intermixed CT/PET image (:class:`PixelIntermix`)
+=========  ==========================================================================
+
+Skip connections of the baselines: in the paper's Fig. 1 every skip input of the reconstruction
+goes through a co-learning unit; the baselines are Fig. 1 "with no co-learning component"
+(Sec. III-G), and in the authors' TensorFlow baseline code the reconstruction takes only the
+deepest (for TB: concatenated) encoder output, with no skips. The paper does not say more, so
+the code is followed: by default (``baseline_skips=False``) the baselines' reconstruction has no
+skip inputs. ``baseline_skips=True`` gives the ablation in which each baseline's reconstruction
+gets its per-scale encoder features (TB: ``cat([CT, PET])``) where the co-learning net gets its
+fused maps, i.e. TB becomes the co-learning net with every fusion map fixed to 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from colearn_pipeline.models.blocks import (
+    SCALE_FACTOR,
+    CoLearningUnit,
+    Encoder,
+    OutputHead,
+    PixelIntermix,
+    Reconstruction,
+    init_weights,
+)
+
+__all__ = [
+    "DEFAULTS",
+    "MODEL_NAMES",
+    "NUM_INPUT_CHANNELS",
+    "CoLearnNet",
+    "FusedInputNet",
+    "SegmentationNet",
+    "TwoBranchNet",
+    "TwoChannelNet",
+    "build_model",
+    "count_parameters",
+    "predict_proba",
+    "to_channels_last",
+]
+
+#: Names accepted by :func:`build_model`, in the order of Table II.
+MODEL_NAMES: tuple[str, ...] = ("colearn", "tb", "tc", "fs")
+#: Channels of every net's input: 0 CT, 1 PET.
+NUM_INPUT_CHANNELS: int = 2
+#: Keyword arguments of :func:`build_model` and their defaults (Table I; ``fs_blend_weight`` from
+#: the authors' FS code, ``baseline_skips`` from the authors' baseline code).
+DEFAULTS: dict[str, Any] = {
+    "width": 64,
+    "depth": 4,
+    "num_classes": 4,
+    "kernel_size": 3,
+    "fusion_kernel_size": 3,
+    "negative_slope": 0.1,
+    "fs_blend_weight": 0.5,
+    "baseline_skips": False,
+}
+
+
+class SegmentationNet(nn.Module):
+    """Common base: the hyper-parameters, the output head and the input check.
+
+    Parameters
+    ----------
+    width
+        Channels ``c`` of every conv (64 in Table I).
+    depth
+        Encoder and reconstruction blocks (4 in Fig. 1); ``H`` and ``W`` must be divisible by
+        ``2**depth``.
+    num_classes
+        Output classes (4: background, lung, mediastinum, tumour).
+    kernel_size
+        2D conv and deconvolution kernel size (3).
+    negative_slope
+        Leaky ReLU slope alpha (0.1).
+    """
+
+    def __init__(self, width: int, depth: int, num_classes: int, kernel_size: int, negative_slope: float):
+        super().__init__()
+        for name, value in (("width", width), ("depth", depth), ("num_classes", num_classes)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.width = int(width)
+        self.depth = int(depth)
+        self.num_classes = int(num_classes)
+        self.kernel_size = int(kernel_size)
+        self.negative_slope = float(negative_slope)
+        self.head = OutputHead(self.width, self.num_classes)
+
+    @property
+    def size_divisor(self) -> int:
+        """``2**depth``: ``H`` and ``W`` must be multiples of it."""
+        return SCALE_FACTOR**self.depth
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`ValueError` unless ``x`` is ``(N, 2, H, W)`` with ``H, W`` divisible by ``2**depth``."""
+        if x.ndim != 4 or x.shape[1] != NUM_INPUT_CHANNELS:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (N, {NUM_INPUT_CHANNELS}, H, W) "
+                f"(channel 0 CT, channel 1 PET), got {tuple(x.shape)}"
+            )
+        divisor = self.size_divisor
+        for axis, size in (("height", x.shape[2]), ("width", x.shape[3])):
+            if size % divisor != 0:
+                raise ValueError(
+                    f"input {axis} {size} is not divisible by 2**depth = {divisor} "
+                    f"(depth={self.depth}); pad or resize to a multiple of {divisor}"
+                )
+
+
+class CoLearnNet(SegmentationNet):
+    """The co-learning CNN of Fig. 1: two encoders, co-learning units, reconstruction.
+
+    For each encoder scale ``k = 1 .. depth`` a :class:`CoLearningUnit` derives the fusion map
+    ``(N, 2c, H/2**k, W/2**k)`` from the pooled CT and PET features of that scale and the fused
+    map is ``fusion_map * cat([CT, PET])`` (Eq. 2-4). The reconstruction takes the deepest fused
+    map, and each later block the fused map of its scale stacked with the previous block's
+    output (Sec. III-E); the 1x1 output conv gives the logits.
+
+    Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``; with
+    ``return_fusion_maps=True``, ``(logits, [fusion maps, finest (1/2) first])``.
+
+    Parameters
+    ----------
+    width, depth, num_classes, kernel_size, negative_slope
+        See :class:`SegmentationNet`.
+    fusion_kernel_size
+        In-plane size ``k`` of the co-learning 3D kernel ``k x k x 2`` (3).
+    """
+
+    def __init__(
+        self,
+        width: int = 64,
+        depth: int = 4,
+        num_classes: int = 4,
+        kernel_size: int = 3,
+        fusion_kernel_size: int = 3,
+        negative_slope: float = 0.1,
+    ):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+        self.fusion_kernel_size = int(fusion_kernel_size)
+        self.ct_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        self.pet_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        self.colearn_units = nn.ModuleList(
+            CoLearningUnit(width, fusion_kernel_size, negative_slope) for _ in range(depth)
+        )
+        fused_channels = 2 * width
+        self.reconstruction = Reconstruction(
+            fused_channels, fused_channels if depth > 1 else 0, width, depth, kernel_size, negative_slope
+        )
+        init_weights(self, negative_slope)
+
+    def forward(
+        self, x: torch.Tensor, return_fusion_maps: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits ``(N, num_classes, H, W)``; optionally also the fusion maps, finest first."""
+        self.check_input(x)
+        ct_features = self.ct_encoder(x[:, 0:1])
+        pet_features = self.pet_encoder(x[:, 1:2])
+        fusion_maps: list[torch.Tensor] = []
+        fused: list[torch.Tensor] = []
+        for unit, ct, pet in zip(self.colearn_units, ct_features, pet_features, strict=True):
+            fusion_map = unit(ct, pet)
+            fusion_maps.append(fusion_map)
+            fused.append(unit.fuse(fusion_map, ct, pet))
+        logits = self.head(self.reconstruction(fused[-1], fused[:-1]))
+        if return_fusion_maps:
+            return logits, fusion_maps
+        return logits
+
+
+class _Baseline(SegmentationNet):
+    """Shared ``__init__`` tail of the baselines: the reconstruction, with or without skips."""
+
+    def _build_reconstruction(self, feature_channels: int, skips: bool) -> None:
+        self.baseline_skips = bool(skips)
+        skip_channels = feature_channels if (skips and self.depth > 1) else 0
+        self.reconstruction = Reconstruction(
+            feature_channels, skip_channels, self.width, self.depth, self.kernel_size, self.negative_slope
+        )
+
+    def _reconstruct(self, features: list[torch.Tensor]) -> torch.Tensor:
+        skips = features[:-1] if self.reconstruction.skip_channels else []
+        return self.head(self.reconstruction(features[-1], skips))
+
+
+class TwoBranchNet(_Baseline):
+    """TB baseline: two modality encoders, no co-learning, late fusion by concatenation.
+
+    The deepest CT and PET features are concatenated, ``(N, 2c, H/2**depth, W/2**depth)``, and
+    reconstructed; with ``baseline_skips=True`` each later reconstruction block also gets
+    ``cat([CT, PET])`` of its scale (the co-learning net with fusion maps fixed to 1). See the
+    module docstring for the default.
+
+    Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``.
+
+    Parameters
+    ----------
+    width, depth, num_classes, kernel_size, negative_slope
+        See :class:`SegmentationNet`.
+    baseline_skips
+        Give the reconstruction per-scale skip inputs (default False, as the authors' code).
+    """
+
+    def __init__(
+        self,
+        width: int = 64,
+        depth: int = 4,
+        num_classes: int = 4,
+        kernel_size: int = 3,
+        negative_slope: float = 0.1,
+        baseline_skips: bool = False,
+    ):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+        self.ct_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        self.pet_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        self._build_reconstruction(2 * width, baseline_skips)
+        init_weights(self, negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)``."""
+        self.check_input(x)
+        ct_features = self.ct_encoder(x[:, 0:1])
+        pet_features = self.pet_encoder(x[:, 1:2])
+        features = [torch.cat([ct, pet], dim=1) for ct, pet in zip(ct_features, pet_features, strict=True)]
+        return self._reconstruct(features)
+
+
+class TwoChannelNet(_Baseline):
+    """TC baseline: one encoder whose first conv takes CT and PET as two channels (early fusion).
+
+    Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``.
+
+    Parameters
+    ----------
+    width, depth, num_classes, kernel_size, negative_slope
+        See :class:`SegmentationNet`.
+    baseline_skips
+        Give the reconstruction per-scale skip inputs (default False, as the authors' code).
+    """
+
+    def __init__(
+        self,
+        width: int = 64,
+        depth: int = 4,
+        num_classes: int = 4,
+        kernel_size: int = 3,
+        negative_slope: float = 0.1,
+        baseline_skips: bool = False,
+    ):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+        self.encoder = Encoder(NUM_INPUT_CHANNELS, width, depth, kernel_size, negative_slope)
+        self._build_reconstruction(width, baseline_skips)
+        init_weights(self, negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)``."""
+        self.check_input(x)
+        return self._reconstruct(self.encoder(x))
+
+
+class FusedInputNet(_Baseline):
+    """FS baseline: one encoder on the pixel-intermixed image made inside by :class:`PixelIntermix`.
+
+    Every net takes the same ``(N, 2, H, W)`` input; this one blends it into ``(N, 1, H, W)``
+    first (``w * std(CT) + (1 - w) * std(PET)``, standardised again, per slice).
+
+    Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``.
+
+    Parameters
+    ----------
+    width, depth, num_classes, kernel_size, negative_slope
+        See :class:`SegmentationNet`.
+    fs_blend_weight
+        CT weight ``w`` of the blend (0.5: the authors' equal-weight sum).
+    baseline_skips
+        Give the reconstruction per-scale skip inputs (default False, as the authors' code).
+    """
+
+    def __init__(
+        self,
+        width: int = 64,
+        depth: int = 4,
+        num_classes: int = 4,
+        kernel_size: int = 3,
+        negative_slope: float = 0.1,
+        fs_blend_weight: float = 0.5,
+        baseline_skips: bool = False,
+    ):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+        self.intermix = PixelIntermix(fs_blend_weight)
+        self.encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        self._build_reconstruction(width, baseline_skips)
+        init_weights(self, negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)``."""
+        self.check_input(x)
+        return self._reconstruct(self.encoder(self.intermix(x)))
+
+
+_NETS: dict[str, tuple[type[SegmentationNet], tuple[str, ...]]] = {
+    "colearn": (CoLearnNet, ("width", "depth", "num_classes", "kernel_size", "fusion_kernel_size", "negative_slope")),
+    "tb": (TwoBranchNet, ("width", "depth", "num_classes", "kernel_size", "negative_slope", "baseline_skips")),
+    "tc": (TwoChannelNet, ("width", "depth", "num_classes", "kernel_size", "negative_slope", "baseline_skips")),
+    "fs": (
+        FusedInputNet,
+        ("width", "depth", "num_classes", "kernel_size", "negative_slope", "fs_blend_weight", "baseline_skips"),
+    ),
+}
+
+
+def build_model(name: str, **kwargs: Any) -> SegmentationNet:
+    """Build one of the four nets by name.
+
+    Every net accepts every keyword of :data:`DEFAULTS`, so one parameter dictionary serves all
+    four; a keyword a net does not use is accepted and ignored (``fusion_kernel_size`` for the
+    baselines, ``fs_blend_weight`` for all but ``fs``, ``baseline_skips`` for ``colearn``).
+    An unknown keyword raises :class:`TypeError`.
+
+    Parameters
+    ----------
+    name
+        One of :data:`MODEL_NAMES`: ``"colearn"``, ``"tb"``, ``"tc"``, ``"fs"`` (case-insensitive).
+    **kwargs
+        ``width=64, depth=4, num_classes=4, kernel_size=3, fusion_kernel_size=3,
+        negative_slope=0.1, fs_blend_weight=0.5, baseline_skips=False``.
+
+    Returns
+    -------
+    SegmentationNet
+        The net, He-initialised, in training mode; ``x (N, 2, H, W) -> logits (N, C, H, W)``.
+    """
+    key = str(name).lower()
+    if key not in _NETS:
+        raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES}")
+    unknown = sorted(set(kwargs) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"build_model got unknown keyword(s) {unknown}; accepted: {sorted(DEFAULTS)}")
+    cls, used = _NETS[key]
+    params = {**DEFAULTS, **kwargs}
+    return cls(**{k: params[k] for k in used})
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``model``; batch-norm running statistics excluded."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Softmax probability map (Eq. 5), ``(N, num_classes, H, W)``, from a net's logits.
+
+    Runs the net as it is (call ``model.eval()`` first for inference); no gradient is kept.
+    """
+    with torch.no_grad():
+        out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        return torch.softmax(logits.float(), dim=1)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Put every 4D parameter and buffer of ``model`` in ``channels_last`` and every 5D one in
+    ``channels_last_3d``, in place; returns ``model``.
+
+    ``model.to(memory_format=torch.channels_last)`` fails on the co-learning unit's 5D
+    :class:`torch.nn.Conv3d` kernel ("required rank 4 tensor"), hence this helper.
+    """
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        fmt = formats.get(tensor.dim())
+        if fmt is not None:
+            tensor.data = tensor.data.contiguous(memory_format=fmt)
+    return model

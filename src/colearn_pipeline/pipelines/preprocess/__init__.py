@@ -1,0 +1,5 @@
+"""The preprocess pipeline: DICOM -> SUV -> one grid -> semi-automatic ground truth -> model input."""
+
+from colearn_pipeline.pipelines.preprocess.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

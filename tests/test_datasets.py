@@ -1,0 +1,80 @@
+"""NiftiDataset and NpzDataset: round trips, atomic writes, use inside PartitionedDataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from kedro.io import DatasetError
+from kedro_datasets.partitions import PartitionedDataset
+
+from colearn_pipeline.datasets import NiftiDataset, NpzDataset
+
+
+def _image():
+    arr = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.9, 0.8, 3.0))
+    img.SetOrigin((-100.0, 20.0, -300.5))
+    c, s = np.cos(0.2), np.sin(0.2)
+    img.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+    return arr, img
+
+
+def test_nifti_round_trip_keeps_geometry(tmp_path):
+    arr, img = _image()
+    ds = NiftiDataset(str(tmp_path / "sub" / "v.nii.gz"))
+    assert not ds.exists()
+    ds.save(img)
+    assert ds.exists()
+    back = ds.load()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), arr)
+    np.testing.assert_allclose(back.GetSpacing(), img.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(back.GetOrigin(), img.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(back.GetDirection(), img.GetDirection(), atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["v.nii.gz"]
+
+
+def test_nifti_rejects_bad_path_and_data(tmp_path):
+    with pytest.raises(DatasetError, match=".nii"):
+        NiftiDataset(str(tmp_path / "v.mha"))
+    with pytest.raises(DatasetError, match="SimpleITK.Image"):
+        NiftiDataset(str(tmp_path / "v.nii")).save(np.zeros((2, 2, 2)))
+
+
+def test_npz_round_trip_and_no_pickle(tmp_path):
+    ds = NpzDataset(str(tmp_path / "m.npz"))
+    data = {"a": np.ones((2, 3), np.float32), "study": np.array("study-0123456789"), "i": np.arange(3, dtype=np.int32)}
+    ds.save(data)
+    back = ds.load()
+    assert set(back) == set(data)
+    assert back["study"].dtype.kind == "U" and str(back["study"]) == "study-0123456789"
+    assert back["a"].dtype == np.float32 and back["i"].dtype == np.int32
+    with pytest.raises(DatasetError, match="object array"):
+        ds.save({"x": np.array([{"a": 1}], dtype=object)})
+
+
+def test_failed_save_keeps_old_file_and_leaves_no_temporary(tmp_path):
+    ds = NpzDataset(str(tmp_path / "m.npz"))
+    ds.save({"a": np.zeros(3)})
+    before = (tmp_path / "m.npz").read_bytes()
+
+    class Boom:
+        def __array__(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(DatasetError):
+        ds.save({"a": np.ones(3), "b": Boom()})
+    assert (tmp_path / "m.npz").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_partitioned_dataset_with_full_import_path(tmp_path):
+    _, img = _image()
+    part = PartitionedDataset(
+        path=str(tmp_path / "vols"), dataset="colearn_pipeline.datasets.NiftiDataset", filename_suffix=".nii.gz"
+    )
+    part.save({"study-a": img, "study-b": lambda: img})
+    loaded = part.load()
+    assert sorted(loaded) == ["study-a", "study-b"]
+    assert loaded["study-b"]().GetSize() == img.GetSize()

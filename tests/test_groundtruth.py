@@ -1,0 +1,239 @@
+"""Unit tests of colearn_pipeline.groundtruth on a small synthetic thorax (tests/_groundtruth_torso.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from _groundtruth_torso import SPACING_XYZ_MM, make_torso
+from colearn_pipeline.groundtruth import (
+    LABELS,
+    compose_labels,
+    derive_labels,
+    dice,
+    move_seed_to_peak,
+    optimal_threshold_hu,
+    segment_lungs,
+    segment_mediastinum,
+    segment_tumours,
+    select_slices,
+)
+
+
+@pytest.fixture(scope="module")
+def torso():
+    return make_torso(seed=3)
+
+
+@pytest.fixture(scope="module")
+def lungs(torso):
+    ct, _, _ = torso
+    return segment_lungs(ct, SPACING_XYZ_MM, return_info=True)
+
+
+# ---------------------------------------------------------------- optimal threshold
+def test_optimal_threshold_is_midpoint_of_two_classes():
+    values = np.concatenate([np.full(3000, -900.0), np.full(1000, 0.0)])
+    assert optimal_threshold_hu(values) == pytest.approx(-450.0, abs=1.0)
+
+
+def test_optimal_threshold_does_not_depend_on_start_and_clips_padding():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(-850, 30, 5000), rng.normal(40, 30, 8000), np.full(4000, -3024.0)])
+    t1 = optimal_threshold_hu(values, initial_hu=-500)
+    t2 = optimal_threshold_hu(values, initial_hu=-100)
+    assert t1 == pytest.approx(t2, abs=1.0)
+    # Padding is clipped to -1024, so the non-body mean is about (5000*-850 + 4000*-1024) / 9000.
+    expected = 0.5 * ((5000 * -850 + 4000 * -1024) / 9000 + 40)
+    assert t1 == pytest.approx(expected, abs=5.0)
+
+
+def test_optimal_threshold_rejects_one_sided_data():
+    with pytest.raises(ValueError):
+        optimal_threshold_hu(np.full(100, 50.0))
+
+
+# ---------------------------------------------------------------- lungs
+def test_lungs_match_truth(torso, lungs):
+    _, _, truth = torso
+    mask, info = lungs
+    assert mask.dtype == bool
+    assert info["n_components"] == 2
+    assert -700 < info["threshold_hu"] < -200
+    assert dice(mask, truth["lungs"]) >= 0.97
+
+
+def test_lungs_exclude_outside_air_table_and_trachea(torso, lungs):
+    _, _, truth = torso
+    mask, info = lungs
+    assert info["airway_threshold_hu"] is not None
+    assert not (mask & truth["table"]).any()
+    # The trachea (above the carina, z >= 23) is not lung.
+    assert not (mask[23:] & truth["airway"][23:]).any()
+    # Vessels are filled: the lungs have no holes in any slice.
+    assert np.array_equal(mask, ndi.binary_fill_holes(mask, structure=np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0] * 3] * 3])))
+
+
+def test_lungs_keep_trachea_when_airway_removal_is_off(torso):
+    ct, _, truth = torso
+    mask = segment_lungs(ct, SPACING_XYZ_MM, remove_airway=False, max_components=1)
+    # Trachea and lungs form one component, so the trachea is kept with them.
+    assert (mask[23:] & truth["airway"][23:]).sum() > 0.5 * truth["airway"][23:].sum()
+
+
+def test_lungs_fixed_threshold_is_used(torso):
+    ct, _, _ = torso
+    _, info = segment_lungs(ct, SPACING_XYZ_MM, threshold_hu=-600.0, return_info=True)
+    assert info["threshold_hu"] == -600.0
+
+
+def test_lungs_reject_2d_input():
+    with pytest.raises(ValueError):
+        segment_lungs(np.zeros((8, 8)), SPACING_XYZ_MM)
+
+
+# ---------------------------------------------------------------- mediastinum
+def test_mediastinum_matches_truth_and_avoids_lungs_and_spine(torso, lungs):
+    ct, _, truth = torso
+    mask, info = segment_mediastinum(ct, lungs[0], SPACING_XYZ_MM, return_info=True)
+    assert info["n_seeds"] > 10
+    assert not (mask & lungs[0]).any()
+    assert not (mask & truth["spine"]).any()
+    assert not (mask & truth["table"]).any()
+    assert dice(mask, truth["mediastinum"]) >= 0.85
+
+
+def test_mediastinum_window_matters(torso, lungs):
+    ct, _, _ = torso
+    # A window that excludes soft tissue grows nothing from the automatic seeds.
+    mask = segment_mediastinum(ct, lungs[0], SPACING_XYZ_MM, lower_hu=400.0, upper_hu=500.0)
+    assert not mask.any()
+
+
+def test_mediastinum_manual_seeds(torso, lungs):
+    ct, _, truth = torso
+    z, y, x = 12, 60, 64  # inside the heart
+    assert truth["mediastinum"][z, y, x]
+    mask, info = segment_mediastinum(ct, lungs[0], SPACING_XYZ_MM, seeds_zyx=[(z, y, x)], return_info=True)
+    assert info["seeds_zyx"] == [(z, y, x)]
+    assert mask[z, y, x]
+
+
+# ---------------------------------------------------------------- tumours
+def test_tumour_40_percent_of_peak(torso):
+    _, suv, truth = torso
+    mask, info = segment_tumours(suv, [truth["seed_zyx"]], SPACING_XYZ_MM)
+    assert dice(mask, truth["tumour"]) >= 0.8
+    (entry,) = info
+    assert entry["peak_zyx"] != tuple(int(v) for v in truth["seed_zyx"])  # the seed moved
+    assert truth["tumour"][entry["peak_zyx"]]
+    assert entry["threshold_suv"] == pytest.approx(0.4 * entry["peak_suv"])
+    assert entry["voxels"] == int(mask.sum())
+    assert not entry["capped"]
+    assert np.all(suv[mask] >= entry["threshold_suv"])
+
+
+def test_tumour_fraction_changes_size(torso):
+    _, suv, truth = torso
+    small, _ = segment_tumours(suv, [truth["seed_zyx"]], SPACING_XYZ_MM, peak_fraction=0.7)
+    large, _ = segment_tumours(suv, [truth["seed_zyx"]], SPACING_XYZ_MM, peak_fraction=0.2)
+    assert small.sum() < large.sum()
+    assert np.all(large[small])
+
+
+def test_tumour_cap_stops_leak():
+    spacing = (2.0, 2.0, 2.0)
+    suv = np.ones((30, 30, 30), dtype=np.float32)  # a uniform plateau leaks everywhere at 40%
+    mask, info = segment_tumours(suv, [(15, 15, 15)], spacing, max_radius_mm=10.0)
+    assert info[0]["peak_fraction"] == pytest.approx(0.7)  # raised as far as allowed, still leaking
+    assert info[0]["capped"]
+    zz, yy, xx = np.nonzero(mask)
+    assert np.max(np.sqrt(((zz - 15) ** 2 + (yy - 15) ** 2 + (xx - 15) ** 2))) * 2.0 <= 10.0 + 1e-6
+
+
+def test_tumour_union_and_empty_finding():
+    spacing = (1.0, 1.0, 1.0)
+    suv = np.zeros((20, 20, 40), dtype=np.float32)
+    suv[10, 10, 8] = 5.0
+    suv[10, 10, 30] = 5.0
+    mask, info = segment_tumours(suv, [(10, 10, 9), (10, 11, 29), (2, 2, 20)], spacing, seed_search_radius_mm=3.0)
+    assert mask.sum() == 2
+    assert [e["voxels"] for e in info] == [1, 1, 0]
+
+
+def test_move_seed_to_peak_respects_radius():
+    suv = np.zeros((10, 10, 10))
+    suv[5, 5, 9] = 10.0
+    suv[5, 5, 6] = 3.0
+    assert move_seed_to_peak(suv, (5, 5, 5), (1.0, 1.0, 1.0), radius_mm=2.0) == (5, 5, 6)
+    assert move_seed_to_peak(suv, (5, 5, 5), (1.0, 1.0, 1.0), radius_mm=4.0) == (5, 5, 9)
+
+
+# ---------------------------------------------------------------- labels
+def test_compose_labels_tumour_wins():
+    lung = np.zeros((2, 4, 4), bool)
+    med = np.zeros_like(lung)
+    tum = np.zeros_like(lung)
+    lung[0, :2] = True
+    med[0, 1:3] = True
+    tum[0, 1, 1] = True
+    labels = compose_labels(lung, med, tum)
+    assert labels.dtype == np.uint8
+    assert labels[0, 0, 0] == LABELS["lung"]
+    assert labels[0, 1, 0] == LABELS["mediastinum"]
+    assert labels[0, 1, 1] == LABELS["tumour"]
+    assert labels[0, 3, 3] == LABELS["background"]
+    assert labels[1].max() == 0
+
+
+def test_select_slices_by_value_and_name():
+    labels = np.zeros((5, 3, 3), np.uint8)
+    labels[1, 0, 0] = 3
+    labels[3, :, :] = 1
+    labels[4, 0, :2] = 3
+    assert select_slices(labels).tolist() == [1, 4]
+    assert select_slices(labels, classes=("lung", 3)).tolist() == [1, 3, 4]
+    assert select_slices(labels, min_voxels=2).tolist() == [4]
+
+
+def test_dice():
+    a = np.zeros(10, bool)
+    b = np.zeros(10, bool)
+    assert dice(a, b) == 1.0
+    a[:4] = True
+    b[2:6] = True
+    assert dice(a, b) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        dice(a, np.zeros(9, bool))
+
+
+def test_derive_labels_end_to_end(torso):
+    ct, suv, truth = torso
+    labels, info = derive_labels(ct, suv, [truth["seed_zyx"]], SPACING_XYZ_MM, tumours={"peak_fraction": 0.4})
+    assert labels.shape == ct.shape
+    assert dice(labels == LABELS["lung"], truth["lungs"]) >= 0.95
+    assert dice(labels == LABELS["mediastinum"], truth["mediastinum"]) >= 0.85
+    assert dice(labels == LABELS["tumour"], truth["tumour"]) >= 0.8
+    assert info["voxels"]["tumour"] == int((labels == 3).sum())
+    selected = select_slices(labels)
+    truth_slices = np.nonzero(truth["tumour"].any(axis=(1, 2)))[0]
+    assert set(selected) <= set(truth_slices)
+    assert len(selected) >= len(truth_slices) - 2  # at most the two polar caps are missed
+
+
+def test_tumour_fraction_is_raised_when_it_leaks_into_blood_pool():
+    # A hot sphere (peak 4) touching a long warm tube (SUV 2, like the aorta): at 40% the region
+    # leaks along the tube to the cap; raising the fraction above 0.5 separates them.
+    spacing = (2.0, 2.0, 2.0)
+    z, y, x = np.ogrid[:40, :40, :40]
+    tube = np.broadcast_to((y - 20) ** 2 + (x - 26) ** 2 <= 9, (40, 40, 40))  # along z
+    suv = np.where(tube, 2.0, 0.5).astype(np.float32)
+    sphere = (z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 16
+    suv[sphere] = 4.0
+    fixed, info_fixed = segment_tumours(suv, [(20, 20, 20)], spacing, max_radius_mm=30.0, leak_fraction_step=0.0)
+    assert info_fixed[0]["capped"]
+    adaptive, info = segment_tumours(suv, [(20, 20, 20)], spacing, max_radius_mm=30.0)
+    assert not info[0]["capped"]
+    assert 0.5 < info[0]["peak_fraction"] <= 0.7
+    assert dice(adaptive, sphere) == pytest.approx(1.0)
