@@ -45,8 +45,17 @@ def make_torso(seed: int = 0, noise_hu: float = 15.0, tumour_radius_mm: float = 
     for cy, cx in [(45, 34), (60, 42), (50, 95), (62, 86)]:
         vessel = np.broadcast_to(_ellipsoid((1, ny, nx), (0, cy, cx), (1e9, 3.5, 3.5), sp), SHAPE_ZYX) & lungs
         ct[vessel] = SOFT_HU
-    # Mediastinal fat pad and heart between the lungs (inferior half).
-    heart = _ellipsoid(SHAPE_ZYX, (12, 55, 64), (40, 35, 30), sp) & ~lungs
+    # Mediastinum: fat between the lungs, in front of the spine, wrapping the heart.
+    from skimage.morphology import convex_hull_image
+
+    between = np.zeros(SHAPE_ZYX, dtype=bool)
+    for z in range(nz):
+        if lungs[z].any():
+            between[z] = convex_hull_image(lungs[z])
+    mediastinum = between & ~lungs & inner & ~spine & (np.arange(ny)[None, :, None] < 70)
+    ct[mediastinum] = FAT_HU
+    pad = ndi.binary_erosion(mediastinum, structure=np.ones((1, 3, 3), bool), iterations=2)
+    heart = _ellipsoid(SHAPE_ZYX, (12, 55, 64), (40, 35, 30), sp) & pad
     ct[heart] = SOFT_HU
     # Trachea from the top down to z=22, then two main bronchi running into the lungs.
     airway = np.zeros(SHAPE_ZYX, dtype=bool)
@@ -58,19 +67,12 @@ def make_torso(seed: int = 0, noise_hu: float = 15.0, tumour_radius_mm: float = 
         for side in (-1, 1):
             cx = 64 + side * 20 * t
             airway[z] |= ((yy - 47) * sp[1]) ** 2 + ((xx - cx) * sp[2]) ** 2 <= 6.0**2
+    ct[ndi.binary_dilation(airway, structure=np.ones((1, 3, 3), bool)) & ~lungs] = SOFT_HU + 40.0  # airway wall
     ct[airway] = AIR_HU
     ct += rng.normal(0.0, noise_hu, size=SHAPE_ZYX).astype(np.float32)
     # Lung truth: lung parenchyma with vessels, no airway.
     truth_lungs = lungs & ~airway
-    # Mediastinum truth: soft tissue between the lungs, anterior of the spine, inside the body.
-    between = np.zeros(SHAPE_ZYX, dtype=bool)
-    for z in range(nz):
-        if lungs[z].any():
-            from skimage.morphology import convex_hull_image
-
-            between[z] = convex_hull_image(lungs[z])
-    truth_med = between & ~lungs & ~spine & (np.arange(ny)[None, :, None] < 72)
-    truth_med = truth_med | (heart & inner)
+    truth_med = mediastinum | (airway & ~lungs)
     # Tumour in the right lung, touching nothing.
     tumour_centre = (20, 40, 34)
     tumour = _ellipsoid(SHAPE_ZYX, tumour_centre, (tumour_radius_mm,) * 3, sp)

@@ -328,7 +328,7 @@ def run_preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides) 
     params.update(
         raw_dicom_dir=str(raw / "dicom"), reports_dir=str(raw / "reports"),
         phantom_truth_dir=str(raw / "phantom_truth"), pseudonym_map_path=str(out / "local" / "pseudonym_map.csv"),
-        workers=workers,
+        workers=workers, staging_dir=str(out / "02_intermediate"),
     )
     params.update(overrides)
     catalog = DataCatalog.from_config(catalog_conf)

@@ -78,3 +78,18 @@ def test_partitioned_dataset_with_full_import_path(tmp_path):
     loaded = part.load()
     assert sorted(loaded) == ["study-a", "study-b"]
     assert loaded["study-b"]().GetSize() == img.GetSize()
+
+
+def test_save_moves_a_staged_file_into_place(tmp_path):
+    _, img = _image()
+    staged = tmp_path / "stage" / "x.nii.gz"
+    NiftiDataset(str(staged)).save(img)
+    target = NiftiDataset(str(tmp_path / "final" / "study-a.nii.gz"))
+    target.save(staged)
+    assert not staged.exists() and target.load().GetSize() == img.GetSize()
+    with pytest.raises(DatasetError, match="does not match"):
+        NiftiDataset(str(tmp_path / "final" / "b.nii")).save(tmp_path / "final" / "study-a.nii.gz")
+    npz = tmp_path / "stage" / "m.npz"
+    NpzDataset(str(npz)).save({"a": np.arange(3)})
+    NpzDataset(str(tmp_path / "final" / "m.npz")).save(npz)
+    assert NpzDataset(str(tmp_path / "final" / "m.npz")).load()["a"].tolist() == [0, 1, 2]

@@ -106,15 +106,37 @@ def test_mediastinum_matches_truth_and_avoids_lungs_and_spine(torso, lungs):
 
 def test_mediastinum_window_matters(torso, lungs):
     ct, _, _ = torso
-    # A window that excludes soft tissue grows nothing from the automatic seeds.
+    # A window that excludes fat and soft tissue grows nothing from the automatic seeds.
     mask = segment_mediastinum(ct, lungs[0], SPACING_XYZ_MM, lower_hu=400.0, upper_hu=500.0)
     assert not mask.any()
 
 
+def test_mediastinum_wraps_what_the_fat_surrounds():
+    # Lungs left and right, fat between them, and a soft-tissue disc that the fat surrounds only
+    # on three sides (it reaches past the lungs anteriorly, like a heart touching the chest wall).
+    spacing = (2.0, 2.0, 4.0)
+    ct = np.full((3, 40, 60), 40.0, dtype=np.float32)
+    lungs = np.zeros(ct.shape, bool)
+    lungs[:, 5:35, 5:20] = True
+    lungs[:, 5:35, 40:55] = True
+    ct[lungs] = -850.0
+    ct[:, 5:35, 20:40] = -100.0
+    yy, xx = np.mgrid[:40, :60]
+    disc = (yy - 8) ** 2 + (xx - 30) ** 2 <= 25
+    ct[:, disc] = 40.0
+    kwargs = dict(bone_hu=500.0, region_margin_mm=0.0, closing_radius_mm=0.0, smoothing_sigma_mm=0.0)
+    bare = segment_mediastinum(ct, lungs, spacing, wrap_per_slice=False, **kwargs)
+    wrapped = segment_mediastinum(ct, lungs, spacing, **kwargs)
+    assert not bare[1, 8, 30]
+    assert wrapped[1, 8, 30]
+    assert not (wrapped & lungs).any()
+    assert wrapped[1, 20, 30] and bare[1, 20, 30]
+
+
 def test_mediastinum_manual_seeds(torso, lungs):
     ct, _, truth = torso
-    z, y, x = 12, 60, 64  # inside the heart
-    assert truth["mediastinum"][z, y, x]
+    fat = np.argwhere(truth["mediastinum"] & (ct < -60))
+    z, y, x = (int(v) for v in fat[len(fat) // 2])  # a mediastinal fat voxel
     mask, info = segment_mediastinum(ct, lungs[0], SPACING_XYZ_MM, seeds_zyx=[(z, y, x)], return_info=True)
     assert info["seeds_zyx"] == [(z, y, x)]
     assert mask[z, y, x]

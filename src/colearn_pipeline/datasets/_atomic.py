@@ -38,3 +38,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_move(src: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move a finished file into place atomically (rename, or copy to a sibling then rename).
+
+    Parameters
+    ----------
+    src : path-like
+        The finished file; it is gone afterwards.
+    path : path-like
+        Final location; its folder is created when missing.
+    """
+    import shutil
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, final)  # same file system: one atomic rename
+        return
+    except OSError:
+        pass
+    atomic_write(final, lambda tmp: shutil.copyfile(src, tmp))
+    os.unlink(src)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import SimpleITK as sitk
 from kedro.io import AbstractDataset, DatasetError
 
-from colearn_pipeline.datasets._atomic import atomic_write
+from colearn_pipeline.datasets._atomic import atomic_move, atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-class NiftiDataset(AbstractDataset[sitk.Image, sitk.Image]):
+class NiftiDataset(AbstractDataset[sitk.Image | os.PathLike, sitk.Image]):
     """Load and save a ``SimpleITK.Image`` as NIfTI (``.nii`` or ``.nii.gz``).
+
+    ``save`` also accepts the path of a finished NIfTI file (e.g. staged by a worker process),
+    which is moved into place without decoding it again.
 
     SimpleITK keeps the image's spacing, origin and direction and converts the LPS patient frame
     to the NIfTI RAS convention itself, so 3D Slicer and ITK-SNAP show the volume in place.
@@ -57,8 +61,14 @@ class NiftiDataset(AbstractDataset[sitk.Image, sitk.Image]):
         """Read the image (float or integer pixel type as stored)."""
         return sitk.ReadImage(str(self._filepath))
 
-    def save(self, data: sitk.Image) -> None:
-        """Write ``data`` atomically (temporary sibling, then rename)."""
+    def save(self, data: sitk.Image | os.PathLike) -> None:
+        """Write ``data`` atomically (temporary sibling, then rename); a path is moved into place."""
+        if isinstance(data, os.PathLike):
+            src = os.fspath(data)
+            if not src.endswith(NIFTI_SUFFIXES) or (src.endswith(".gz") != str(self._filepath).endswith(".gz")):
+                raise DatasetError(f"NiftiDataset: staged file '{src}' does not match '{self._filepath}'")
+            atomic_move(src, self._filepath)
+            return
         if not isinstance(data, sitk.Image):
             raise DatasetError(f"NiftiDataset saves SimpleITK.Image objects, got {type(data).__name__}")
         atomic_write(self._filepath, lambda tmp: sitk.WriteImage(data, tmp, self._use_compression))

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from colearn_pipeline.datasets._atomic import atomic_write
+from colearn_pipeline.datasets._atomic import atomic_move, atomic_write
 
 
 class NpzDataset(AbstractDataset[dict, dict]):
     """Load and save a ``{key: numpy.ndarray}`` mapping as one ``.npz`` file.
+
+    ``save`` also accepts the path of a finished ``.npz`` file (e.g. staged by a worker process),
+    which is moved into place as it is.
 
     Loading never unpickles (``allow_pickle=False``): strings must be numpy string arrays, which
     is how the model-input contract stores ``study``.
@@ -43,8 +47,13 @@ class NpzDataset(AbstractDataset[dict, dict]):
         with np.load(str(self._filepath), allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
 
-    def save(self, data: dict[str, Any]) -> None:
-        """Write ``data`` atomically; every value goes through ``numpy.asarray``."""
+    def save(self, data: dict[str, Any] | os.PathLike) -> None:
+        """Write ``data`` atomically; every value goes through ``numpy.asarray``; a path is moved into place."""
+        if isinstance(data, os.PathLike):
+            if not os.fspath(data).endswith(".npz"):
+                raise DatasetError(f"NpzDataset: staged file '{os.fspath(data)}' is not a .npz file")
+            atomic_move(data, self._filepath)
+            return
         if not isinstance(data, dict):
             raise DatasetError(f"NpzDataset saves dicts of arrays, got {type(data).__name__}")
         arrays = {str(k): np.asarray(v) for k, v in data.items()}

@@ -185,8 +185,19 @@ def discover(root: str | os.PathLike, key: str = DEFAULT_PSEUDONYM_KEY) -> Disco
             result.skipped.append((rel, problem or "not a DICOM file"))
             continue
         modality = _text(ds.get("Modality")).upper()
+        image_class = _is_image_storage(ds)
         if not study_uid:
-            result.skipped.append((rel, "DICOM without StudyInstanceUID (e.g. DICOMDIR)"))
+            why = (
+                "truncated or corrupt DICOM: an image file whose header ends before StudyInstanceUID"
+                if image_class else "DICOM without StudyInstanceUID (e.g. DICOMDIR)"
+            )
+            result.skipped.append((rel, why))
+            continue
+        if modality in IMAGE_MODALITIES and image_class and ("Rows" not in ds or "ImagePositionPatient" not in ds):
+            missing = [t for t in ("Rows", "ImagePositionPatient") if t not in ds]
+            _study(result, study_uid, key).corrupt.append(
+                (rel, f"truncated or corrupt DICOM header: {', '.join(missing)} missing")
+            )
             continue
         if modality not in IMAGE_MODALITIES or "Rows" not in ds or "ImagePositionPatient" not in ds:
             result.skipped.append((rel, f"not an image slice of a CT or PET series (Modality '{modality or '?'}')"))
@@ -215,6 +226,18 @@ def discover(root: str | os.PathLike, key: str = DEFAULT_PSEUDONYM_KEY) -> Disco
             study.series[series_uid] = info
         info.files.append(str(path))
     return result
+
+
+def _is_image_storage(ds) -> bool:
+    """Whether the file meta / SOPClassUID names an image storage class (CT, PET, ...)."""
+    uid = ds.file_meta.get("MediaStorageSOPClassUID") if getattr(ds, "file_meta", None) else None
+    uid = uid or ds.get("SOPClassUID")
+    if not uid:
+        return False
+    try:
+        return "Image Storage" in pydicom.uid.UID(str(uid)).name
+    except Exception:
+        return False
 
 
 def _study(result: Discovery, study_uid: str, key: str) -> StudyFiles:

@@ -58,9 +58,21 @@ def opening(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     return ndi.binary_opening(mask, structure=footprint)
 
 
-def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill the holes of every axial slice (2D holes; a 3D fill would miss open tubes)."""
-    return ndi.binary_fill_holes(mask, structure=IN_PLANE_STRUCTURE)
+def fill_holes_per_slice(mask: np.ndarray, max_hole_px: float | None = None) -> np.ndarray:
+    """Fill the holes of every axial slice (2D holes; a 3D fill would miss open tubes).
+
+    With ``max_hole_px``, only holes of at most that many pixels are filled.
+    """
+    filled = ndi.binary_fill_holes(mask, structure=IN_PLANE_STRUCTURE)
+    if max_hole_px is None:
+        return filled
+    holes = filled & ~mask
+    lab, n = ndi.label(holes, structure=IN_PLANE_STRUCTURE)
+    if n == 0:
+        return filled
+    small = np.bincount(lab.ravel(), minlength=n + 1) <= max_hole_px
+    small[0] = False
+    return mask | small[lab]
 
 
 def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:

@@ -44,6 +44,7 @@ AIRWAY_SEARCH_FRACTION = 0.15
 AIRWAY_DILATION_MM = 1.5
 LUNG_CLOSING_RADIUS_MM = 2.0
 BODY_OPENING_RADIUS_MM = 5.0
+MAX_HOLE_AREA_MM2 = 700.0
 LUNG_MIN_VOLUME_FRACTION = 0.05
 MAX_LUNG_COMPONENTS = 2
 
@@ -243,6 +244,7 @@ def segment_lungs(
     superior_at_high_z: bool = True,
     closing_radius_mm: float = LUNG_CLOSING_RADIUS_MM,
     body_opening_radius_mm: float = BODY_OPENING_RADIUS_MM,
+    max_hole_area_mm2: float | None = MAX_HOLE_AREA_MM2,
     min_volume_fraction: float = LUNG_MIN_VOLUME_FRACTION,
     max_components: int = MAX_LUNG_COMPONENTS,
     return_info: bool = False,
@@ -276,6 +278,10 @@ def segment_lungs(
         Radius (mm) of the 3D closing that fills vessels at the lung border.
     body_opening_radius_mm : float
         In-plane opening (mm) that separates the body from the scanner table, see :func:`body_mask`.
+    max_hole_area_mm2 : float or None
+        Only holes of a slice up to this area (mm²) are filled (vessels, small nodules): the
+        liver dome and the stomach seen through the lung bases are larger and stay out. None
+        fills every hole.
     min_volume_fraction : float
         A component other than the largest is kept only if it has at least this fraction of the
         largest's volume.
@@ -336,10 +342,11 @@ def segment_lungs(
         kept = len(keep)
         footprint = ellipsoid_footprint(closing_radius_mm, spacing_xyz_mm)
         box = bounding_box(lungs, np.asarray(footprint.shape) // 2 + 1)
-        lungs[box] = fill_holes_per_slice(closing(lungs[box], footprint))
+        max_hole_px = None if max_hole_area_mm2 is None else max_hole_area_mm2 / (sp[1] * sp[2])
+        lungs[box] = fill_holes_per_slice(closing(lungs[box], footprint), max_hole_px)
         # The closing must not bring the airway back where it touches the lungs at the hila.
         if remove_airway and airway.any():
-            lungs &= ~(airway & ~fill_holes_per_slice(lungs & ~airway))
+            lungs &= ~(airway & ~fill_holes_per_slice(lungs & ~airway, max_hole_px))
     if return_info:
         airway_removed = airway & ~lungs if remove_airway else airway
         return lungs, {

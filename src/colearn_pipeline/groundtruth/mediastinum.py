@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
-from skimage.morphology import convex_hull_image
+from skimage.morphology import convex_hull_image, convex_hull_object
 
 from colearn_pipeline.groundtruth._morphology import (
     bounding_box,
@@ -25,17 +25,21 @@ from colearn_pipeline.groundtruth._morphology import (
 )
 
 #: Defaults of :func:`segment_mediastinum` (see docs/groundtruth.md).
-MEDIASTINUM_LOWER_HU = -250.0
-MEDIASTINUM_UPPER_HU = 250.0
+MEDIASTINUM_LOWER_HU = -300.0
+MEDIASTINUM_UPPER_HU = -30.0
 BONE_HU = 250.0
-BONE_MARGIN_MM = 2.0
+BONE_MARGIN_MM = 0.0
 BONE_CLOSING_RADIUS_MM = 3.0
 LUNG_MARGIN_MM = 0.0
+REGION_MARGIN_MM = 10.0
+WRAP_PER_SLICE = True
+WRAP_MIN_AREA_MM2 = 20.0
+SMOOTHING_SIGMA_MM = 1.0
 MIN_LUNG_AREA_MM2 = 100.0
 SEED_SEARCH_MM = 15.0
-OPENING_RADIUS_MM = 3.0
+OPENING_RADIUS_MM = 0.0
 CLOSING_RADIUS_MM = 5.0
-EXCLUDE_POSTERIOR_OF_SPINE = True
+EXCLUDE_POSTERIOR_OF_SPINE = False
 SPINE_SEARCH_HALF_WIDTH_MM = 20.0
 
 
@@ -63,6 +67,7 @@ def mediastinum_search_region(
     bone_margin_mm: float = BONE_MARGIN_MM,
     bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
     lung_margin_mm: float = LUNG_MARGIN_MM,
+    region_margin_mm: float = REGION_MARGIN_MM,
     exclude_posterior_of_spine: bool = EXCLUDE_POSTERIOR_OF_SPINE,
     spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
 ) -> np.ndarray:
@@ -79,6 +84,9 @@ def mediastinum_search_region(
         margin.
     lung_margin_mm : float
         The lungs are dilated in-plane by this before being excluded.
+    region_margin_mm : float
+        The hull is dilated in-plane by this (mm), so that the region reaches the sternum and the
+        spine in front of which the lungs stop.
     exclude_posterior_of_spine : bool
         Also exclude every row posterior of the anterior edge of the bone found within
         ``spine_search_half_width_mm`` of the midline between the lungs (the vertebral body).
@@ -98,9 +106,12 @@ def mediastinum_search_region(
     if lung_margin_mm > 0:
         lung_excl = ndi.binary_dilation(lungs, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm))
     region = np.zeros_like(lungs)
+    grow = disk_footprint(region_margin_mm, spacing_xyz_mm)[0] if region_margin_mm > 0 else None
     half_w = int(round(spine_search_half_width_mm / sp[2]))
     for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
         hull = convex_hull_image(lungs[z])
+        if grow is not None:
+            hull = ndi.binary_dilation(hull, structure=grow)
         hull &= ~lung_excl[z] & ~bone[z]
         if exclude_posterior_of_spine:
             cols = np.nonzero(lungs[z].any(axis=0))[0]
@@ -172,12 +183,16 @@ def segment_mediastinum(
     bone_margin_mm: float = BONE_MARGIN_MM,
     bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
     lung_margin_mm: float = LUNG_MARGIN_MM,
+    region_margin_mm: float = REGION_MARGIN_MM,
     exclude_posterior_of_spine: bool = EXCLUDE_POSTERIOR_OF_SPINE,
     spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
+    smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
     seed_search_mm: float = SEED_SEARCH_MM,
     opening_radius_mm: float = OPENING_RADIUS_MM,
     closing_radius_mm: float = CLOSING_RADIUS_MM,
+    wrap_per_slice: bool = WRAP_PER_SLICE,
+    wrap_min_area_mm2: float = WRAP_MIN_AREA_MM2,
     seeds_zyx=None,
     airway_mask=None,
     return_info: bool = False,
@@ -195,8 +210,10 @@ def segment_mediastinum(
     lower_hu, upper_hu : float
         Soft-tissue window of ConnectedThreshold (HU); the default takes mediastinal fat,
         vessels, heart and nodes, and leaves out lung and bone.
-    bone_hu, bone_margin_mm, bone_closing_radius_mm, lung_margin_mm, exclude_posterior_of_spine, spine_search_half_width_mm
+    bone_hu, bone_margin_mm, bone_closing_radius_mm, lung_margin_mm, region_margin_mm, exclude_posterior_of_spine, spine_search_half_width_mm
         Search region, see :func:`mediastinum_search_region`.
+    smoothing_sigma_mm : float
+        Gaussian smoothing (mm) of the CT before thresholding; 0 disables it.
     min_lung_area_mm2 : float
         A slice gets a seed only where both lungs have at least this area.
     seed_search_mm : float
@@ -205,6 +222,12 @@ def segment_mediastinum(
         Radius (mm) of the in-plane opening that cuts thin leaks (0 disables it).
     closing_radius_mm : float
         Radius (mm) of the in-plane closing before per-slice hole filling.
+    wrap_per_slice : bool
+        Replace each 2D piece (8-connected, at least ``wrap_min_area_mm2``) of the grown region
+        by its convex hull, within the search region: with a fat window, the mediastinal fat
+        wraps the heart, vessels, airway and nodes, even where its ring is open.
+    wrap_min_area_mm2 : float
+        Smaller pieces are kept as they are.
     seeds_zyx : sequence of (z, y, x), optional
         Manual seeds replacing the automatic ones (the paper's "minor manual adjustments").
     airway_mask : ndarray of bool, optional
@@ -224,12 +247,14 @@ def segment_mediastinum(
         raise ValueError(f"ct_hu {ct.shape} and lung_mask {lungs.shape} differ in shape")
     out = np.zeros_like(lungs)
     sp = spacing_zyx(spacing_xyz_mm)
-    margin_mm = max(bone_closing_radius_mm + bone_margin_mm, opening_radius_mm, closing_radius_mm)
+    margin_mm = max(bone_closing_radius_mm + bone_margin_mm, opening_radius_mm, closing_radius_mm) + region_margin_mm
     box = bounding_box(lungs, (0, *np.ceil(margin_mm / sp[1:] + 1).astype(int)))
     if box is None:
         return (out, {"seeds_zyx": [], "n_seeds": 0}) if return_info else out
     origin = np.array([b.start for b in box])
     ct, lungs = ct[box], lungs[box]
+    if smoothing_sigma_mm > 0:
+        ct = ndi.gaussian_filter(ct, sigma=smoothing_sigma_mm / sp, mode="nearest")
     region = mediastinum_search_region(
         ct,
         lungs,
@@ -238,6 +263,7 @@ def segment_mediastinum(
         bone_margin_mm=bone_margin_mm,
         bone_closing_radius_mm=bone_closing_radius_mm,
         lung_margin_mm=lung_margin_mm,
+        region_margin_mm=region_margin_mm,
         exclude_posterior_of_spine=exclude_posterior_of_spine,
         spine_search_half_width_mm=spine_search_half_width_mm,
     )
@@ -277,6 +303,19 @@ def segment_mediastinum(
                 sizes[0] = 0
                 seed_labels = {int(np.argmax(sizes))}
             grown = np.isin(lab, sorted(seed_labels))
+        if wrap_per_slice:
+            # Everything the grown compartment wraps in its slice (heart, vessels, airway, nodes),
+            # but not what lies outside it (subdiaphragmatic organs under the lung bases).
+            hulls = np.zeros_like(grown)
+            min_px = wrap_min_area_mm2 / (sp[1] * sp[2])
+            for z in np.nonzero(grown.any(axis=(1, 2)))[0]:
+                lab2, n2 = ndi.label(grown[z], structure=np.ones((3, 3), bool))
+                sizes = np.bincount(lab2.ravel(), minlength=n2 + 1)
+                big = (sizes >= max(min_px, 3)) & (np.arange(n2 + 1) > 0)
+                hulls[z] = grown[z]
+                if big.any():
+                    hulls[z] |= convex_hull_object(big[lab2], connectivity=2)
+            grown = hulls & (region | grown)
     if airway_mask is not None:
         grown |= np.asarray(airway_mask, dtype=bool)[box] & ~lungs
     if grown.any():

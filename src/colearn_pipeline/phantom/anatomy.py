@@ -35,6 +35,7 @@ TABLE_HALF_WIDTH_MM = 225.0
 TABLE_CRADLE_RADIUS_MM = (500.0, 800.0)
 MYOCARDIUM_THICKNESS_MM = (9.0, 12.0)
 LUNG_VESSEL_TREE_DEPTH = 4
+UPPER_CHEST_TAPER = 0.05            # the body is this much narrower at the top of the volume
 APEX_START_T = (0.62, 0.70)          # normalised height where the lungs start to narrow
 APEX_TOP_T = (1.0, 1.05)             # normalised height of the lung apices
 
@@ -117,9 +118,12 @@ class Anatomy:
         mod = 1.0
         for k, amp, ph in self.harmonics:
             mod = mod + amp * np.cos(k * phi + ph)
+        return r * mod * self.taper(z)
+
+    def taper(self, z: float) -> float:
+        """Relative body width at height ``z`` (the upper chest is slightly narrower)."""
         t = self.t_of(z)
-        taper = 1.0 - 0.05 * np.clip((t - 0.6) / 0.4, 0.0, 1.0)
-        return r * mod * taper
+        return 1.0 - UPPER_CHEST_TAPER * float(np.clip((t - 0.6) / 0.4, 0.0, 1.0))
 
     def wall_mm(self, phi: np.ndarray) -> np.ndarray:
         """Chest wall thickness (fat + muscle + ribs) along ``phi``."""
@@ -357,17 +361,19 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
     y_col_front, y_col_back = y_st + anat.sternum_h, y_vb - anat.vb_r
     # table: a curved carbon-fibre cradle (shell + foam) under the body
     zc = 0.5 * (anat.z0 + anat.z1)
-    y_back = anat.cy + float(np.max(anat.body_radius(np.linspace(np.pi / 3, 2 * np.pi / 3, 61), anat.z0)))
+    phis = np.linspace(0.05, np.pi - 0.05, 181)
+    y_back = anat.cy + float(max(np.max(anat.body_radius(phis, z) * np.sin(phis)) for z in (anat.z0, anat.z1)))
     y_table = y_back + 1.0 - (X - anat.cx) ** 2 / (2 * anat.table_cradle_r)
     in_table = (Y >= y_table) & (Y <= y_table + TABLE_THICKNESS_MM) & (np.abs(X - anat.cx) <= TABLE_HALF_WIDTH_MM)
     table_shell = in_table & ((Y < y_table + TABLE_SHELL_MM) | (Y > y_table + TABLE_THICKNESS_MM - TABLE_SHELL_MM))
     del zc
+    rb0 = anat.body_radius(phi, anat.z0) / anat.taper(anat.z0)
     for k, z in enumerate(zs):
         t = anat.t_of(z)
         sl = np.zeros((ny, nx), np.uint8)
         sl[in_table] = C.TABLE_FOAM
         sl[table_shell] = C.TABLE_SHELL
-        rb = anat.body_radius(phi, z)
+        rb = rb0 * anat.taper(z)
         rc = rb - wall
         body = r <= rb
         sl[body] = C.MUSCLE

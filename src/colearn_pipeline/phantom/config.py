@@ -142,9 +142,9 @@ class PhantomConfig:
     geometry: SizePreset = SIZES[DEFAULT_SIZE]
     # PET physics
     psf_fwhm_mm: float = 6.0
-    pet_noise_cv: tuple[float, float] = (0.10, 0.16)   # sd at SUV 1 (sd = cv * sqrt(SUV * 1 SUV))
+    pet_noise_cv: tuple[float, float] = (0.15, 0.25)   # sd at SUV 1 (sd = cv * sqrt(SUV * 1 SUV))
     pet_noise_floor_suv: float = 0.01                   # keeps faint noise in air
-    pet_noise_corr_voxels: float = 0.7                  # gaussian sigma correlating PET noise (PET voxels)
+    pet_noise_corr_voxels: float = 1.0                  # gaussian sigma correlating PET noise (PET voxels)
     # CT physics
     ct_noise_hu: tuple[float, float] = (10.0, 20.0)
     ct_noise_corr_voxels: float = 0.6
@@ -158,11 +158,11 @@ class PhantomConfig:
     node_diameter_mm: tuple[float, float] = (10.0, 22.0)
     primary_peak_suv: tuple[float, float] = DEFAULT_SUV[TUMOUR]
     node_peak_suv: tuple[float, float] = DEFAULT_SUV[NODE]
-    lesion_to_background_min: float = 3.0               # true peak >= this x local background SUV
+    lesion_to_background_min: float = 3.5               # true peak >= this x local background SUV
     atelectasis_probability: float = 0.35
     atelectasis_length_mm: tuple[float, float] = (20.0, 40.0)
     myocardium_margin_mm: float = 15.0                  # lesions keep this far from the myocardium
-    blood_margin_mm: float = 4.0                        # nodes keep this far from blood vessels
+    blood_margin_mm: float = 7.0                        # nodes keep this far from blood vessels
     # patient, dose and timing
     weight_kg: tuple[float, float] = (48.0, 115.0)
     height_m: tuple[float, float] = (1.50, 1.92)

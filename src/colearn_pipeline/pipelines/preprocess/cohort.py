@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -123,8 +124,9 @@ def run_jobs(
     ----------
     jobs : iterable of StudyJob
     workers : int
-        1 (or less) runs in this process; more uses a ``ProcessPoolExecutor`` with that many
-        processes, each holding one study in memory at a time.
+        0 runs the studies one after the other in this process (debugging); 1 or more uses a
+        ``ProcessPoolExecutor`` of that many fresh (spawned) processes, each holding one study in
+        memory at a time.
     progress : callable, optional
         ``progress(done, total, row)`` after each study.
 
@@ -136,13 +138,14 @@ def run_jobs(
     jobs = list(jobs)
     total = len(jobs)
     rows: list[dict | None] = [None] * total
-    if workers <= 1 or total <= 1:
+    if int(workers) <= 0 or total == 0:
         for i, job in enumerate(jobs):
             rows[i] = process_study(job)
             if progress:
                 progress(i + 1, total, rows[i])  # type: ignore[arg-type]
         return rows  # type: ignore[return-value]
-    with ProcessPoolExecutor(max_workers=min(int(workers), total)) as pool:
+    context = multiprocessing.get_context("spawn")  # clean workers: no inherited memory or threads
+    with ProcessPoolExecutor(max_workers=min(int(workers), total), mp_context=context) as pool:
         futures = {pool.submit(process_study, job): i for i, job in enumerate(jobs)}
         for done, fut in enumerate(as_completed(futures), start=1):
             i = futures[fut]

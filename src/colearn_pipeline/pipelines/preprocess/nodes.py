@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 
 from colearn_pipeline.datasets._atomic import atomic_write
 from colearn_pipeline.groundtruth import LABELS
@@ -39,29 +38,6 @@ INT_COLUMNS = [
 ]
 
 
-class StagedLoader:
-    """A lazily saved partition: loads a staged file when the catalog saves it, then deletes it.
-
-    Parameters
-    ----------
-    path : str
-        The staged file.
-    kind : {"nifti", "npz"}
-    """
-
-    def __init__(self, path: str, kind: str) -> None:
-        self.path, self.kind = path, kind
-
-    def __call__(self) -> Any:
-        if self.kind == "nifti":
-            data: Any = sitk.ReadImage(self.path)
-        else:
-            with np.load(self.path, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
-        os.unlink(self.path)
-        return data
-
-
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -81,35 +57,40 @@ def _write_pseudonym_map(path: str, study_uids: dict[str, str]) -> None:
     atomic_write(path, write)
 
 
-def preprocess_cohort(params: dict[str, Any]):
+def preprocess_cohort(params: dict[str, Any], *upstream: Any):
     """Turn the raw DICOM studies into NIfTI volumes, model input and a manifest.
 
     Parameters
     ----------
     params : dict
         ``params:preprocess`` (conf/base/parameters_preprocess.yml).
+    *upstream
+        Outputs of upstream pipelines used only for ordering (e.g. ``phantom_cohort``); ignored.
 
     Returns
     -------
     ct_hu, suv, labels : dict
-        ``{pseudonym: callable}`` partitions (SimpleITK images on the CT grid), saved lazily one
-        study at a time by the catalog's PartitionedDatasets.
+        ``{pseudonym: pathlib.Path}``: NIfTI files on the CT grid staged by the workers; the
+        catalog's datasets move them into place (no study is held in memory here).
     model_input : dict
-        ``{pseudonym: callable}`` NPZ partitions (docs/architecture.md contract).
+        ``{pseudonym: pathlib.Path}``: staged NPZ files (docs/architecture.md contract).
     manifest_table : pandas.DataFrame
         One row per study (CSV).
     manifest : dict
         Rows plus the skipped files, report problems and a summary (JSON).
     """
-    staging = tempfile.mkdtemp(prefix="colearn-preprocess-", dir=params.get("staging_dir") or None)
+    staging_parent = params.get("staging_dir") or None
+    if staging_parent:
+        Path(staging_parent).mkdir(parents=True, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".preprocess-staging-", dir=staging_parent)
     atexit.register(shutil.rmtree, staging, True)
     rows, extra = run_cohort(params, staging)
-    outputs: dict[str, dict[str, StagedLoader]] = {"ct_hu": {}, "suv": {}, "labels": {}, "model_input": {}}
+    outputs: dict[str, dict[str, Path]] = {"ct_hu": {}, "suv": {}, "labels": {}, "model_input": {}}
     for row in rows:
         staged = row.pop("_staged", None)
         if row["status"] == "ok" and staged:
             for key in outputs:
-                outputs[key][row["pseudonym"]] = StagedLoader(staged[key], "npz" if key == "model_input" else "nifti")
+                outputs[key][row["pseudonym"]] = Path(staged[key])
     clean_rows = [{k: _clean(row.get(k)) for k in MANIFEST_COLUMNS} for row in rows]
     table = pd.DataFrame(clean_rows, columns=MANIFEST_COLUMNS)
     for col in ("ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index"):

@@ -2,8 +2,9 @@
 
 :func:`process_study` never raises for bad input: every problem of the study becomes a
 quarantined manifest row naming the study (pseudonym), the file and the problem, so the rest of
-the cohort goes on. Outputs are written to a staging folder; the Kedro node hands them to the
-catalog's datasets, which write them atomically into the data layers.
+the cohort goes on. Outputs are written, in their final format, to a staging folder by the worker
+(so compression runs in parallel); the Kedro node hands the staged files to the catalog's
+datasets, which move them atomically into the data layers.
 """
 
 from __future__ import annotations
@@ -221,18 +222,30 @@ def _peak_rss_mb() -> float:
     return rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0**2
 
 
+def ct_storage_array(ct_hu: np.ndarray) -> np.ndarray:
+    """CT as int16 when that is lossless (integer HU within int16), else unchanged (float32).
+
+    CT rescale slopes are 1 and intercepts integers on every scanner we know, so the NIfTI is
+    stored as int16: half the bytes and about 5x faster to gzip than float32.
+    """
+    info = np.iinfo(np.int16)
+    if ct_hu.size and ct_hu.min() >= info.min and ct_hu.max() <= info.max and np.array_equal(np.rint(ct_hu), ct_hu):
+        return ct_hu.astype(np.int16)
+    return ct_hu
+
+
 def _write_staged(job: StudyJob, ct: SeriesVolume, suv_ct: np.ndarray, labels: np.ndarray, model_input: dict) -> dict:
+    """Write the study's outputs, in their final format, to its staging folder (in the worker)."""
     from colearn_pipeline.datasets import NiftiDataset, NpzDataset
 
     out = Path(job.staging_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: str(out / v) for k, v in STAGED.items()}
-    # staged NIfTI uncompressed (fast); the catalog's datasets write the final, compressed files
-    NiftiDataset(paths["ct_hu"].removesuffix(".gz"), save_args={"use_compression": False}).save(ct.to_sitk())
-    NiftiDataset(paths["suv"].removesuffix(".gz"), save_args={"use_compression": False}).save(ct.to_sitk(suv_ct))
-    NiftiDataset(paths["labels"].removesuffix(".gz"), save_args={"use_compression": False}).save(ct.to_sitk(labels))
-    NpzDataset(paths["model_input"], compress=False).save(model_input)
-    return {k: (v.removesuffix(".gz") if v.endswith(".nii.gz") else v) for k, v in paths.items()}
+    NiftiDataset(paths["ct_hu"]).save(ct.to_sitk(ct_storage_array(ct.array)))
+    NiftiDataset(paths["suv"]).save(ct.to_sitk(suv_ct))
+    NiftiDataset(paths["labels"]).save(ct.to_sitk(labels.astype(np.uint8)))
+    NpzDataset(paths["model_input"]).save(model_input)
+    return paths
 
 
 def build_model_input(
@@ -341,6 +354,7 @@ def process_study(job: StudyJob) -> dict[str, Any]:
         never raises for a problem of the input.
     """
     start = time.perf_counter()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, int(job.params.get("threads_per_worker", 1))))
     row = _base_row(job)
     try:
         row["_staged"] = _run(job, row)

@@ -169,10 +169,17 @@ def plot_fusion_maps(
 
 
 def report_results(table_ii_md: str, reporting_params: Mapping[str, Any]) -> None:
-    """Log Table II and where the figures and the MLflow runs are."""
+    """Print Table II and say where the tables, figures and MLflow runs are.
+
+    Printed (not only logged) so the Markdown table keeps its layout on the console.
+    """
     folder = reporting_params.get("folder", "data/08_reporting")
-    logger.info(
-        "\n%s\nTable II: %s/table_ii.md, %s/table_ii.csv\nFigures: %s/*.png\n"
-        "MLflow: mlflow ui --backend-store-uri %s",
-        table_ii_md, folder, folder, folder, reporting_params.get("mlflow_uri_hint", "sqlite:///mlflow.db"),
+    print(
+        f"\n{table_ii_md}\n"
+        f"Table II:  {folder}/table_ii.md, {folder}/table_ii.csv\n"
+        f"Figures:   {folder}/fig5_segmentations.png, {folder}/fig6_fusion_maps.png, {folder}/<net>/training_curves.png\n"
+        f"Models:    data/06_models/<net>/model.pt (colearn-predict --model ...)\n"
+        f"MLflow:    mlflow ui --backend-store-uri {reporting_params.get('mlflow_uri_hint', 'sqlite:///mlflow.db')}\n",
+        flush=True,
     )
+    logger.info("Table II written to %s/table_ii.md", folder)

@@ -1,0 +1,380 @@
+"""Generating one phantom study and whole cohorts (deterministic from a seed, written atomically)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from colearn_pipeline.dicom.pseudonym import pseudonymise
+from colearn_pipeline.phantom import config as C
+from colearn_pipeline.phantom.anatomy import rasterise, sample_anatomy
+from colearn_pipeline.phantom.dicomio import StudyHeader, ds_str, encode_pet, uid, write_ct, write_pet
+from colearn_pipeline.phantom.geometry import Grid
+from colearn_pipeline.phantom.imaging import ct_hu, labels_from_tissue, scanner_pet, tissue_values, true_suv
+from colearn_pipeline.phantom.lesions import place_lesions
+
+log = logging.getLogger(__name__)
+
+OWNED_DIRS = ("dicom", "reports", "phantom_truth")
+COHORT_FILE = "phantom_cohort.json"
+OWNER_MARKER = ".colearn-phantom"   # file at the cohort root: the phantom owns its folders
+STUDY_DATE_RANGE = (dt.datetime(2015, 1, 5), dt.datetime(2019, 12, 20))
+CT_START_HOURS = (8.0, 16.0)
+CT_TO_PET_MIN = (2.0, 6.0)
+AGE_YEARS = (42, 86)
+SLICE_POSITION_START_MM = (-420.0, -300.0)
+SECONDS_PER_MINUTE = 60.0
+FIRST_NAMES = ("ALEX", "SAM", "JORDAN", "ROBIN", "CHRIS", "TAYLOR", "MORGAN", "JAMIE", "CASEY", "DREW",
+               "KIM", "LEE", "PAT", "RENE", "SASHA", "TONI")
+LAST_NAMES = ("PHANTOM", "SYNTHETIC", "TESTCASE", "MOCKPATIENT", "DUMMY", "SIMULA")
+# Stream order of a study's random generators (never reorder: it would change every cohort).
+STREAMS = ("patient", "anatomy", "lesions", "ct_noise", "pet_noise", "files")
+
+
+def study_streams(seed: int, index: int) -> dict[str, np.random.Generator]:
+    """The independent random streams of study ``index`` in a cohort with ``seed``."""
+    ss = np.random.SeedSequence(int(seed), spawn_key=(int(index),))
+    return {name: np.random.default_rng(child) for name, child in zip(STREAMS, ss.spawn(len(STREAMS)))}
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_nifti(path: Path, vol: np.ndarray, grid: Grid) -> None:
+    img = sitk.GetImageFromArray(vol)
+    img.SetSpacing(tuple(float(v) for v in grid.spacing_xyz_mm))
+    img.SetOrigin(tuple(float(v) for v in grid.origin_xyz_mm))
+    img.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    tmp = path.with_name(".part-" + path.name)
+    sitk.WriteImage(img, str(tmp), useCompression=True)
+    os.replace(tmp, path)
+
+
+def _hex(rng: np.random.Generator, digits: int = 16) -> str:
+    return "".join(f"{b:02X}" for b in rng.integers(0, 256, size=digits // 2))
+
+
+def _round_grid(shape, spacing, origin) -> Grid:
+    # the grid must be exactly what the DICOM header says, so round through the DS strings
+    return Grid(tuple(int(s) for s in shape), tuple(float(ds_str(s)) for s in spacing),
+                tuple(float(ds_str(o)) for o in origin))
+
+
+def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT_SEED, size: str = C.DEFAULT_SIZE,
+                   convention: str | None = None, config: C.PhantomConfig | None = None,
+                   **overrides: Any) -> dict[str, Any]:
+    """Generate one PET-CT study into a cohort folder.
+
+    Writes ``out_dir/dicom/<folder>/...`` (CT and PET series), ``out_dir/reports/<name>.json`` and
+    ``out_dir/phantom_truth/<pseudonym>/{labels.nii.gz, suv.nii.gz, study.json}``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Cohort root.
+    index : int
+        Study index in the cohort; with ``seed`` it fixes every random choice of the study.
+    seed : int
+        Cohort seed.
+    size : str
+        Named size preset (``"paper"``, ``"demo"``, ``"tiny"``), ignored when ``config`` is given.
+    convention : str, optional
+        One of :data:`config.CONVENTIONS` (e.g. ``"philips_time_only"``); by default
+        ``CONVENTIONS[index % len(CONVENTIONS)]``.
+    config : PhantomConfig, optional
+        Full configuration (overrides ``size`` and ``overrides``).
+    **overrides
+        Passed to :func:`config.make_config`.
+
+    Returns
+    -------
+    dict
+        The study's summary (pseudonym, convention, relative paths, counts).
+    """
+    cfg = config or C.make_config(size, **overrides)
+    out = Path(out_dir)
+    conv = convention or C.CONVENTIONS[index % len(C.CONVENTIONS)]
+    if conv not in C.CONVENTIONS:
+        raise ValueError(f"study {index}: unknown convention {conv!r}; choose one of {C.CONVENTIONS}")
+    vendor, time_style = conv.rsplit("_", 1) if not conv.endswith("time_only") else (conv[: -len("_time_only")], "time_only")
+    rngs = study_streams(seed, index)
+    geo = cfg.geometry
+
+    # ---- patient, dose and times
+    pr = rngs["patient"]
+    sex = "F" if pr.random() < 0.45 else "M"
+    lo_h, hi_h = cfg.height_m
+    height = float(np.clip(pr.normal(1.64 if sex == "F" else 1.77, 0.07), lo_h, hi_h))
+    weight = float(np.clip(height**2 * pr.uniform(19.0, 33.0), *cfg.weight_kg))
+    weight_ds, height_ds = f"{weight:.1f}", f"{height:.2f}"
+    dose_ds = ds_str(round(float(weight_ds) * pr.uniform(*cfg.dose_mbq_per_kg) * 1e6, -5))
+    span = (STUDY_DATE_RANGE[1] - STUDY_DATE_RANGE[0]).days
+    day = STUDY_DATE_RANGE[0] + dt.timedelta(days=int(pr.integers(0, span)))
+    ct_start = day + dt.timedelta(seconds=int(pr.uniform(*CT_START_HOURS) * 3600))
+    pet_start = ct_start + dt.timedelta(seconds=int(pr.uniform(*CT_TO_PET_MIN) * SECONDS_PER_MINUTE))
+    injection = pet_start - dt.timedelta(seconds=int(pr.uniform(*cfg.uptake_min) * SECONDS_PER_MINUTE))
+    age = int(pr.integers(*AGE_YEARS))
+    birth = day - dt.timedelta(days=int(age * 365.25 + pr.integers(0, 365)))
+    frame_s = float(round(pr.uniform(*cfg.pet_frame_duration_s)))
+    counts_per_bqml = float(pr.uniform(*cfg.philips_counts_per_bqml))
+
+    # ---- geometry (CT and PET share slice positions and the in-plane centre)
+    n_slices = int(pr.integers(geo.n_slices[0], geo.n_slices[1] + 1))
+    dz = geo.slice_thickness_mm
+    z0 = round(float(pr.uniform(*SLICE_POSITION_START_MM)), 1)
+    dx_ct = round(float(pr.uniform(*geo.ct_fov_mm)) / geo.ct_matrix, 6)
+    ct_grid = _round_grid((n_slices, geo.ct_matrix, geo.ct_matrix), (dx_ct, dx_ct, dz),
+                          (-(geo.ct_matrix - 1) / 2 * dx_ct, -(geo.ct_matrix - 1) / 2 * dx_ct, z0))
+    dxp = geo.pet_spacing_mm
+    pet_grid = _round_grid((n_slices, geo.pet_matrix, geo.pet_matrix), (dxp, dxp, dz),
+                           (-(geo.pet_matrix - 1) / 2 * dxp, -(geo.pet_matrix - 1) / 2 * dxp, z0))
+    z1 = z0 + (n_slices - 1) * dz
+
+    # ---- anatomy, lesions, images
+    anat = sample_anatomy(rngs["anatomy"], z0, z1, weight, height)
+    tissue = rasterise(anat, ct_grid)
+    hu_of, suv_of = tissue_values(rngs["lesions"], cfg)
+    lesions, patches = place_lesions(anat, ct_grid, tissue, rngs["lesions"], cfg, suv_of)
+    labels = labels_from_tissue(tissue)
+    ct_noise = float(rngs["ct_noise"].uniform(*cfg.ct_noise_hu))
+    hu = ct_hu(tissue, ct_grid, anat, hu_of, rngs["ct_noise"], cfg, ct_noise)
+    suv_ct = true_suv(tissue, suv_of, patches)
+    del tissue
+    pet_cv = float(rngs["pet_noise"].uniform(*cfg.pet_noise_cv))
+    pet_suv = scanner_pet(suv_ct, ct_grid, pet_grid, rngs["pet_noise"], cfg, pet_cv)
+    del suv_ct
+
+    # ---- identities (deterministic UIDs; synthetic patient)
+    fr = rngs["files"]
+    uid_seed = (cfg.size, int(seed), int(index))
+    study_uid = uid(*uid_seed, "study")
+    header = StudyHeader(
+        patient_name=f"{LAST_NAMES[int(fr.integers(len(LAST_NAMES)))]}^{FIRST_NAMES[int(fr.integers(len(FIRST_NAMES)))]}",
+        patient_id=f"PH{int(fr.integers(10**6, 10**7))}", birth_date=birth.strftime("%Y%m%d"), sex=sex,
+        age_years=age, weight_kg_ds=weight_ds, height_m_ds=height_ds, study_uid=study_uid,
+        frame_uid=uid(*uid_seed, "frame"), ct_series_uid=uid(*uid_seed, "ct-series"),
+        pet_series_uid=uid(*uid_seed, "pet-series"), study_id=str(int(fr.integers(1000, 99999))),
+        accession=f"A{int(fr.integers(10**7, 10**8))}", ct_start=ct_start, pet_start=pet_start,
+        injection=injection, dose_bq_ds=dose_ds, vendor=vendor, time_style=time_style,
+        frame_duration_s=frame_s, bed_length_mm=cfg.pet_bed_length_mm, counts_per_bqml=counts_per_bqml,
+        uid_seed=uid_seed,
+    )
+    pixels, slopes, truth_suv, pet_info = encode_pet(pet_suv, header)
+    del pet_suv
+    pseudonym = pseudonymise(study_uid)
+
+    # ---- file layout: random names, CT and PET in one folder or in two sub-folders
+    study_dir = f"dicom/{_hex(fr, 8)}"
+    same_folder = bool(fr.random() < 0.5)
+    ext = ".dcm" if fr.random() < 0.67 else ""
+    ct_dir = out / study_dir if same_folder else out / study_dir / _hex(fr, 8)
+    pet_dir = out / study_dir if same_folder else out / study_dir / _hex(fr, 8)
+    names: set[str] = set()
+
+    def fresh() -> str:
+        while True:
+            name = _hex(fr, 16) + ext
+            if name not in names:
+                names.add(name)
+                return name
+
+    ct_paths = [ct_dir / fresh() for _ in range(n_slices)]
+    pet_paths = [pet_dir / fresh() for _ in range(n_slices)]
+    ct_dir.mkdir(parents=True, exist_ok=True)
+    pet_dir.mkdir(parents=True, exist_ok=True)
+    write_ct(ct_paths, hu, ct_grid, header)
+    write_pet(pet_paths, pixels, slopes, pet_grid, header, pet_info)
+
+    # ---- report and truth
+    report_rel = f"reports/{_hex(fr, 12)}.json"
+    report = {"study_instance_uid": study_uid,
+              "findings": [{"text": les.text, "kind": les.kind,
+                            "position_mm": [round(float(v), 2) for v in les.hot_spot_mm]} for les in lesions]}
+    _atomic_text(out / report_rel, json.dumps(report, indent=2) + "\n")
+    truth = out / "phantom_truth" / pseudonym
+    truth.mkdir(parents=True, exist_ok=True)
+    _write_nifti(truth / "labels.nii.gz", labels, ct_grid)
+    _write_nifti(truth / "suv.nii.gz", truth_suv, pet_grid)
+    label_counts = np.bincount(labels.ravel(), minlength=4)
+    myo = float(suv_of[C.MYOCARDIUM])
+    study = {
+        "pseudonym": pseudonym, "index": int(index), "seed": int(seed), "size": cfg.size,
+        "convention": conv, "vendor": vendor, "manufacturer": header.style["manufacturer"],
+        "units": pet_info["units"], "decay_correction": pet_info["decay_correction"],
+        "radiopharmaceutical_time": time_style,
+        "philips_suv_factor": pet_info.get("philips_suv_factor"),
+        "philips_activity_factor": pet_info.get("philips_activity_factor"),
+        "patient_weight_kg": float(weight_ds), "patient_size_m": float(height_ds), "patient_sex": sex,
+        "injected_dose_bq": float(dose_ds), "injection_datetime": injection.isoformat(),
+        "pet_series_datetime": pet_start.isoformat(), "ct_series_datetime": ct_start.isoformat(),
+        "uptake_s": header.uptake_s, "decay_factor_injection_to_series": header.decay_to_start,
+        "bqml_per_suv": pet_info["bqml_per_suv"], "half_life_s": C.F18_HALF_LIFE_S,
+        "pet_frame_duration_s": frame_s,
+        "myocardium_suv_true": myo, "blood_pool_suv_true": float(suv_of[C.HEART_BLOOD]),
+        "lung_suv_true": float(suv_of[C.LUNG]), "liver_suv_true": float(suv_of[C.LIVER]),
+        "ct_noise_sd_hu": ct_noise, "pet_noise_cv": pet_cv, "psf_fwhm_mm": cfg.psf_fwhm_mm,
+        "ct_grid": {"shape_zyx": list(ct_grid.shape_zyx), "spacing_xyz_mm": list(ct_grid.spacing_xyz_mm),
+                    "origin_xyz_mm": list(ct_grid.origin_xyz_mm)},
+        "pet_grid": {"shape_zyx": list(pet_grid.shape_zyx), "spacing_xyz_mm": list(pet_grid.spacing_xyz_mm),
+                     "origin_xyz_mm": list(pet_grid.origin_xyz_mm)},
+        "label_voxels": {"background": int(label_counts[0]), "lung": int(label_counts[1]),
+                         "mediastinum": int(label_counts[2]), "tumour": int(label_counts[3])},
+        "lesions": [les.to_json() for les in lesions],
+        "dicom_dir": study_dir, "report": report_rel, "generator_version": C.GENERATOR_VERSION,
+    }
+    _atomic_text(truth / "study.json", json.dumps(study, indent=2) + "\n")
+    return {"index": int(index), "pseudonym": pseudonym, "convention": conv, "n_slices": n_slices,
+            "n_lesions": len(lesions), "n_dicom_files": 2 * n_slices, "dicom_dir": study_dir,
+            "report": report_rel, "truth_dir": f"phantom_truth/{pseudonym}",
+            "myocardium_suv_true": round(myo, 3)}
+
+
+# ---------------------------------------------------------------------------------------------
+def cohort_parameters(n_studies: int, seed: int, cfg: C.PhantomConfig) -> dict[str, Any]:
+    """The parameters that identify a cohort (an existing cohort is reused only if they match)."""
+    return {"generator_version": C.GENERATOR_VERSION, "n_studies": int(n_studies), "seed": int(seed),
+            "size": cfg.size, "config": cfg.to_dict()}
+
+
+def _is_complete(out: Path, summary: dict) -> bool:
+    for s in summary.get("studies", []):
+        truth = out / s["truth_dir"]
+        if not all((truth / f).is_file() for f in ("labels.nii.gz", "suv.nii.gz", "study.json")):
+            return False
+        if not (out / s["report"]).is_file():
+            return False
+        files = [p for p in (out / s["dicom_dir"]).rglob("*") if p.is_file()]
+        if len(files) != s["n_dicom_files"]:
+            return False
+    return len(summary.get("studies", [])) == summary.get("parameters", {}).get("n_studies", -1)
+
+
+def load_existing(out_dir: str | os.PathLike, params: dict) -> dict | None:
+    """The summary of a complete cohort in ``out_dir`` written with ``params``, else None."""
+    path = Path(out_dir) / COHORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if summary.get("parameters") != json.loads(json.dumps(params)):
+        return None
+    return summary if _is_complete(Path(out_dir), summary) else None
+
+
+def _one(args) -> dict:
+    tmp, index, seed, cfg = args
+    return generate_study(tmp, index, seed, config=cfg)
+
+
+def generate_cohort(out_dir: str | os.PathLike, n_studies: int = C.DEFAULT_N_STUDIES, seed: int = C.DEFAULT_SEED,
+                    size: str = C.DEFAULT_SIZE, workers: int = 1, force: bool = False,
+                    progress: bool | Callable[[int, int], None] = False, **overrides: Any) -> dict[str, Any]:
+    """Generate a phantom PET-CT cohort into ``out_dir`` (or reuse an identical one).
+
+    The cohort is built in a temporary folder inside ``out_dir`` and moved into place
+    (``dicom/``, ``reports/``, ``phantom_truth/``, then ``phantom_cohort.json`` last), so a
+    crash never leaves a half-written cohort that looks complete.
+
+    Parameters
+    ----------
+    out_dir : path
+        Cohort root (e.g. ``data/01_raw``).
+    n_studies : int
+        Number of studies.
+    seed : int
+        Cohort seed: the same seed and parameters give byte-identical pixel data.
+    size : str
+        ``"paper"`` (default), ``"demo"`` or ``"tiny"``.
+    workers : int
+        Studies generated in parallel processes.
+    force : bool
+        Regenerate even if an identical complete cohort exists.
+    progress : bool or callable
+        True for a tqdm bar, or ``callback(done, total)``.
+    **overrides
+        :class:`config.PhantomConfig` fields.
+
+    Returns
+    -------
+    dict
+        The cohort summary, also written to ``out_dir/phantom_cohort.json``.
+    """
+    if n_studies < 1:
+        raise ValueError(f"n_studies must be >= 1, got {n_studies}")
+    cfg = C.make_config(size, **overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = cohort_parameters(n_studies, seed, cfg)
+    if not force:
+        existing = load_existing(out, params)
+        if existing is not None:
+            log.info("phantom cohort in %s is complete and up to date (%d studies); not regenerating", out, n_studies)
+            return existing
+    if not (out / OWNER_MARKER).exists():
+        for name in OWNED_DIRS:
+            d = out / name
+            if d.exists() and any(p.name != ".gitkeep" for p in d.iterdir()):
+                raise FileExistsError(f"{d} holds data the phantom did not write (no {out / OWNER_MARKER}); "
+                                      "refusing to replace it: choose another output folder")
+    tmp = Path(tempfile.mkdtemp(prefix=".phantom-tmp-", dir=out))
+    try:
+        for name in OWNED_DIRS:
+            (tmp / name).mkdir()
+        _atomic_text(out / OWNER_MARKER, "dicom/, reports/ and phantom_truth/ here are written by colearn-phantom\n")
+        jobs = [(tmp, i, seed, cfg) for i in range(n_studies)]
+        bar = None
+        if progress is True:
+            from tqdm import tqdm
+            bar = tqdm(total=n_studies, unit="study", desc="phantom")
+        studies: list[dict] = []
+
+        def done(s: dict) -> None:
+            studies.append(s)
+            if bar is not None:
+                bar.update(1)
+            elif callable(progress):
+                progress(len(studies), n_studies)
+
+        if workers > 1 and n_studies > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for s in pool.map(_one, jobs):
+                    done(s)
+        else:
+            for job in jobs:
+                done(_one(job))
+        if bar is not None:
+            bar.close()
+        studies.sort(key=lambda s: s["index"])
+        summary = {"parameters": params, "n_studies": n_studies, "conventions": sorted({s["convention"] for s in studies}),
+                   "n_lesions": int(sum(s["n_lesions"] for s in studies)), "studies": studies}
+        # swap into place: forget the old summary first, then move the folders, then the summary
+        (out / COHORT_FILE).unlink(missing_ok=True)
+        old = Path(tempfile.mkdtemp(prefix=".phantom-old-", dir=out))
+        for name in OWNED_DIRS:
+            if (out / name).exists():
+                os.replace(out / name, old / name)
+            os.replace(tmp / name, out / name)
+        _atomic_text(out / COHORT_FILE, json.dumps(summary, indent=2))
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("wrote phantom cohort: %d studies, %d lesions, into %s", n_studies, summary["n_lesions"], out)
+    return summary

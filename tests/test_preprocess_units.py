@@ -1,0 +1,87 @@
+"""Unit tests of the preprocess helpers: parameters, seeds, storage, model input, manifest order."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from colearn_pipeline.dicom.series import SeriesVolume
+from colearn_pipeline.groundtruth import segment_lungs, segment_mediastinum, segment_tumours
+from colearn_pipeline.pipelines.preprocess.study import (
+    StudyError,
+    build_model_input,
+    ct_storage_array,
+    findings_to_seeds,
+    groundtruth_params,
+    merge_params,
+)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _params(env: str = "base") -> dict:
+    return yaml.safe_load((CONF / env / "parameters_preprocess.yml").read_text())["preprocess"]
+
+
+def test_groundtruth_parameters_are_keywords_of_the_functions():
+    """Every key of the groundtruth sections reaches a real keyword (a typo would be silently ignored otherwise)."""
+    gt = _params()["groundtruth"]
+    for section, func in (("lungs", segment_lungs), ("mediastinum", segment_mediastinum), ("tumours", segment_tumours)):
+        accepted = set(inspect.signature(func).parameters)
+        assert set(gt[section]) <= accepted, (section, set(gt[section]) - accepted)
+    assert gt["tumours"]["peak_fraction"] == 0.4  # the paper's 40 % of peak SUV
+
+
+def test_per_study_overrides_merge_and_unknown_sections_fail():
+    params = {"groundtruth": {"tumours": {"peak_fraction": 0.4, "max_radius_mm": 50.0},
+                              "overrides": {"study-a": {"tumours": {"peak_fraction": 0.5}}}}}
+    assert groundtruth_params(params, "study-a")["tumours"] == {"peak_fraction": 0.5, "max_radius_mm": 50.0}
+    assert groundtruth_params(params, "study-b")["tumours"]["peak_fraction"] == 0.4
+    params["groundtruth"]["overrides"]["study-c"] = {"tumour": {"peak_fraction": 0.5}}
+    with pytest.raises(StudyError, match="unknown groundtruth override sections"):
+        groundtruth_params(params, "study-c")
+    assert merge_params({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+def test_demo_environment_only_overrides_known_keys():
+    assert set(_params("demo")) <= set(_params())
+
+
+def test_findings_to_seeds_uses_the_ct_geometry():
+    img = sitk.Image(40, 30, 10, sitk.sitkFloat32)
+    img.SetSpacing((0.5, 0.5, 3.0))
+    img.SetOrigin((-10.0, 20.0, -100.0))
+    img.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))  # x axis runs towards patient right
+    seeds = findings_to_seeds([{"position_mm": [-12.0, 21.0, -91.0]}], img, "study-x")
+    np.testing.assert_allclose(seeds, [[3.0, 2.0, 4.0]])
+    with pytest.raises(StudyError, match="outside the CT volume"):
+        findings_to_seeds([{"kind": "node", "position_mm": [0.0, 0.0, 0.0]}], img, "study-x")
+    with pytest.raises(StudyError, match="no valid position_mm"):
+        findings_to_seeds([{"position_mm": [1.0, 2.0]}], img, "study-x")
+
+
+def test_ct_storage_is_lossless():
+    hu = np.array([[[-1024.0, 0.0, 3071.0]]], np.float32)
+    assert ct_storage_array(hu).dtype == np.int16
+    frac = hu + 0.5
+    assert ct_storage_array(frac).dtype == np.float32
+
+
+def test_model_input_keys_and_dtypes():
+    ct = SeriesVolume(
+        array=np.random.default_rng(0).normal(size=(5, 20, 24)).astype(np.float32), datasets=[], files=[],
+        spacing_xyz_mm=(1.0, 1.0, 3.0), origin_xyz_mm=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+        study="study-x",
+    )
+    labels = np.zeros((5, 20, 24), np.uint8)
+    labels[2, 5:10, 5:10] = 3
+    out = build_model_input(ct, ct.array * 2, labels, np.array([1, 2]), (32, 32))
+    assert out["ct_hu"].shape == out["suv"].shape == out["labels"].shape == (2, 32, 32)
+    assert out["labels"].dtype == np.uint8 and out["labels"][1].max() == 3
+    assert out["slice_index"].dtype == np.int32 and out["ct_shape_zyx"].tolist() == [5, 20, 24]
+    assert str(out["study"]) == "study-x" and out["direction"].shape == (9,)

@@ -1,0 +1,37 @@
+"""``kedro viz build`` runs headless and its export holds the lineage of train_eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from test_train_eval_e2e import KEDRO, make_project, project_env
+
+
+@pytest.mark.slow
+def test_kedro_viz_build_exports_train_eval_nodes(tmp_path):
+    root = make_project(tmp_path / "p", n_studies=0)
+    proc = subprocess.run([KEDRO, "viz", "build"], cwd=root, env=project_env(root), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    api = root / "build" / "api"
+    pipelines = {p.name for p in (api / "pipelines").iterdir()}
+    assert {"train_eval", "validate", "__default__"} <= pipelines
+    data = json.loads((api / "pipelines" / "train_eval").read_text())
+    tasks = {n["name"] for n in data["nodes"] if n["type"] == "task"}
+    assert {"split_studies", "assemble_train_set", "assemble_test_set", "train", "evaluate",
+            "plot_training_curves", "build_table_ii", "plot_segmentations", "plot_fusion_maps",
+            "report_results"} <= tasks
+    datasets = {n["name"] for n in data["nodes"] if n["type"] == "data"}
+    for net in ("colearn", "tb", "tc", "fs"):
+        assert {f"{net}.model", f"{net}.history", f"{net}.slice_metrics"} <= datasets
+    assert {"colearn", "tb", "tc", "fs"} <= set(data["modular_pipelines"])
+    default = json.loads((api / "pipelines" / "__default__").read_text())
+    default_tasks = {n["name"] for n in default["nodes"] if n["type"] == "task"}
+    assert "build_table_ii" in default_tasks
+    for name in ("phantom", "preprocess"):  # upstream lineage, where those pipelines are registered
+        if name in pipelines:
+            assert any(n["type"] == "task" for n in json.loads((api / "pipelines" / name).read_text())["nodes"])
