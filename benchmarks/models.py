@@ -41,6 +41,18 @@ MOMENTUM = 0.9  # Table I
 GIGA = 1e9
 
 
+def _cpu_name() -> str:
+    """CPU model from /proc/cpuinfo where there is one, else :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -135,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     matmul_repeats = args.matmul_repeats or (50 if device.type == "cuda" else 5)
     dtype = torch.bfloat16 if args.amp else torch.float32
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(
         f"device {device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"amp {'bf16' if args.amp else 'off'}, channels_last {args.channels_last}, "

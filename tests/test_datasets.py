@@ -93,3 +93,19 @@ def test_save_moves_a_staged_file_into_place(tmp_path):
     NpzDataset(str(npz)).save({"a": np.arange(3)})
     NpzDataset(str(tmp_path / "final" / "m.npz")).save(npz)
     assert NpzDataset(str(tmp_path / "final" / "m.npz")).load()["a"].tolist() == [0, 1, 2]
+
+
+def test_replacing_partitioned_dataset_removes_only_stale_partitions(tmp_path):
+    from colearn_pipeline.datasets import ReplacingPartitionedDataset
+
+    folder = tmp_path / "model_input"
+    folder.mkdir()
+    (folder / ".gitkeep").write_text("")
+    (folder / "notes.txt").write_text("not a partition")
+    part = ReplacingPartitionedDataset(path=str(folder), dataset="colearn_pipeline.datasets.NpzDataset", filename_suffix=".npz")
+    part.save({"study-a": {"x": np.zeros(2)}, "study-b": {"x": np.ones(2)}})
+    part.save({"study-b": {"x": np.full(2, 2.0)}})  # study-a quarantined in this run
+    assert sorted(p.name for p in folder.iterdir()) == [".gitkeep", "notes.txt", "study-b.npz"]
+    assert part.load()["study-b"]()["x"].tolist() == [2.0, 2.0]
+    with pytest.raises(ValueError, match="overwrite"):
+        ReplacingPartitionedDataset(path=str(folder), dataset="colearn_pipeline.datasets.NpzDataset", overwrite=True)

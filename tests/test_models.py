@@ -396,3 +396,28 @@ def test_parameter_table_cli(capsys):
     for name in MODEL_NAMES:
         assert f"| {name} |" in out
     assert f"{_expected_parameters('colearn', 8):,}" in out
+
+
+def test_conv_layer_order_is_batchnorm_then_activation():
+    """Paper order (Sec. III-C): conv -> BN -> Leaky ReLU, so in training mode every channel's
+    output has a positive mean (the code's ReLU -> BN order would give zero means)."""
+    from colearn_pipeline.models import ConvNormAct
+
+    torch.manual_seed(0)
+    layer = ConvNormAct(3, 8, kernel_size=3, negative_slope=0.1).train()
+    assert [type(m) for m in layer] == [nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU]
+    out = layer(torch.randn(4, 3, 16, 16))
+    assert (out.mean(dim=(0, 2, 3)) > 0.2).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_logits_come_straight_from_the_1x1_conv(name):
+    """No activation or batch norm after the 1x1 conv (the paper's o of Eq. 5)."""
+    net = _net(name).eval()
+    feats: list[torch.Tensor] = []
+    hook = net.head.register_forward_hook(lambda m, i, o: feats.append(o))
+    with torch.no_grad():
+        logits = net(torch.randn(1, 2, 32, 32))
+    hook.remove()
+    assert net.head.kernel_size == (1, 1)
+    assert torch.equal(feats[0], logits)

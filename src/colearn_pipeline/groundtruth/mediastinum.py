@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
-from skimage.morphology import convex_hull_image, convex_hull_object
+from skimage.morphology import convex_hull_image
 
 from colearn_pipeline.groundtruth._morphology import (
     bounding_box,
@@ -30,10 +30,12 @@ MEDIASTINUM_UPPER_HU = -30.0
 BONE_HU = 250.0
 BONE_MARGIN_MM = 0.0
 BONE_CLOSING_RADIUS_MM = 3.0
-LUNG_MARGIN_MM = 0.0
+LUNG_MARGIN_MM = 2.0
 REGION_MARGIN_MM = 10.0
 WRAP_PER_SLICE = True
 WRAP_MIN_AREA_MM2 = 20.0
+WRAP_MERGE_MM = 10.0
+WRAP_THROUGH_BONE = True
 SMOOTHING_SIGMA_MM = 1.0
 MIN_LUNG_AREA_MM2 = 100.0
 SEED_SEARCH_MM = 15.0
@@ -83,7 +85,9 @@ def mediastinum_search_region(
         holes (the spinal canal, marrow) filled before it is excluded with a ``bone_margin_mm``
         margin.
     lung_margin_mm : float
-        The lungs are dilated in-plane by this before being excluded.
+        The lungs are dilated in-plane by this (mm) before being excluded, so that the
+        partial-volume rim between lung and chest wall (which has fat-like HU) cannot carry the
+        growth around the lungs; :func:`segment_mediastinum` gives the margin back at the end.
     region_margin_mm : float
         The hull is dilated in-plane by this (mm), so that the region reaches the sternum and the
         spine in front of which the lungs stop.
@@ -193,6 +197,8 @@ def segment_mediastinum(
     closing_radius_mm: float = CLOSING_RADIUS_MM,
     wrap_per_slice: bool = WRAP_PER_SLICE,
     wrap_min_area_mm2: float = WRAP_MIN_AREA_MM2,
+    wrap_merge_mm: float = WRAP_MERGE_MM,
+    wrap_through_bone: bool = WRAP_THROUGH_BONE,
     seeds_zyx=None,
     airway_mask=None,
     return_info: bool = False,
@@ -228,6 +234,12 @@ def segment_mediastinum(
         wraps the heart, vessels, airway and nodes, even where its ring is open.
     wrap_min_area_mm2 : float
         Smaller pieces are kept as they are.
+    wrap_merge_mm : float
+        Pieces closer than this (mm) in a slice are wrapped by one hull (a fat ring broken by
+        bone or by the heart touching the chest wall); farther pieces get a hull each, so that
+        the hull does not span the liver dome between the mediastinum and a distant fat strip.
+    wrap_through_bone : bool
+        Pieces linked through bone (``ct > bone_hu``: the spine, the sternum) are one group.
     seeds_zyx : sequence of (z, y, x), optional
         Manual seeds replacing the automatic ones (the paper's "minor manual adjustments").
     airway_mask : ndarray of bool, optional
@@ -307,19 +319,35 @@ def segment_mediastinum(
             # Everything the grown compartment wraps in its slice (heart, vessels, airway, nodes),
             # but not what lies outside it (subdiaphragmatic organs under the lung bases).
             hulls = np.zeros_like(grown)
+            bone_z = fill_holes_per_slice(closing(ct > bone_hu, disk_footprint(bone_closing_radius_mm, spacing_xyz_mm)))
             min_px = wrap_min_area_mm2 / (sp[1] * sp[2])
+            merge = disk_footprint(wrap_merge_mm, spacing_xyz_mm)[0] if wrap_merge_mm > 0 else np.ones((1, 1), bool)
             for z in np.nonzero(grown.any(axis=(1, 2)))[0]:
                 lab2, n2 = ndi.label(grown[z], structure=np.ones((3, 3), bool))
                 sizes = np.bincount(lab2.ravel(), minlength=n2 + 1)
                 big = (sizes >= max(min_px, 3)) & (np.arange(n2 + 1) > 0)
                 hulls[z] = grown[z]
-                if big.any():
-                    hulls[z] |= convex_hull_object(big[lab2], connectivity=2)
+                if not big.any():
+                    continue
+                pieces = big[lab2]
+                # Pieces closer than wrap_merge_mm are one group, wrapped by one hull.
+                # Bone links pieces too: a ring broken by the spine or the sternum stays one group.
+                links = ndi.binary_dilation(pieces, structure=merge)
+                if wrap_through_bone:
+                    links |= bone_z[z]
+                groups, n_groups = ndi.label(links, structure=np.ones((3, 3), bool))
+                for g in range(1, n_groups + 1):
+                    member = pieces & (groups == g)
+                    if member.sum() >= 3:
+                        hulls[z] |= convex_hull_image(member)
             grown = hulls & (region | grown)
     if airway_mask is not None:
         grown |= np.asarray(airway_mask, dtype=bool)[box] & ~lungs
     if grown.any():
         grown = fill_holes_per_slice(closing(grown, disk_footprint(closing_radius_mm, spacing_xyz_mm)))
+        if lung_margin_mm > 0:
+            # Give back the margin left out next to the lungs (where the mediastinum meets them).
+            grown |= ndi.binary_dilation(grown, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm))
         grown &= ~lungs
     out[box] = grown
     if return_info:

@@ -276,8 +276,8 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
                np.array([x_aa - r_aa - r_svc - 1.0, y_aa + 8.0, heart_centre[2] + 15.0]), r_svc, r_svc)
     r_pt = _u(rng, (12.0, 14.0))
     pt0 = np.array([x_aa + r_aa + r_pt - 2.0, y_aa - 4.0, heart_centre[2] + 18.0])
-    pt1 = np.array([x_aa + r_aa + 8.0, y_tr - 6.0, z_car - 16.0])
-    under_carina = np.array([x_tr - 6.0, y_tr - 14.0, z_car - 22.0])
+    pt1 = np.array([x_aa + r_aa + 8.0, y_tr - 30.0, z_car - 12.0])    # bifurcation in front of the carina
+    under_carina = np.array([x_tr - 6.0, y_tr - 30.0, z_car - 22.0])   # the RPA passes in front of the carina
     pulmonary = [
         Tube(pt0, pt1, r_pt, r_pt),
         Tube(pt1, under_carina, 0.75 * r_pt, 0.7 * r_pt),

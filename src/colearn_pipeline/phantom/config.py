@@ -96,7 +96,7 @@ DEFAULT_SUV = {
     MUSCLE: (0.6, 0.85), CORTEX: (0.3, 0.5), MARROW: (1.5, 2.0), CARTILAGE: (0.3, 0.5), DISC: (0.3, 0.5),
     CANAL: (0.3, 0.5), LUNG: (0.4, 0.6), LUNG_VESSEL: (1.5, 2.0), ATELECTASIS: (0.8, 1.3),
     AIRWAY: (0.0, 0.0), AIRWAY_WALL: (0.6, 0.9), MED_FAT: (0.45, 0.7), MYOCARDIUM: (1.5, 10.0),
-    HEART_BLOOD: (1.5, 2.0), GREAT_VESSEL: (1.5, 2.0), OESOPHAGUS: (1.5, 2.2), LIVER: (2.0, 2.8),
+    HEART_BLOOD: (1.5, 2.0), GREAT_VESSEL: (1.5, 2.0), OESOPHAGUS: (1.0, 1.6), LIVER: (2.0, 2.8),
     ABDOMEN: (1.2, 2.0), ABD_VESSEL: (1.5, 2.0), TUMOUR: (4.0, 20.0), NODE: (3.0, 10.0),
 }
 
@@ -160,9 +160,10 @@ class PhantomConfig:
     node_peak_suv: tuple[float, float] = DEFAULT_SUV[NODE]
     lesion_to_background_min: float = 3.5               # true peak >= this x local background SUV
     atelectasis_probability: float = 0.35
-    atelectasis_length_mm: tuple[float, float] = (20.0, 40.0)
+    atelectasis_length_mm: tuple[float, float] = (30.0, 60.0)
     myocardium_margin_mm: float = 15.0                  # lesions keep this far from the myocardium
-    blood_margin_mm: float = 7.0                        # nodes keep this far from blood vessels
+    blood_margin_mm: float = 7.0                        # nodes keep this far from blood, marrow, liver
+    oesophagus_margin_mm: float = 3.0                   # ... and this far from the oesophagus
     # patient, dose and timing
     weight_kg: tuple[float, float] = (48.0, 115.0)
     height_m: tuple[float, float] = (1.50, 1.92)

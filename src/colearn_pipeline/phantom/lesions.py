@@ -25,6 +25,10 @@ NODE_RIM_FRACTION = (0.65, 0.8)
 NECROSIS_MIN_DIAMETER_MM = 32.0
 NECROSIS_PROBABILITY = 0.4
 NECROSIS_FACTOR = (0.45, 0.6)        # core SUV / peak
+ATELECTASIS_WIDTH = (1.1, 0.8)       # semi-axes across the collapse, as multiples of the tumour radius
+ATELECTASIS_VERTICAL_WEIGHT = 0.3    # weight of the cranio-caudal part of the collapse direction
+ATELECTASIS_OVERLAP = 0.7            # collapse starts this far (x tumour radius) from the tumour centre
+ATELECTASIS_MIN_ML = 3.0             # smaller collapses are not drawn (nor reported)
 PLACEMENT_KINDS = {"interior": 0.4, "chest_wall": 0.35, "mediastinal": 0.25}
 NODE_STATIONS = ("2R", "2L", "4R", "4L", "5", "7", "10R", "10L")
 
@@ -32,7 +36,9 @@ PRIMARY_HOSTS = (C.LUNG, C.LUNG_VESSEL)
 NODE_HOSTS = (C.MED_FAT, C.LUNG, C.LUNG_VESSEL, C.MUSCLE)
 #: Tissues with blood-pool-like uptake that a node keeps ``blood_margin_mm`` away from, so that a
 #: 40 %-of-peak threshold around the node does not leak into them after the PSF.
-WARM_NEIGHBOURS = (C.GREAT_VESSEL, C.HEART_BLOOD, C.OESOPHAGUS, C.MARROW, C.LIVER, C.ABDOMEN)
+WARM_NEIGHBOURS = (C.GREAT_VESSEL, C.HEART_BLOOD, C.MARROW, C.LIVER, C.ABDOMEN)
+#: The oesophagus (thin, lower uptake) only needs ``oesophagus_margin_mm``.
+OESOPHAGUS_NEIGHBOUR = (C.OESOPHAGUS,)
 
 
 @dataclass
@@ -120,17 +126,17 @@ def _station_anchor(anat: Anatomy, station: str, r: float, rng) -> np.ndarray:
     zc = anat.z_carina
     j = lambda s=3.0: rng.uniform(-s, s)  # noqa: E731
     if station == "2R":
-        return np.array([xt - rt - 4 - r + j(), yt + j(), zc + rng.uniform(55, 75)])
+        return np.array([xt - rt - 4 - r + j(), yt + j(), zc + rng.uniform(60, 85)])
     if station == "2L":
-        return np.array([xt + rt + 4 + r + j(), yt + j(), zc + rng.uniform(55, 75)])
+        return np.array([xt + rt + 4 + r + j(), yt + 2 + j(), zc + rng.uniform(75, 95)])
     if station == "4R":
-        return np.array([xt - rt - 4 - r + j(), yt - 4 + j(), zc + rng.uniform(8, 28)])
+        return np.array([xt - rt - 5 - r + j(), yt + 5 + j(), zc + rng.uniform(5, 20)])
     if station == "4L":
         return np.array([xt + rt + 4 + r + j(), yt + 2 + j(), zc + rng.uniform(5, 20)])
     if station == "5":
         return np.array([xt + rt + 18 + r + j(), yt - 16 + j(), zc + rng.uniform(0, 15)])
     if station == "7":
-        return np.array([xt + 4 + j(), yt + 2 + j(), zc - r - rng.uniform(6, 12)])
+        return np.array([xt + 2 + j(), yt + j(), zc - r - rng.uniform(8, 16)])
     side = "right" if station == "10R" else "left"
     h = anat.hilum[side]
     return h + np.array([j(), j(), -r - rng.uniform(4, 10)])
@@ -212,6 +218,8 @@ def place_lesions(anat: Anatomy, grid: Grid, tissue: np.ndarray, rng: np.random.
                 node_tries += 1
                 if node_tries % NODE_TRIES_PER_STATION == 0:
                     stations.append(stations.pop(0))
+            if not (zc_axis[0] + r + half_slice <= centre[2] <= zc_axis[-1] - r - half_slice):
+                continue                      # the whole lesion must lie inside the scanned volume
             if any(np.linalg.norm(centre - c) < r + rc + LESION_GAP_MM for c, rc in taken):
                 continue
             res = _paint_lesion(anat, grid, tissue, rng, cfg, suv_of, kind, centre, r, placement, station)
@@ -236,8 +244,9 @@ def _paint_lesion(anat, grid, tissue, rng, cfg, suv_of, kind, centre, r, placeme
     sub = tissue[sl]
     hosts = PRIMARY_HOSTS if kind == "primary" else NODE_HOSTS
     mask = ball & np.isin(sub, hosts)
-    nominal = ball.sum()
-    if nominal == 0 or mask.sum() < MIN_PAINTED_FRACTION * nominal:
+    voxel_mm3 = float(np.prod(grid.spacing_xyz_mm))
+    nominal = max(float(ball.sum()), 4.0 / 3.0 * np.pi * r**3 * float(np.prod(elong)) / voxel_mm3)
+    if mask.sum() < MIN_PAINTED_FRACTION * nominal:
         return None
     # clearance from the myocardium (and, for nodes, from blood) around the lesion
     margin = cfg.myocardium_margin_mm
@@ -247,6 +256,9 @@ def _paint_lesion(anat, grid, tissue, rng, cfg, suv_of, kind, centre, r, placeme
     if kind == "node":
         nb = ellipsoid(grid, centre, np.asarray(elong) * r * (1 + irregular) + cfg.blood_margin_mm)
         if nb is not None and np.any(np.isin(tissue[nb[0]][nb[1]], WARM_NEIGHBOURS)):
+            return None
+        no = ellipsoid(grid, centre, np.asarray(elong) * r * (1 + irregular) + cfg.oesophagus_margin_mm)
+        if no is not None and np.any(np.isin(tissue[no[0]][no[1]], OESOPHAGUS_NEIGHBOUR)):
             return None
     # keep the biggest connected piece only (clipping can split a blob)
     lab, nlab = ndimage.label(mask)
@@ -304,23 +316,26 @@ def _atelectasis(anat, grid, tissue, rng, cfg, centre, r) -> int:
     """Collapsed lung beside a tumour, on its side away from the hilum (soft-tissue HU, low uptake)."""
     side = "right" if centre[0] < anat.cx else "left"
     u = centre - anat.hilum[side]
-    u[2] -= 0.5 * np.linalg.norm(u)            # collapse settles downwards
+    u[2] *= ATELECTASIS_VERTICAL_WEIGHT        # mostly in-plane, so it lies beside the tumour on its slices
     u /= np.linalg.norm(u)
     length = rng.uniform(*cfg.atelectasis_length_mm)
-    c = centre + u * (r + 0.5 * length - 3.0)
+    c = centre + u * (ATELECTASIS_OVERLAP * r + 0.5 * length)
     ref = np.array([0.0, 0.0, 1.0]) if abs(u[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
     v = np.cross(u, ref)
     v /= np.linalg.norm(v)
     w = np.cross(u, v)
-    shp = ellipsoid(grid, c, [0.5 * length, 0.8 * r, 0.6 * r], np.stack([u, v, w]))
+    semi = np.array([0.5 * length, ATELECTASIS_WIDTH[0] * r, ATELECTASIS_WIDTH[1] * r])
+    shp = ellipsoid(grid, c, semi, np.stack([u, v, w]))
     if shp is None:
         return 0
     sl, m = shp
     sub = tissue[sl]
     m = m & np.isin(sub, PRIMARY_HOSTS)
-    near = ellipsoid(grid, c, [0.5 * length + cfg.myocardium_margin_mm, 0.8 * r + cfg.myocardium_margin_mm,
-                               0.6 * r + cfg.myocardium_margin_mm], np.stack([u, v, w]))
+    near = ellipsoid(grid, c, semi + cfg.myocardium_margin_mm, np.stack([u, v, w]))
     if near is not None and np.any(tissue[near[0]][near[1]] == C.MYOCARDIUM):
+        return 0
+    voxel_ml = float(np.prod(grid.spacing_xyz_mm)) / 1000.0
+    if m.sum() * voxel_ml < ATELECTASIS_MIN_ML:
         return 0
     sub[m] = C.ATELECTASIS
     return int(m.sum())
