@@ -85,3 +85,21 @@ def test_model_input_keys_and_dtypes():
     assert out["labels"].dtype == np.uint8 and out["labels"][1].max() == 3
     assert out["slice_index"].dtype == np.int32 and out["ct_shape_zyx"].tolist() == [5, 20, 24]
     assert str(out["study"]) == "study-x" and out["direction"].shape == (9,)
+
+
+def test_groundtruth_section_mirrors_the_function_defaults():
+    """conf/base mirrors the ground-truth code's defaults: change both together.
+
+    Site- or cohort-specific tuning goes in another environment (conf/<env>/parameters_preprocess.yml)
+    or in ``groundtruth.overrides`` per study, never silently diverges in base.
+    """
+    skip = {"return_info", "seeds_zyx", "airway_mask", "allowed_mask", "threshold_hu", "superior_at_high_z"}
+    gt = _params()["groundtruth"]
+    drift = []
+    for section, func in (("lungs", segment_lungs), ("mediastinum", segment_mediastinum), ("tumours", segment_tumours)):
+        for name, p in inspect.signature(func).parameters.items():
+            if p.default is inspect.Parameter.empty or name in skip:
+                continue
+            if gt[section].get(name, "<missing>") != p.default:
+                drift.append(f"{section}.{name}: yml {gt[section].get(name, '<missing>')!r} != code {p.default!r}")
+    assert not drift, "\n".join(drift)

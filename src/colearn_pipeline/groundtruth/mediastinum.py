@@ -36,6 +36,8 @@ WRAP_PER_SLICE = True
 WRAP_MIN_AREA_MM2 = 20.0
 WRAP_MERGE_MM = 10.0
 WRAP_THROUGH_BONE = True
+WRAP_MIN_COVERAGE = 0.6
+WRAP_COVER_MM = 4.0
 SMOOTHING_SIGMA_MM = 1.0
 MIN_LUNG_AREA_MM2 = 100.0
 SEED_SEARCH_MM = 15.0
@@ -58,6 +60,15 @@ def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
     xa = np.nonzero(a)[1].mean()
     xb = np.nonzero(b)[1].mean()
     return (a, b) if xa < xb else (b, a)
+
+
+def _hull_coverage(hull: np.ndarray, pieces: np.ndarray, near: np.ndarray) -> float:
+    """Fraction of the hull's boundary pixels that lie within ``near`` (a footprint) of ``pieces``."""
+    edge = hull & ~ndi.binary_erosion(hull, border_value=0)
+    n = int(edge.sum())
+    if n == 0:
+        return 0.0
+    return float((edge & ndi.binary_dilation(pieces, structure=near)).sum()) / n
 
 
 def mediastinum_search_region(
@@ -199,6 +210,8 @@ def segment_mediastinum(
     wrap_min_area_mm2: float = WRAP_MIN_AREA_MM2,
     wrap_merge_mm: float = WRAP_MERGE_MM,
     wrap_through_bone: bool = WRAP_THROUGH_BONE,
+    wrap_min_coverage: float = WRAP_MIN_COVERAGE,
+    wrap_cover_mm: float = WRAP_COVER_MM,
     seeds_zyx=None,
     airway_mask=None,
     return_info: bool = False,
@@ -240,6 +253,10 @@ def segment_mediastinum(
         the hull does not span the liver dome between the mediastinum and a distant fat strip.
     wrap_through_bone : bool
         Pieces linked through bone (``ct > bone_hu``: the spine, the sternum) are one group.
+    wrap_min_coverage, wrap_cover_mm : float
+        First the hull of all the slice's pieces is tried: it is taken when at least
+        ``wrap_min_coverage`` of its boundary lies within ``wrap_cover_mm`` of the pieces (they
+        surround it, like the fat around the heart); otherwise the pieces are grouped as above.
     seeds_zyx : sequence of (z, y, x), optional
         Manual seeds replacing the automatic ones (the paper's "minor manual adjustments").
     airway_mask : ndarray of bool, optional
@@ -319,6 +336,7 @@ def segment_mediastinum(
             # Everything the grown compartment wraps in its slice (heart, vessels, airway, nodes),
             # but not what lies outside it (subdiaphragmatic organs under the lung bases).
             hulls = np.zeros_like(grown)
+            cover = disk_footprint(wrap_cover_mm, spacing_xyz_mm)[0]
             bone_z = fill_holes_per_slice(closing(ct > bone_hu, disk_footprint(bone_closing_radius_mm, spacing_xyz_mm)))
             min_px = wrap_min_area_mm2 / (sp[1] * sp[2])
             merge = disk_footprint(wrap_merge_mm, spacing_xyz_mm)[0] if wrap_merge_mm > 0 else np.ones((1, 1), bool)
@@ -330,6 +348,12 @@ def segment_mediastinum(
                 if not big.any():
                     continue
                 pieces = big[lab2]
+                whole = convex_hull_image(pieces)
+                if _hull_coverage(whole, pieces, cover) >= wrap_min_coverage:
+                    # The pieces surround their hull (a fat ring open where the heart meets the
+                    # chest wall or the spine): wrap them all.
+                    hulls[z] |= whole
+                    continue
                 # Pieces closer than wrap_merge_mm are one group, wrapped by one hull.
                 # Bone links pieces too: a ring broken by the spine or the sternum stays one group.
                 links = ndi.binary_dilation(pieces, structure=merge)

@@ -70,14 +70,29 @@ def report_seeds_zyx(report: dict, ct: sitk.Image) -> list[tuple[float, float, f
     return seeds
 
 
-def _truth_folder_for(study_uid: str, truth_root: Path) -> Path | None:
-    for folder in sorted(p for p in truth_root.iterdir() if p.is_dir()):
+def truth_folders(raw_dir) -> dict[str, Path]:
+    """``{StudyInstanceUID: phantom_truth/<pseudonym>}`` from each truth folder's ``study.json``.
+
+    ``study.json`` names the study's report (``"report"``, relative to the raw folder), and the
+    report holds the StudyInstanceUID; a ``study_instance_uid`` key in ``study.json`` is used
+    directly when present.
+    """
+    raw = Path(raw_dir)
+    found: dict[str, Path] = {}
+    root = raw / "phantom_truth"
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         meta = folder / "study.json"
-        if meta.exists():
-            data = json.loads(meta.read_text())
-            if study_uid in {data.get("study_instance_uid"), data.get("StudyInstanceUID")}:
-                return folder
-    return None
+        if not meta.is_file():
+            continue
+        data = json.loads(meta.read_text())
+        uid = data.get("study_instance_uid")
+        if uid is None and data.get("report") and (raw / data["report"]).is_file():
+            uid = json.loads((raw / data["report"]).read_text()).get("study_instance_uid")
+        if uid:
+            found[uid] = folder
+    return found
 
 
 def evaluate_study(ct: sitk.Image, truth_dir, report: dict, *, params: dict | None = None) -> dict:
@@ -126,13 +141,12 @@ def evaluate_cohort(raw_dir, *, params: dict | None = None, max_studies: int | N
     for path in sorted((raw / "reports").glob("*.json")):
         rep = json.loads(path.read_text())
         reports[rep["study_instance_uid"]] = rep
+    truths = truth_folders(raw)
     results = []
     for study_uid, names in sorted(find_ct_series(raw / "dicom").items()):
-        if study_uid not in reports:
+        if study_uid not in reports or study_uid not in truths:
             continue
-        truth_dir = _truth_folder_for(study_uid, raw / "phantom_truth")
-        if truth_dir is None:
-            continue
+        truth_dir = truths[study_uid]
         results.append(evaluate_study(read_ct(names), truth_dir, reports[study_uid], params=params))
         if max_studies is not None and len(results) >= max_studies:
             break

@@ -360,13 +360,11 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
     y_canal = y_vb + anat.vb_r + 2.0 + anat.canal_r
     y_col_front, y_col_back = y_st + anat.sternum_h, y_vb - anat.vb_r
     # table: a curved carbon-fibre cradle (shell + foam) under the body
-    zc = 0.5 * (anat.z0 + anat.z1)
     phis = np.linspace(0.05, np.pi - 0.05, 181)
     y_back = anat.cy + float(max(np.max(anat.body_radius(phis, z) * np.sin(phis)) for z in (anat.z0, anat.z1)))
     y_table = y_back + 1.0 - (X - anat.cx) ** 2 / (2 * anat.table_cradle_r)
     in_table = (Y >= y_table) & (Y <= y_table + TABLE_THICKNESS_MM) & (np.abs(X - anat.cx) <= TABLE_HALF_WIDTH_MM)
     table_shell = in_table & ((Y < y_table + TABLE_SHELL_MM) | (Y > y_table + TABLE_THICKNESS_MM - TABLE_SHELL_MM))
-    del zc
     rb0 = anat.body_radius(phi, anat.z0) / anat.taper(anat.z0)
     for k, z in enumerate(zs):
         t = anat.t_of(z)

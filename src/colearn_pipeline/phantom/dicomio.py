@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
@@ -315,4 +314,4 @@ def write_pet(paths: list[Path], pixels: np.ndarray, slopes: list[str], grid: Gr
         _save(ds, paths[k])
 
 
-__all__ = ["StudyHeader", "encode_pet", "write_ct", "write_pet", "uid", "ds_str", "pydicom"]
+__all__ = ["StudyHeader", "ds_str", "encode_pet", "uid", "write_ct", "write_pet"]

@@ -112,7 +112,7 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
     conv = convention or C.CONVENTIONS[index % len(C.CONVENTIONS)]
     if conv not in C.CONVENTIONS:
         raise ValueError(f"study {index}: unknown convention {conv!r}; choose one of {C.CONVENTIONS}")
-    vendor, time_style = conv.rsplit("_", 1) if not conv.endswith("time_only") else (conv[: -len("_time_only")], "time_only")
+    vendor, time_style = next((v, t) for v in C.VENDOR_STYLES for t in C.RADIOPHARM_TIME_STYLES if f"{v}_{t}" == conv)
     rngs = study_streams(seed, index)
     geo = cfg.geometry
 
@@ -348,6 +348,8 @@ def generate_cohort(out_dir: str | os.PathLike, n_studies: int = C.DEFAULT_N_STU
 
         def done(s: dict) -> None:
             studies.append(s)
+            log.debug("phantom study %d/%d written: %s (%s, %d lesions)", len(studies), n_studies,
+                      s["pseudonym"], s["convention"], s["n_lesions"])
             if bar is not None:
                 bar.update(1)
             elif callable(progress):
