@@ -24,14 +24,14 @@ def make_torso(seed: int = 0, noise_hu: float = 15.0, tumour_radius_mm: float = 
     sp = np.array(SPACING_XYZ_MM)[::-1]
     nz, ny, nx = SHAPE_ZYX
     ct = np.full(SHAPE_ZYX, AIR_HU, dtype=np.float32)
-    zz = np.arange(nz)[:, None, None]
     # Body: elliptic cylinder, fat shell over muscle.
     body = np.broadcast_to(_ellipsoid((1, ny, nx), (0, 52, 64), (1e9, 105, 140), sp), SHAPE_ZYX)
     inner = np.broadcast_to(_ellipsoid((1, ny, nx), (0, 52, 64), (1e9, 92, 127), sp), SHAPE_ZYX)
     ct[body] = FAT_HU
     ct[inner] = SOFT_HU
     # Scanner table under the body (posterior = high y) with a hollow core of air.
-    ct[:, 96:104, 8:120] = TABLE_HU
+    table = _table_mask(SHAPE_ZYX)
+    ct[table] = TABLE_HU
     ct[:, 98:102, 12:116] = AIR_HU
     # Spine (vertebral body + canal) and sternum.
     spine = np.broadcast_to(_ellipsoid((1, ny, nx), (0, 80, 64), (1e9, 18, 18), sp), SHAPE_ZYX)
@@ -88,7 +88,7 @@ def make_torso(seed: int = 0, noise_hu: float = 15.0, tumour_radius_mm: float = 
     suv = np.maximum(suv + rng.normal(0.0, 0.05, size=SHAPE_ZYX).astype(np.float32), 0.0)
     seed = (tumour_centre[0] + 1, tumour_centre[1] + 2, tumour_centre[2] - 2)  # approximate report position
     truth = {"lungs": truth_lungs, "mediastinum": truth_med & ~truth_lungs, "tumour": tumour,
-             "airway": airway, "table": (zz >= 0) & np.zeros((1, ny, nx), bool) | _table_mask(SHAPE_ZYX),
+             "airway": airway, "table": _table_mask(SHAPE_ZYX),
              "spine": spine, "seed_zyx": seed}
     return ct, suv, truth
 

@@ -6,13 +6,11 @@ breaks one thing (truncates a file, drops a slice, removes the weight) and check
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -6,10 +6,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from dicom_fixtures import write_series, write_study
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from colearn_pipeline.dicom import DicomStudyError, pseudonymise

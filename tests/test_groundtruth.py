@@ -259,3 +259,30 @@ def test_tumour_fraction_is_raised_when_it_leaks_into_blood_pool():
     assert not info[0]["capped"]
     assert 0.5 < info[0]["peak_fraction"] <= 0.7
     assert dice(adaptive, sphere) == pytest.approx(1.0)
+
+
+def test_default_parameters_are_plain_and_accepted(torso):
+    from colearn_pipeline.groundtruth import default_parameters
+
+    params = default_parameters()
+    assert params["tumours"]["peak_fraction"] == 0.4
+    assert params["select_slices"]["classes"] == ["tumour"]
+    for group in params.values():
+        for value in group.values():
+            assert value is None or isinstance(value, (bool, int, float, str, list))
+    ct, suv, truth = torso
+    select = params.pop("select_slices")
+    labels, _ = derive_labels(ct, suv, [truth["seed_zyx"]], SPACING_XYZ_MM, **params)
+    assert select_slices(labels, **select).size > 0
+
+
+def test_report_seed_is_reversed_to_zyx():
+    import SimpleITK as sitk
+
+    from colearn_pipeline.groundtruth.phantom_qa import report_seeds_zyx
+
+    image = sitk.Image(40, 30, 20, sitk.sitkFloat32)  # x=40, y=30, z=20
+    image.SetSpacing((2.0, 3.0, 5.0))
+    image.SetOrigin((-10.0, 0.0, 100.0))
+    (seed,) = report_seeds_zyx({"findings": [{"position_mm": [-10.0 + 2 * 7, 3.0 * 4, 100.0 + 5 * 11]}]}, image)
+    assert seed == pytest.approx((11.0, 4.0, 7.0))

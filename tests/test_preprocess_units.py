@@ -103,3 +103,28 @@ def test_groundtruth_section_mirrors_the_function_defaults():
             if gt[section].get(name, "<missing>") != p.default:
                 drift.append(f"{section}.{name}: yml {gt[section].get(name, '<missing>')!r} != code {p.default!r}")
     assert not drift, "\n".join(drift)
+
+
+def test_unexpected_failure_quarantines_and_missing_report_can_be_allowed(tmp_path):
+    """In-process run (workers 0): a bad override fails its study only; allow_missing_report works."""
+    from dicom_fixtures import write_thorax_study
+
+    from colearn_pipeline.dicom import pseudonymise
+    from colearn_pipeline.pipelines.preprocess.cohort import run_cohort
+
+    bad = write_thorax_study(tmp_path / "dicom" / "a", reports_dir=tmp_path / "reports")
+    unreported = write_thorax_study(tmp_path / "dicom" / "b", with_report=False)
+    params = _params()
+    params.update(
+        raw_dicom_dir=str(tmp_path / "dicom"), reports_dir=str(tmp_path / "reports"), phantom_truth_dir=None,
+        workers=0, allow_missing_report=True, slice_selection={"classes": ["lung"], "min_voxels": 1},
+    )
+    params["groundtruth"]["overrides"] = {pseudonymise(bad["study_uid"]): {"tumours": {"no_such_setting": 1}}}
+    rows, extra = run_cohort(params, str(tmp_path / "staging"))
+    by = {r["pseudonym"]: r for r in rows}
+    failed = by[pseudonymise(bad["study_uid"])]
+    assert failed["status"] == "quarantined" and failed["reason"].startswith("unexpected TypeError")
+    ok = by[pseudonymise(unreported["study_uid"])]
+    assert ok["status"] == "ok" and ok["n_findings"] is None and ok["voxels_tumour"] == 0 and ok["slices_kept"] > 0
+    assert set(ok["_staged"]) == {"ct_hu", "suv", "labels", "model_input"}
+    assert extra["study_uids"][ok["pseudonym"]] == unreported["study_uid"]

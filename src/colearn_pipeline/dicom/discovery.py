@@ -22,7 +22,7 @@ from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY, pseudonymise
 
 #: Modalities read as image series; every other modality is recorded and skipped.
 IMAGE_MODALITIES = ("CT", "PT")
-#: Tags read during the scan (everything before the pixel data is read; these are used).
+#: What replaces a patient identifier in paths and messages.
 _REDACTED = "<redacted>"
 #: ImageType values of CT series that are not the diagnostic volume.
 NON_VOLUME_IMAGE_TYPES = ("LOCALIZER", "SCOUT", "PROJECTION IMAGE", "DERIVED\\SECONDARY")

@@ -159,6 +159,9 @@ class PhantomConfig:
     primary_peak_suv: tuple[float, float] = DEFAULT_SUV[TUMOUR]
     node_peak_suv: tuple[float, float] = DEFAULT_SUV[NODE]
     lesion_to_background_min: float = 3.5               # true peak >= this x local background SUV
+    recovery_fraction: float = 0.4                      # lesions must be recoverable by this fraction-of-peak threshold
+    recovery_boost: float = 1.3                         # ... else their uptake is raised by this factor
+    recovery_max_boosts: int = 3
     atelectasis_probability: float = 0.35
     atelectasis_length_mm: tuple[float, float] = (30.0, 60.0)
     myocardium_margin_mm: float = 15.0                  # lesions keep this far from the myocardium

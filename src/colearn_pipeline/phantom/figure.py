@@ -83,12 +83,13 @@ def study_figure(cohort_dir: str | Path, study_index: int, png_path: str | Path,
     r0, r1 = max(0, rows[0] - m), min(body.shape[0], rows[-1] + m)
     c0, c1 = max(0, cols[0] - m), min(body.shape[1], cols[-1] + m)
     crop = (slice(r0, r1), slice(c0, c1))
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6.2))
+    aspect = (r1 - r0) / max(1, c1 - c0)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 16 / 3 * aspect + 1.0), constrained_layout=True)
     axes[0].imshow(ct_hu[k][crop], cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1])
     axes[0].set_title(f"CT (HU, window {CT_WINDOW_HU[0]:.0f}..{CT_WINDOW_HU[1]:.0f})")
     im = axes[1].imshow(pet_slice[crop], cmap="gray_r", vmin=0, vmax=PET_DISPLAY_MAX_SUV)
     axes[1].set_title(f"PET as stored ({s['convention']}), shown in SUV")
-    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02, label="SUV")
+    fig.colorbar(im, ax=axes[1], shrink=0.8, pad=0.01, label="SUV")
     axes[2].imshow(labels[k][crop], cmap=ListedColormap(LABEL_COLOURS), vmin=0, vmax=3, interpolation="nearest")
     axes[2].set_title("truth labels")
     axes[2].legend(handles=[Patch(color=c, label=n) for c, n in zip(LABEL_COLOURS, LABEL_NAMES)],
@@ -96,7 +97,6 @@ def study_figure(cohort_dir: str | Path, study_index: int, png_path: str | Path,
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(f"{s['pseudonym']}  slice {k} (z = {z_mm:.1f} mm), anterior up, patient left on the right")
-    fig.tight_layout()
     Path(png_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=90)
     plt.close(fig)

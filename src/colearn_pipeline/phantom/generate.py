@@ -21,7 +21,15 @@ from colearn_pipeline.phantom import config as C
 from colearn_pipeline.phantom.anatomy import rasterise, sample_anatomy
 from colearn_pipeline.phantom.dicomio import StudyHeader, ds_str, encode_pet, uid, write_ct, write_pet
 from colearn_pipeline.phantom.geometry import Grid
-from colearn_pipeline.phantom.imaging import ct_hu, labels_from_tissue, scanner_pet, tissue_values, true_suv
+from colearn_pipeline.phantom.imaging import (
+    add_pet_noise,
+    ct_hu,
+    labels_from_tissue,
+    pet_psf,
+    recovery_leaks,
+    tissue_values,
+    true_suv,
+)
 from colearn_pipeline.phantom.lesions import place_lesions
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,8 @@ FIRST_NAMES = ("ALEX", "SAM", "JORDAN", "ROBIN", "CHRIS", "TAYLOR", "MORGAN", "J
                "KIM", "LEE", "PAT", "RENE", "SASHA", "TONI")
 LAST_NAMES = ("PHANTOM", "SYNTHETIC", "TESTCASE", "MOCKPATIENT", "DUMMY", "SIMULA")
 # Stream order of a study's random generators (never reorder: it would change every cohort).
+#: A lesion's allowed 40 %-region radius: this x its nominal radius (irregular, elongated) + one PSF FWHM.
+RECOVERY_SHAPE_SLACK = 1.4
 STREAMS = ("patient", "anatomy", "lesions", "ct_noise", "pet_noise", "files")
 
 
@@ -74,6 +84,30 @@ def _round_grid(shape, spacing, origin) -> Grid:
     # the grid must be exactly what the DICOM header says, so round through the DS strings
     return Grid(tuple(int(s) for s in shape), tuple(float(ds_str(s)) for s in spacing),
                 tuple(float(ds_str(o)) for o in origin))
+
+
+def _pet_with_recoverable_lesions(suv_ct, ct_grid, pet_grid, cfg, lesions, patches) -> np.ndarray:
+    """Noise-free PET; lesions whose 40 %-of-peak region would leak into other structures get more uptake.
+
+    A lesion's true SUV is raised by ``cfg.recovery_boost`` (at most ``cfg.recovery_max_boosts``
+    times) until ``cfg.recovery_fraction``-of-peak connected thresholding from its report position,
+    on the blurred noise-free PET, stays within the lesions (each grown by one PSF FWHM).
+    """
+    pet_clean = pet_psf(suv_ct, ct_grid, pet_grid, cfg)
+    seeds = [les.hot_spot_mm for les in lesions]
+    allowed = [(les.centre_mm, 0.5 * les.diameter_mm * RECOVERY_SHAPE_SLACK + cfg.psf_fwhm_mm) for les in lesions]
+    for _ in range(cfg.recovery_max_boosts):
+        leaking = recovery_leaks(pet_clean, pet_grid, seeds, allowed, cfg.recovery_fraction)
+        if not leaking:
+            break
+        for i in leaking:
+            sl, patch, mask = patches[i]
+            patch *= np.float32(cfg.recovery_boost)
+            suv_ct[sl][mask] = patch[mask]
+            lesions[i].peak_suv *= cfg.recovery_boost
+            lesions[i].extra["uptake_boosts"] = lesions[i].extra.get("uptake_boosts", 0) + 1
+        pet_clean = pet_psf(suv_ct, ct_grid, pet_grid, cfg)
+    return pet_clean
 
 
 def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT_SEED, size: str = C.DEFAULT_SIZE,
@@ -156,9 +190,11 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
     hu = ct_hu(tissue, ct_grid, anat, hu_of, rngs["ct_noise"], cfg, ct_noise)
     suv_ct = true_suv(tissue, suv_of, patches)
     del tissue
-    pet_cv = float(rngs["pet_noise"].uniform(*cfg.pet_noise_cv))
-    pet_suv = scanner_pet(suv_ct, ct_grid, pet_grid, rngs["pet_noise"], cfg, pet_cv)
+    pet_clean = _pet_with_recoverable_lesions(suv_ct, ct_grid, pet_grid, cfg, lesions, patches)
     del suv_ct
+    pet_cv = float(rngs["pet_noise"].uniform(*cfg.pet_noise_cv))
+    pet_suv = add_pet_noise(pet_clean, rngs["pet_noise"], cfg, pet_cv)
+    del pet_clean
 
     # ---- identities (deterministic UIDs; synthetic patient)
     fr = rngs["files"]

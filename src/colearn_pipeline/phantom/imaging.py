@@ -111,13 +111,10 @@ def _interp_matrix(src_axis: np.ndarray, dst_axis: np.ndarray) -> np.ndarray:
     return w
 
 
-def scanner_pet(suv_ct: np.ndarray, ct_grid: Grid, pet_grid: Grid, rng: np.random.Generator,
-                cfg: C.PhantomConfig, noise_cv: float) -> np.ndarray:
-    """The PET image a scanner would reconstruct, in SUV, on the PET grid (float32, >= 0).
+def pet_psf(suv_ct: np.ndarray, ct_grid: Grid, pet_grid: Grid, cfg: C.PhantomConfig) -> np.ndarray:
+    """Noise-free PET on the PET grid (float32): true SUV averaged over PET voxels, blurred by the PSF.
 
-    The true SUV is averaged over PET voxels and blurred by a gaussian PSF
-    (``cfg.psf_fwhm_mm``), then given activity-dependent, spatially correlated noise.
-    PET slices coincide with CT slices.
+    The PSF is a gaussian of ``cfg.psf_fwhm_mm`` FWHM; PET slices coincide with CT slices.
     """
     dx_ct = ct_grid.spacing_xyz_mm[0]
     dx_pet = pet_grid.spacing_xyz_mm[0]
@@ -134,8 +131,49 @@ def scanner_pet(suv_ct: np.ndarray, ct_grid: Grid, pet_grid: Grid, rng: np.rando
     y_int = ct_grid.axis_mm("y")[: ny_f * f].reshape(ny_f, f).mean(axis=1)
     wx = _interp_matrix(x_int, pet_grid.axis_mm("x"))
     wy = _interp_matrix(y_int, pet_grid.axis_mm("y"))
-    pet = np.einsum("py,zyx,qx->zpq", wy, inter, wx, optimize=True).astype(np.float32)
+    return np.einsum("py,zyx,qx->zpq", wy, inter, wx, optimize=True).astype(np.float32)
+
+
+def add_pet_noise(pet_clean: np.ndarray, rng: np.random.Generator, cfg: C.PhantomConfig,
+                  noise_cv: float) -> np.ndarray:
+    """The PET a scanner reports: activity-dependent, spatially correlated noise, clipped at 0.
+
+    The noise sd is ``noise_cv * sqrt(SUV + floor**2)`` (SUV units), correlated by a gaussian of
+    ``cfg.pet_noise_corr_voxels`` PET voxels.
+    """
+    pet = pet_clean.copy()
     sd = np.float32(noise_cv) * np.sqrt(np.clip(pet, 0, None) + np.float32(cfg.pet_noise_floor_suv**2))
     pet += sd * _unit_noise(rng, pet.shape, cfg.pet_noise_corr_voxels)
     np.clip(pet, 0, None, out=pet)
     return pet
+
+
+def recovery_leaks(pet_clean: np.ndarray, pet_grid: Grid, seeds_mm: list[np.ndarray],
+                   allowed: list[tuple[np.ndarray, float]], fraction: float) -> list[int]:
+    """Indices of the lesions whose ``fraction``-of-peak connected region leaks out of the lesions.
+
+    Parameters
+    ----------
+    pet_clean : numpy.ndarray
+        Noise-free PET (SUV) on ``pet_grid``.
+    seeds_mm : list of array
+        Report position of each lesion (LPS, mm).
+    allowed : list of (centre_mm, radius_mm)
+        Balls covering each lesion and its PSF blur; a region may span several of them.
+    fraction : float
+        Threshold as a fraction of the local peak next to the seed (0.4 in the paper).
+    """
+    z, y, x = (pet_grid.axis_mm(a) for a in "zyx")
+    ok = np.zeros(pet_clean.shape, bool)
+    for c, rad in allowed:
+        ok |= ((z[:, None, None] - c[2]) ** 2 + (y[None, :, None] - c[1]) ** 2
+               + (x[None, None, :] - c[0]) ** 2) <= rad * rad
+    leaking = []
+    for i, seed in enumerate(seeds_mm):
+        k, j, m = pet_grid.index_of(seed)
+        near = pet_clean[max(0, k - 1): k + 2, max(0, j - 1): j + 2, max(0, m - 1): m + 2]
+        cc, _ = ndimage.label(pet_clean >= fraction * float(near.max()))
+        region = cc == cc[k, j, m]
+        if cc[k, j, m] == 0 or np.any(region & ~ok):
+            leaking.append(i)
+    return leaking

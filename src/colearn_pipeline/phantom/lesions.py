@@ -66,7 +66,7 @@ class Lesion:
             "position_mm": [round(float(v), 2) for v in self.hot_spot_mm], "diameter_mm": round(self.diameter_mm, 1),
             "peak_suv_true": round(self.peak_suv, 3), "n_voxels": int(self.n_voxels), "placement": self.placement,
             "station": self.station, "lobe": self.lobe, "atelectasis_voxels": int(self.atelectasis_voxels),
-            "necrotic": bool(self.necrotic),
+            "necrotic": bool(self.necrotic), "uptake_boosts": int(self.extra.get("uptake_boosts", 0)),
         }
 
 

@@ -6,7 +6,6 @@ import atexit
 import csv
 import logging
 import math
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +20,8 @@ from colearn_pipeline.pipelines.preprocess.cohort import run_cohort
 
 logger = logging.getLogger(__name__)
 
+#: Timed stages of a study (``t_<stage>_s`` columns).
+STAGES = ("read", "suv", "resample", "groundtruth", "qa", "write")
 #: Manifest columns, in CSV order (lists are written as JSON-like text in the CSV).
 MANIFEST_COLUMNS = [
     "pseudonym", "status", "reason", "file", "scanner_convention", "suv_type", "suv_units", "decay_correction",
@@ -28,7 +29,7 @@ MANIFEST_COLUMNS = [
     "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings", "slices_kept",
     "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
-    "suv_voxels_compared", "seconds", "peak_rss_mb", "worker_pid",
+    "suv_voxels_compared", "seconds", *[f"t_{t}_s" for t in STAGES], "peak_rss_mb", "worker_pid",
 ]
 
 #: Integer columns (nullable in the table: quarantined studies have no value).

@@ -244,7 +244,7 @@ def _write_staged(job: StudyJob, ct: SeriesVolume, suv_ct: np.ndarray, labels: n
     NiftiDataset(paths["ct_hu"]).save(ct.to_sitk(ct_storage_array(ct.array)))
     NiftiDataset(paths["suv"]).save(ct.to_sitk(suv_ct))
     NiftiDataset(paths["labels"]).save(ct.to_sitk(labels.astype(np.uint8)))
-    NpzDataset(paths["model_input"]).save(model_input)
+    NpzDataset(paths["model_input"], compress=bool(job.params.get("model_input_compress", False))).save(model_input)
     return paths
 
 
@@ -277,14 +277,30 @@ def _base_row(job: StudyJob) -> dict[str, Any]:
     }
 
 
+class _Clock:
+    """Per-stage wall times written into the manifest row as ``t_<stage>_s``."""
+
+    def __init__(self, row: dict) -> None:
+        self.row, self.last = row, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.row[f"t_{stage}_s"] = round(now - self.last, 3)
+        self.last = now
+
+
 def _run(job: StudyJob, row: dict[str, Any]) -> dict[str, str]:
     p = job.params
     tol = dict(p.get("series_validation") or {})
     if job.corrupt:
         rel, why = job.corrupt[0]
         raise DicomSeriesError(job.pseudonym, rel, why)
+    if job.findings is None and not p.get("allow_missing_report", False):
+        raise StudyError(job.pseudonym, "reports/", "no diagnostic report for this study: no tumour seeds")
+    clock = _Clock(row)
     ct = read_series(job.ct_files, job.pseudonym, root=job.root, **tol)
     pet = read_series(job.pet_files, job.pseudonym, root=job.root, **tol)
+    clock.lap("read")
     row.update(
         ct_shape_zyx=list(ct.shape_zyx), pet_shape_zyx=list(pet.shape_zyx),
         ct_spacing_xyz_mm=[round(v, 4) for v in ct.spacing_xyz_mm],
@@ -308,19 +324,20 @@ def _run(job: StudyJob, row: dict[str, Any]) -> dict[str, str]:
     )
     pet.array = suv_pet  # the PET grid now holds SUV; the Bq/mL array is released
     # -- one grid: SUV onto the CT grid in physical space
+    clock.lap("suv")
     ct_img = ct.to_sitk()
     suv_ct = sitk.GetArrayFromImage(
         resample_to_reference(pet.to_sitk(), ct_img, p.get("pet_interpolator", "linear"), p.get("pet_outside_value", 0.0))
     ).astype(np.float32)
     # -- ground truth from the report's findings
-    if job.findings is None and not p.get("allow_missing_report", False):
-        raise StudyError(job.pseudonym, "reports/", "no diagnostic report for this study: no tumour seeds")
     seeds = findings_to_seeds(job.findings or [], ct_img, job.pseudonym)
     if len(seeds) == 0 and not p.get("allow_missing_report", False):
         raise StudyError(job.pseudonym, "reports/", "the report lists no findings: no tumour seeds")
     gt = groundtruth_params(p, job.pseudonym)
     gt["lungs"].setdefault("superior_at_high_z", bool(ct.direction[8] >= 0))  # LPS: +z is superior
+    clock.lap("resample")
     labels, info = derive_labels(ct.array, suv_ct, seeds, ct.spacing_xyz_mm, **gt)
+    clock.lap("groundtruth")
     for name in LABELS:
         row[f"voxels_{name}"] = int(info["voxels"][name])
     tum_info = info.get("tumours") or []
@@ -336,8 +353,11 @@ def _run(job: StudyJob, row: dict[str, Any]) -> dict[str, str]:
     # -- QA against the phantom's truth (never used to derive anything)
     if job.truth_dir:
         row.update(phantom_qa(job.truth_dir, labels, pet, suv_pet, float(p.get("qa_min_suv", 0.5))))
+    clock.lap("qa")
     model_input = build_model_input(ct, suv_ct, labels, slice_index, p.get("model_size", (256, 256)))
-    return _write_staged(job, ct, suv_ct, labels, model_input)
+    staged = _write_staged(job, ct, suv_ct, labels, model_input)
+    clock.lap("write")
+    return staged
 
 
 def process_study(job: StudyJob) -> dict[str, Any]:

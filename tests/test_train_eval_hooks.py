@@ -1,0 +1,43 @@
+"""MLflow hook helpers and the pipeline structure (no training)."""
+
+from pathlib import Path
+
+from colearn_pipeline.hooks import flatten_params, resolve_tracking_uri
+from colearn_pipeline.pipelines.train_eval.pipeline import NETS, create_pipeline
+from colearn_pipeline.pipelines.validate.pipeline import create_pipeline as create_validate
+
+
+def test_flatten_params():
+    flat = flatten_params({"training": {"lr": 0.1, "augmentation": {"pad": 10}}, "x": None, "e": {}})
+    assert flat == {"training.lr": "0.1", "training.augmentation.pad": "10", "x": "None", "e": "{}"}
+    assert len(flatten_params({"long": "a" * 10000})["long"]) == 6000
+
+
+def test_tracking_uri_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{Path(tmp_path).resolve() / 'mlflow.db'}"
+    assert resolve_tracking_uri("http://server:5000", tmp_path) == "http://server:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere.db")
+    assert resolve_tracking_uri("http://server:5000", tmp_path) == "sqlite:////elsewhere.db"
+
+
+def test_each_net_is_its_own_namespace_with_the_same_inputs():
+    p = create_pipeline()
+    for net in NETS:
+        nodes = {n.name: n for n in p.nodes if n.namespace == net}
+        assert set(nodes) == {f"{net}.train", f"{net}.evaluate", f"{net}.plot_training_curves"}
+        assert nodes[f"{net}.train"].inputs == ["train_set", "params:model", "params:training"]
+        assert nodes[f"{net}.train"].outputs == [f"{net}.model", f"{net}.history"]
+    assert p.inputs() == {"model_input", "params:split", "params:model", "params:training", "params:evaluation",
+                          "params:figures", "params:reporting"}
+
+
+def test_validate_trains_each_net_on_each_fold():
+    p = create_validate()
+    names = {n.name for n in p.nodes}
+    for net in NETS:
+        assert {f"validate.{net}.train_fold_1", f"validate.{net}.train_fold_2"} <= names
+    fold1 = next(n for n in p.nodes if n.name == "validate.colearn.train_fold_1")
+    assert fold1.inputs[:2] == ["validate.fold_1_set", "validate.fold_2_set"]
+    # the split node is the same as train_eval's, so the two pipelines can be combined
+    assert len((p + create_pipeline()).nodes) == len(p.nodes) + len(create_pipeline().nodes) - 1
