@@ -286,3 +286,16 @@ def test_report_seed_is_reversed_to_zyx():
     image.SetOrigin((-10.0, 0.0, 100.0))
     (seed,) = report_seeds_zyx({"findings": [{"position_mm": [-10.0 + 2 * 7, 3.0 * 4, 100.0 + 5 * 11]}]}, image)
     assert seed == pytest.approx((11.0, 4.0, 7.0))
+
+
+def test_search_region_excludes_bone_and_optionally_behind_the_spine(torso, lungs):
+    from colearn_pipeline.groundtruth import mediastinum_search_region
+
+    ct, _, truth = torso
+    region = mediastinum_search_region(ct, lungs[0], SPACING_XYZ_MM)
+    cut = mediastinum_search_region(ct, lungs[0], SPACING_XYZ_MM, exclude_posterior_of_spine=True)
+    assert not (region & truth["spine"]).any()
+    assert not (region & lungs[0]).any()
+    assert np.all(region[cut]) and cut.sum() < region.sum()
+    # Nothing posterior of the vertebral body's front (row 80 - 18 mm / 2.5 mm) survives the cut.
+    assert not cut[:, 74:, :].any()

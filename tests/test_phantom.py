@@ -248,20 +248,17 @@ def test_airways_are_mediastinum_not_lung_and_labels_follow_tissue():
     assert (labels[tissue == C.LUNG] == 1).all()
 
 
-def test_myocardium_uptake_varies_across_the_cohort(tmp_path):
+def test_myocardium_uptake_varies_across_the_cohort(cohort):
+    from colearn_pipeline.phantom.imaging import tissue_values
+
     cfg = make_config("tiny")
     lo, hi = cfg.tissue_suv[C.MYOCARDIUM]
     assert lo <= 1.5 and hi >= 10.0
-    values = [s["myocardium_suv_true"] for s in _summary_dirless(tmp_path)]
-    assert max(values) - min(values) > 1.0
-
-
-def _summary_dirless(tmp_path):
-    # myocardium SUVs are drawn from the lesions stream only: cheap to check over many studies
-    from colearn_pipeline.phantom.imaging import tissue_values
-    cfg = make_config("tiny")
-    return [{"myocardium_suv_true": tissue_values(study_streams(1, i)["lesions"], cfg)[1][C.MYOCARDIUM]}
-            for i in range(12)]
+    # the study's tissue SUVs are the first draws of its lesions stream: cheap to check over many studies
+    values = [tissue_values(study_streams(1, i)["lesions"], cfg)[1][C.MYOCARDIUM] for i in range(20)]
+    assert max(values) - min(values) > 4.0
+    written = [_study_json(cohort, s)["myocardium_suv_true"] for s in _summary(cohort)["studies"]]
+    assert all(lo <= v <= hi for v in written) and len(set(written)) == len(written)
 
 
 def test_existing_identical_cohort_is_reused_and_foreign_data_is_protected(tmp_path):
@@ -303,3 +300,18 @@ def test_kedro_node_writes_and_reuses(tmp_path):
     assert summary["n_lesions"] == 2
     assert json.loads((tmp_path / "phantom_cohort.json").read_text()) == summary
     assert generate_phantom_cohort(params) == summary
+
+
+def test_recovery_check_flags_a_lesion_whose_threshold_region_leaks():
+    from colearn_pipeline.phantom.imaging import recovery_leaks
+
+    grid = Grid((10, 40, 40), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    pet = np.full(grid.shape_zyx, 0.5, np.float32)
+    pet[3:7, 18:23, 8:13] = 10.0                      # a lesion centred at (20, 40, 10) mm
+    seed = grid.point_of((5, 20, 10))
+    allowed = [(seed, 8.0)]
+    assert recovery_leaks(pet, grid, [seed], allowed, 0.4) == []
+    pet[:, :, 13:] = 5.0                              # a warm organ touching it, above 40 % of the peak
+    assert recovery_leaks(pet, grid, [seed], allowed, 0.4) == [0]
+    pet[:, :, 13:16] = 0.5                            # a gap of cold tissue separates them again
+    assert recovery_leaks(pet, grid, [seed], allowed, 0.4) == []

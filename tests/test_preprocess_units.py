@@ -48,8 +48,14 @@ def test_per_study_overrides_merge_and_unknown_sections_fail():
     assert merge_params({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
 
 
-def test_demo_environment_only_overrides_known_keys():
-    assert set(_params("demo")) <= set(_params())
+#: What the demo environment changes in the preprocess parameters (everything else is repeated as in base).
+DEMO_CHANGES = {"model_size": [128, 128]}
+
+
+def test_demo_environment_repeats_base_except_its_changes():
+    base, demo = _params(), _params("demo")
+    assert {k: v for k, v in demo.items() if k not in DEMO_CHANGES} == {k: v for k, v in base.items() if k not in DEMO_CHANGES}
+    assert {k: demo[k] for k in DEMO_CHANGES} == DEMO_CHANGES
 
 
 def test_findings_to_seeds_uses_the_ct_geometry():

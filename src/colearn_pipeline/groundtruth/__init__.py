@@ -9,6 +9,7 @@ from colearn_pipeline.groundtruth.mediastinum import (
     mediastinum_search_region,
     mediastinum_seeds,
     segment_mediastinum,
+    wrap_slices,
 )
 from colearn_pipeline.groundtruth.pipeline import default_parameters, derive_labels
 from colearn_pipeline.groundtruth.tumours import move_seed_to_peak, segment_tumours
@@ -28,4 +29,5 @@ __all__ = [
     "segment_mediastinum",
     "segment_tumours",
     "select_slices",
+    "wrap_slices",
 ]

@@ -38,7 +38,7 @@ WRAP_PER_SLICE = True
 WRAP_MIN_AREA_MM2 = 20.0
 WRAP_MERGE_MM = 10.0
 WRAP_THROUGH_BONE = True
-WRAP_MIN_COVERAGE = 0.6
+WRAP_MIN_COVERAGE = 0.4
 WRAP_COVER_MM = 4.0
 SMOOTHING_SIGMA_MM = 1.0
 MIN_LUNG_AREA_MM2 = 100.0
@@ -213,6 +213,63 @@ def mediastinum_seeds(
     return seeds
 
 
+def wrap_slices(
+    mask: np.ndarray,
+    spacing_xyz_mm,
+    *,
+    links=None,
+    min_area_mm2: float = WRAP_MIN_AREA_MM2,
+    merge_mm: float = WRAP_MERGE_MM,
+    cover_mm: float = WRAP_COVER_MM,
+    min_coverage: float = WRAP_MIN_COVERAGE,
+) -> np.ndarray:
+    """Per axial slice, the convex hulls of the pieces of ``mask``: what they wrap.
+
+    The hull of all the slice's pieces (8-connected, at least ``min_area_mm2``) is taken when at
+    least ``min_coverage`` of its boundary lies within ``cover_mm`` of them; otherwise pieces
+    closer than ``merge_mm``, or joined through ``links`` (e.g. bone), get one hull per group.
+    Smaller pieces are kept as they are.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (z, y, x)
+    spacing_xyz_mm : sequence of 3 float
+    links : ndarray of bool, shape (z, y, x), optional
+    min_area_mm2, merge_mm, cover_mm, min_coverage : float
+
+    Returns
+    -------
+    ndarray of bool, a superset of ``mask``
+    """
+    sp = spacing_zyx(spacing_xyz_mm)
+    out = mask.copy()
+    eight = np.ones((3, 3), bool)
+    cover = disk_footprint(cover_mm, spacing_xyz_mm)[0]
+    merge = disk_footprint(merge_mm, spacing_xyz_mm)[0] if merge_mm > 0 else np.ones((1, 1), bool)
+    min_px = max(min_area_mm2 / (sp[1] * sp[2]), 3)
+    for z in np.nonzero(mask.any(axis=(1, 2)))[0]:
+        lab, n = ndi.label(mask[z], structure=eight)
+        big = (np.bincount(lab.ravel(), minlength=n + 1) >= min_px) & (np.arange(n + 1) > 0)
+        if not big.any():
+            continue
+        pieces = big[lab]
+        whole = convex_hull_image(pieces)
+        if _hull_coverage(whole, pieces, cover) >= min_coverage:
+            # The pieces surround their hull (a fat ring open where the heart meets the chest
+            # wall or the spine): wrap them all.
+            out[z] |= whole
+            continue
+        joined = ndi.binary_dilation(pieces, structure=merge)
+        if links is not None:
+            joined |= links[z]
+        groups, n_groups = ndi.label(joined, structure=eight)
+        for g in range(1, n_groups + 1):
+            member = pieces & (groups == g)
+            if member.sum() >= 3:
+                out[z] |= convex_hull_image(member)
+    return out
+
+
 def segment_mediastinum(
     ct_hu,
     lung_mask,
@@ -361,35 +418,16 @@ def segment_mediastinum(
         if wrap_per_slice:
             # Everything the grown compartment wraps in its slice (heart, vessels, airway, nodes),
             # but not what lies outside it (subdiaphragmatic organs under the lung bases).
-            hulls = np.zeros_like(grown)
-            cover = disk_footprint(wrap_cover_mm, spacing_xyz_mm)[0]
-            bone_z = fill_holes_per_slice(closing(ct > bone_hu, disk_footprint(bone_closing_radius_mm, spacing_xyz_mm)))
-            min_px = wrap_min_area_mm2 / (sp[1] * sp[2])
-            merge = disk_footprint(wrap_merge_mm, spacing_xyz_mm)[0] if wrap_merge_mm > 0 else np.ones((1, 1), bool)
-            for z in np.nonzero(grown.any(axis=(1, 2)))[0]:
-                lab2, n2 = ndi.label(grown[z], structure=np.ones((3, 3), bool))
-                sizes = np.bincount(lab2.ravel(), minlength=n2 + 1)
-                big = (sizes >= max(min_px, 3)) & (np.arange(n2 + 1) > 0)
-                hulls[z] = grown[z]
-                if not big.any():
-                    continue
-                pieces = big[lab2]
-                whole = convex_hull_image(pieces)
-                if _hull_coverage(whole, pieces, cover) >= wrap_min_coverage:
-                    # The pieces surround their hull (a fat ring open where the heart meets the
-                    # chest wall or the spine): wrap them all.
-                    hulls[z] |= whole
-                    continue
-                # Pieces closer than wrap_merge_mm are one group, wrapped by one hull.
-                # Bone links pieces too: a ring broken by the spine or the sternum stays one group.
-                links = ndi.binary_dilation(pieces, structure=merge)
-                if wrap_through_bone:
-                    links |= bone_z[z]
-                groups, n_groups = ndi.label(links, structure=np.ones((3, 3), bool))
-                for g in range(1, n_groups + 1):
-                    member = pieces & (groups == g)
-                    if member.sum() >= 3:
-                        hulls[z] |= convex_hull_image(member)
+            bone = fill_holes_per_slice(closing(ct > bone_hu, disk_footprint(bone_closing_radius_mm, spacing_xyz_mm)))
+            hulls = wrap_slices(
+                grown,
+                spacing_xyz_mm,
+                links=bone if wrap_through_bone else None,
+                min_area_mm2=wrap_min_area_mm2,
+                merge_mm=wrap_merge_mm,
+                cover_mm=wrap_cover_mm,
+                min_coverage=wrap_min_coverage,
+            )
             grown = hulls & (region | grown)
     if airway_mask is not None:
         grown |= np.asarray(airway_mask, dtype=bool)[box] & ~lungs
