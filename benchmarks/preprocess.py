@@ -100,7 +100,8 @@ def pipeline_run(raw: Path, workers: int) -> dict:
     peaks: dict[int, float] = {}
     for r in ok:
         peaks[r["worker_pid"]] = max(peaks.get(r["worker_pid"], 0.0), r["peak_rss_mb"])
-    return {"seconds": seconds, "ok": len(ok), "stages": stages, "studies": len(rows), "peaks_mb": sorted(peaks.values()),
+    cpu = float(sum(r["cpu_seconds"] for r in ok))
+    return {"seconds": seconds, "ok": len(ok), "stages": stages, "cpu": cpu, "studies": len(rows), "peaks_mb": sorted(peaks.values()),
             "quarantined": [(r["pseudonym"], r["reason"]) for r in rows if r["status"] != "ok"]}
 
 
@@ -140,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             peaks = ", ".join(f"{p:.0f}" for p in run["peaks_mb"])
             print(f"pipeline, {w} worker(s): {run['ok'] / run['seconds']:.3f} studies/s, {per_study:.3f} s/study "
                   f"(wall, incl. worker start), ratio to SimpleITK read {per_study / read_per_study:.1f}x, "
-                  f"peak RSS per worker [MB]: {peaks}")
+                  f"peak RSS per worker [MB]: {peaks}; worker CPU {run['cpu'] / run['ok']:.3f} s/study, "
+                  f"CPU obtained {run['cpu'] / run['seconds']:.2f} of {w} core(s)")
         stages = runs[1]["stages"]
         print("pipeline stages, mean s/study (1 worker): " + ", ".join(f"{k[2:-2]} {v:.3f}" for k, v in stages.items()))
         print(f"pipeline read+validate (pydicom) vs SimpleITK read: {stages['t_read_s'] / read_per_study:.1f}x")
-        print(f"speed-up 1 -> 2 workers: {runs[1]['seconds'] / runs[2]['seconds']:.2f}x")
+        print(f"speed-up 1 -> 2 workers: {runs[1]['seconds'] / runs[2]['seconds']:.2f}x "
+              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: other processes share them)")
         if runs[1]["quarantined"]:
             print("quarantined:", runs[1]["quarantined"])
     finally:

@@ -6,6 +6,9 @@ CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # An environment (conf/demo, conf/local) overrides single keys of a parameter block
+    # instead of replacing the whole top-level block.
+    "merge_strategy": {"parameters": "soft"},
 }
 
 from colearn_pipeline.hooks import MlflowHooks  # noqa: E402

@@ -29,7 +29,7 @@ MANIFEST_COLUMNS = [
     "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings", "slices_kept",
     "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
-    "suv_voxels_compared", "seconds", *[f"t_{t}_s" for t in STAGES], "peak_rss_mb", "worker_pid",
+    "suv_voxels_compared", "seconds", "cpu_seconds", *[f"t_{t}_s" for t in STAGES], "peak_rss_mb", "worker_pid",
 ]
 
 #: Integer columns (nullable in the table: quarantined studies have no value).

@@ -217,6 +217,11 @@ def phantom_qa(
     return out
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0**2
@@ -374,6 +379,7 @@ def process_study(job: StudyJob) -> dict[str, Any]:
         never raises for a problem of the input.
     """
     start = time.perf_counter()
+    cpu_start = _cpu_seconds()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, int(job.params.get("threads_per_worker", 1))))
     row = _base_row(job)
     try:
@@ -390,6 +396,7 @@ def process_study(job: StudyJob) -> dict[str, Any]:
     if row["status"] != "ok" and job.skipped_beside:
         row["reason"] += f" (skipped beside this series: {', '.join(job.skipped_beside[:3])})"
     row["seconds"] = round(time.perf_counter() - start, 3)
+    row["cpu_seconds"] = round(_cpu_seconds() - cpu_start, 3)
     row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     row["worker_pid"] = os.getpid()
     return row
