@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_train_eval_e2e import REPO, kedro
+from test_train_eval_e2e import copy_project, kedro
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +42,7 @@ def _tree_digest(folder: Path) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    (root / "conf" / "test").mkdir()
-    (root / "conf" / "test" / "parameters.yml").write_text(TEST_ENV)
-    (root / "src").mkdir()
+    root = copy_project(tmp_path_factory.mktemp("project"), TEST_ENV, "parameters.yml")
     for layer in ("01_raw", "02_intermediate", "03_primary", "05_model_input", "06_models", "08_reporting"):
         (root / "data" / layer).mkdir(parents=True)
     kedro(root, "run", "--env", "test", timeout=900)

@@ -34,15 +34,25 @@ mlflow: {enabled: true, experiment_name: e2e, log_models: true}
 """
 
 
-def make_project(root: Path, n_studies: int = 5, n_slices: int = 4, size: int = 32) -> Path:
-    """A runnable copy of the project with a tiny model input and a ``test`` environment."""
+def copy_project(root: Path, test_parameters: str, filename: str = "parameters_train_eval.yml") -> Path:
+    """A runnable copy of the project's configuration with a ``test`` environment.
+
+    The package is the installed one (``src`` stays empty); ``test_parameters`` is the YAML of
+    ``conf/test/<filename>``, soft-merged over ``conf/base``.
+    """
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
     (root / "conf" / "test").mkdir()
-    (root / "conf" / "test" / "parameters_train_eval.yml").write_text(TEST_PARAMS)
+    (root / "conf" / "test" / filename).write_text(test_parameters)
     (root / "src").mkdir()
+    return root
+
+
+def make_project(root: Path, n_studies: int = 5, n_slices: int = 4, size: int = 32) -> Path:
+    """A runnable copy of the project with a tiny model input and a ``test`` environment."""
+    copy_project(root, TEST_PARAMS)
     mi = root / "data" / "05_model_input"
     mi.mkdir(parents=True)
     for i in range(n_studies):
