@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from colearn_pipeline.suv_cli import main
+from colearn_pipeline.suv.cli import main
 
 ENV_VAR = "COLEARN_IBSI_SUV_DIR"
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ibsi-suv"
