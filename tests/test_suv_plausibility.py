@@ -194,3 +194,61 @@ def test_consistent_frame_reference_time_still_backcomputed():
     conv = suv_conversion(series)
     assert conv.reference_time_source == REF_BACKCOMPUTED
     np.testing.assert_allclose(conv.details["uptake_s"], UPTAKE_S + 120.0 + 89.85792 - 210.0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- enhanced multi-frame timing
+
+
+def _enhanced_pet(decay_correction: str) -> Dataset:
+    """Three beds of 300 s starting 11:00, 11:05, 11:10; injection 10:00; decay reference 10:58."""
+    from datetime import datetime, timedelta
+
+    lam = math.log(2) / F18_HALF_LIFE_S
+    t_ave_s = math.log(lam * 300 / (1 - math.exp(-lam * 300))) / lam  # 149.605 s
+    ds = pet(1, DecayCorrection=decay_correction, SeriesTime="113000", AcquisitionTime=None, FrameReferenceTime=None,
+             ActualFrameDuration=None, RescaleSlope=None, RescaleIntercept=None)[0]  # fmt: skip
+    ds.DecayCorrectionDateTime = "20250101105800"
+    ds.NumberOfFrames = 3
+    ds.filename = "/hidden/folder/enhanced_pet.dcm"
+    frames = []
+    for k in range(3):
+        start = datetime(2025, 1, 1, 11, 0, 0) + timedelta(seconds=300 * k)
+        content, transform, group = Dataset(), Dataset(), Dataset()
+        content.FrameAcquisitionDateTime = start.strftime("%Y%m%d%H%M%S.%f")
+        content.FrameReferenceDateTime = (start + timedelta(seconds=t_ave_s)).strftime("%Y%m%d%H%M%S.%f")
+        content.FrameAcquisitionDuration = 300000.0
+        transform.RescaleSlope, transform.RescaleIntercept = float(k + 1), 0.0
+        group.FrameContentSequence = Sequence([content])
+        group.PixelValueTransformationSequence = Sequence([transform])
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    return ds
+
+
+def test_enhanced_frames_start_backcomputed_to_the_decay_reference():
+    from colearn_pipeline.suv import frame_headers
+
+    headers = frame_headers(_enhanced_pet("START"))
+    assert [float(h.RescaleSlope) for h in headers] == [1.0, 2.0, 3.0]
+    conv = suv_conversion(headers)
+    assert conv.reference_time_source == REF_BACKCOMPUTED
+    np.testing.assert_allclose(conv.slice_factors, bw_factor(UPTAKE_S - 120.0), rtol=1e-8)  # every bed to 10:58
+
+
+def test_enhanced_frames_none_decay_each_bed_from_its_start():
+    from colearn_pipeline.suv import frame_headers
+
+    conv = suv_conversion(frame_headers(_enhanced_pet("NONE"), source="study-1"))
+    lam = math.log(2) / F18_HALF_LIFE_S
+    frame_term = lam * 300 / (1 - math.exp(-lam * 300))
+    hand = [70000.0 / DOSE_BQ * frame_term * math.exp(lam * (UPTAKE_S + 300 * k)) for k in range(3)]
+    np.testing.assert_allclose(conv.slice_factors, hand, rtol=1e-12)
+
+
+def test_enhanced_frame_errors_name_the_frame():
+    from colearn_pipeline.suv import frame_headers
+
+    ds = _enhanced_pet("NONE")
+    del ds.PerFrameFunctionalGroupsSequence[1].FrameContentSequence[0].FrameAcquisitionDuration
+    with pytest.raises(SuvError, match=r"study-1: enhanced_pet\.dcm#frame2: ActualFrameDuration \(0018,1242\)"):
+        suv_conversion(frame_headers(ds), source="study-1")

@@ -20,6 +20,8 @@ Modules
     :func:`check_suv_values`.
 ``conversion``
     :func:`suv_conversion` per Units, :class:`SuvConversion`, :func:`to_suv`.
+``enhanced``
+    :func:`frame_headers`: one classic header per frame of an enhanced multi-frame PET object.
 ``cli``
     ``colearn-suv``.
 """
@@ -39,6 +41,7 @@ from colearn_pipeline.suv.body_size import (
     lean_body_mass_kg,
 )
 from colearn_pipeline.suv.conversion import SUV_TYPES, SuvConversion, suv_conversion, to_suv
+from colearn_pipeline.suv.enhanced import frame_headers
 from colearn_pipeline.suv.errors import SuvError
 from colearn_pipeline.suv.headers import (
     DEFAULT_PRIVATE_BLOCK,
@@ -121,6 +124,7 @@ __all__ = [
     "body_surface_area_m2",
     "check_suv_values",
     "frame_decay_factor",
+    "frame_headers",
     "ideal_body_weight_kg",
     "lean_body_mass_kg",
     "suv_conversion",
