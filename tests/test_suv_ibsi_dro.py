@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from colearn_pipeline.suv_cli import main
+from colearn_pipeline.suv.cli import main
 
 ENV_VAR = "COLEARN_IBSI_SUV_DIR"
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ibsi-suv"
+#: The project's plausibility ranges: the conformance run goes through them as users' runs do.
+PARAMS = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_suv.yml"
 
 CASES = (
     "DRO_0_0", "DRO_1_0", "DRO_2_0", "DRO_2_1", "DRO_2_2", "DRO_2_3", "DRO_2_4", "DRO_2_5",
@@ -67,7 +69,7 @@ def dro_root(tmp_path_factory) -> Path:
 
 def _measure(dro_root: Path, case: str, out_dir: Path, capsys) -> tuple[tuple[float, float, float], str, sitk.Image]:
     out = out_dir / f"{case}.nii.gz"
-    status = main([str(dro_root / case / "PT"), "--out", str(out)])
+    status = main([str(dro_root / case / "PT"), "--out", str(out), "--params", str(PARAMS)])
     printed = capsys.readouterr().out
     assert status == 0, f"colearn-suv failed on {case}: {printed}"
     image = sitk.ReadImage(str(out))
@@ -100,7 +102,7 @@ def test_dro_matches_reference(case, dro_root, expected, tmp_path, capsys):
 
 def test_cli_writes_pet_grid_and_suffixes_several_series(dro_root, tmp_path, capsys):
     """Several PET series in one folder -> suffixed outputs, each on its own PET grid."""
-    status = main([str(dro_root), "--out", str(tmp_path / "suv.nii.gz"), "--suv-type", "bw"])
+    status = main([str(dro_root), "--out", str(tmp_path / "suv.nii.gz"), "--suv-type", "bw", "--params", str(PARAMS)])
     printed = capsys.readouterr().out
     assert status == 0
     outputs = sorted(tmp_path.glob("suv_*.nii.gz"))
@@ -114,16 +116,17 @@ def test_cli_writes_pet_grid_and_suffixes_several_series(dro_root, tmp_path, cap
 
 
 def test_cli_suv_type_lbm_scales_by_lbm_over_weight(dro_root, tmp_path, capsys):
-    """SUVlbm = SUVbw * LBM/W (James 128, sex O -> mean); DRO_0_0: W 70 kg, H 1.75 m."""
-    from colearn_pipeline.suv import lean_body_mass_kg
+    """SUVlbm = SUVbw * LBM/W (James 128, sex O -> mean); DRO_0_0: W 70 kg, H 1.75 m.
 
+    Hand value: male 1.10*70 - 128*(70/175)^2 = 56.52, female 1.07*70 - 148*0.16 = 51.22, mean 53.87.
+    """
     (bw_min, bw_med, bw_max), _, _ = _measure(dro_root, "DRO_0_0", tmp_path, capsys)
     out = tmp_path / "lbm.nii.gz"
-    assert main([str(dro_root / "DRO_0_0"), "--out", str(out), "--suv-type", "lbm"]) == 0
+    assert main([str(dro_root / "DRO_0_0"), "--out", str(out), "--suv-type", "lbm", "--params", str(PARAMS)]) == 0
     assert "SUVlbm" in capsys.readouterr().out
     lbm = sitk.GetArrayFromImage(sitk.ReadImage(str(out))).astype(np.float64)
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(dro_root / "DRO_0_0" / "mask" / "DRO_mask.nii.gz"))) > 0
-    ratio = lean_body_mass_kg(70.0, 175.0, "O") / 70.0
+    ratio = 53.87 / 70.0
     assert ratio < 0.95  # the check below can fail
     np.testing.assert_allclose(np.max(lbm[mask]), bw_max * ratio, rtol=1e-6)
     np.testing.assert_allclose(np.median(lbm[mask]), bw_med * ratio, rtol=1e-6)
@@ -131,5 +134,5 @@ def test_cli_suv_type_lbm_scales_by_lbm_over_weight(dro_root, tmp_path, capsys):
 
 def test_cli_no_pet_series_fails(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not DICOM")
-    assert main([str(tmp_path), "--out", str(tmp_path / "suv.nii.gz")]) == 1
+    assert main([str(tmp_path), "--out", str(tmp_path / "suv.nii.gz"), "--params", str(PARAMS)]) == 1
     assert "no PET image series" in capsys.readouterr().err

@@ -288,27 +288,36 @@ def test_gml_round_trip(stored, requested):
     np.testing.assert_allclose(conv.slice_factors, 1.0, rtol=1e-12)
 
 
-@pytest.mark.parametrize("requested", ["lbm", "bsa", "ibw"])
-def test_output_types_from_bqml(requested):
+# Hand values for W = 70 kg, H = 175 cm (worked on paper, not by the code under test):
+#   LBM James M: 1.10*70 - 128*(70/175)^2 = 77 - 20.48 = 56.52;  F: 74.9 - 23.68 = 51.22
+#   LBM Morgan M: 77 - 120*0.16 = 57.8
+#   LBM Janmahasatian (BMI 22.857): M 648900/11617.14 = 55.857;  F 648900/14357.14 = 45.197
+#   IBW Devine M: 48 + 1.06*23 = 72.38;  F: 45.5 + 0.91*23 = 66.43
+#   BSA Du Bois: 0.007184 * 175^0.725 * 70^0.425 = 1.84814 m^2
+HAND_LBM_M, HAND_LBM_F, HAND_IBW_M, HAND_IBW_F, HAND_BSA_M2 = 56.52, 51.22, 72.38, 66.43, 1.84814
+
+
+@pytest.mark.parametrize(
+    ("requested", "ratio"),
+    [("lbm", HAND_LBM_M / 70.0), ("bsa", HAND_BSA_M2 * 1e4 / 70000.0), ("ibw", HAND_IBW_M / 70.0)],
+)
+def test_output_types_from_bqml(requested, ratio):
     bw = suv_conversion(pet()).slice_factors
     conv = suv_conversion(pet(), requested)
-    height_cm = HEIGHT_M * 100
-    ratio = {
-        "lbm": lean_body_mass_kg(WEIGHT_KG, height_cm, "M") / WEIGHT_KG,
-        "bsa": body_surface_area_m2(WEIGHT_KG, height_cm) * 1e4 / (WEIGHT_KG * 1000),
-        "ibw": ideal_body_weight_kg(height_cm, "M") / WEIGHT_KG,
-    }[requested]
-    np.testing.assert_allclose(conv.slice_factors, bw * ratio, rtol=1e-12)
+    np.testing.assert_allclose(conv.slice_factors, bw * ratio, rtol=1e-5)
     assert conv.suv_type == requested
 
 
 def test_body_size_formulas_known_values():
-    assert lean_body_mass_kg(70, 175, "M") == pytest.approx(56.52)
-    assert ideal_body_weight_kg(175, "M") == pytest.approx(72.38)
-    assert ideal_body_weight_kg(175, "O") == pytest.approx((72.38 + 66.43) / 2)
-    assert body_surface_area_m2(70, 175) == pytest.approx(1.8481, abs=1e-4)
-    o = lean_body_mass_kg(70, 175, "O")
-    assert o == pytest.approx((lean_body_mass_kg(70, 175, "M") + lean_body_mass_kg(70, 175, "F")) / 2)
+    assert lean_body_mass_kg(70, 175, "M") == pytest.approx(HAND_LBM_M, abs=1e-9)
+    assert lean_body_mass_kg(70, 175, "F") == pytest.approx(HAND_LBM_F, abs=1e-9)
+    assert lean_body_mass_kg(70, 175, "O") == pytest.approx((HAND_LBM_M + HAND_LBM_F) / 2, abs=1e-9)
+    assert lean_body_mass_kg(70, 175, "M", "morgan") == pytest.approx(57.8, abs=1e-9)
+    assert lean_body_mass_kg(70, 175, "M", "janma") == pytest.approx(55.857, abs=1e-3)
+    assert lean_body_mass_kg(70, 175, "F", "janma") == pytest.approx(45.197, abs=1e-3)
+    assert ideal_body_weight_kg(175, "M") == pytest.approx(HAND_IBW_M, abs=1e-9)
+    assert ideal_body_weight_kg(175, "O") == pytest.approx((HAND_IBW_M + HAND_IBW_F) / 2, abs=1e-9)
+    assert body_surface_area_m2(70, 175) == pytest.approx(HAND_BSA_M2, abs=1e-5)
 
 
 def test_frame_terms_limits():

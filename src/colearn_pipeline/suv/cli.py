@@ -2,7 +2,7 @@
 
 Usage::
 
-    colearn-suv PET_FOLDER --out suv.nii.gz [--suv-type bw|lbm|bsa|ibw]
+    colearn-suv PET_FOLDER --out suv.nii.gz [--suv-type bw|lbm|bsa|ibw] [--params FILE]
 
 The folder is searched recursively and files are grouped by their tags (Modality ``PT``,
 SeriesInstanceUID), never by names. Each PET series is read with
@@ -10,8 +10,12 @@ SeriesInstanceUID), never by names. Each PET series is read with
 geometry from the positions), converted with :func:`colearn_pipeline.suv.suv_conversion` and
 written on the PET's own grid. With several PET series the outputs are ``<stem>_<k>.nii.gz``,
 ``k = 1, 2, ...`` in order of SeriesNumber. For each series the convention met and the factor(s)
-used are printed. The exit status is 0 when every series was converted, 1 otherwise (each failure
-is printed with the tag it concerns), 2 on a usage error.
+used are printed. The plausibility ranges (weight, height, dose, half-life, SUV values) are the
+``suv`` block of ``conf/base/parameters_suv.yml`` (the same as the pipeline's ``params:suv``),
+read from the working directory unless ``--params`` names another file. Each output is written
+to a temporary file beside it and renamed, so a failed series leaves no partial file. The exit
+status is 0 when every series was converted, 1 otherwise (each failure is printed with the tag
+it concerns and the value), 2 on a usage error (no parameters file, ``--out`` not .nii/.nii.gz).
 """
 
 from __future__ import annotations
@@ -25,12 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from colearn_pipeline.suv import SUV_TYPES, SuvConversion, SuvError, suv_conversion, to_suv
+import yaml
+
+from colearn_pipeline.suv.conversion import SUV_TYPES, SuvConversion, suv_conversion, to_suv
+from colearn_pipeline.suv.errors import SuvError
+from colearn_pipeline.suv.plausibility import SuvPlausibility
 
 #: SOP classes that are one-slice-per-file PET images (PET Image Storage).
 PET_IMAGE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.128",)
 #: Suffixes of a NIfTI path that ``--out`` may carry.
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Parameters file read when ``--params`` is not given (relative to the working directory).
+DEFAULT_PARAMS = Path("conf") / "base" / "parameters_suv.yml"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,9 +117,8 @@ def output_paths(out: str | os.PathLike, n_series: int) -> list[Path]:
     out = Path(out)
     if n_series == 1:
         return [out]
-    name = out.name
-    suffix = next((s for s in NIFTI_SUFFIXES if name.endswith(s)), "")
-    stem = name[: len(name) - len(suffix)] if suffix else name
+    suffix = nifti_suffix(out)
+    stem = out.name[: len(out.name) - len(suffix)]
     return [out.with_name(f"{stem}_{k}{suffix}") for k in range(1, n_series + 1)]
 
 
@@ -121,18 +130,52 @@ def describe_factors(conversion: SuvConversion) -> str:
     return f"factors {f.min():.9g} .. {f.max():.9g} over {f.size} slices ({np.unique(f).size} distinct)"
 
 
-def convert_series(series: PetSeriesFiles, out_path: Path, suv_type: str, label: str):
-    """Read one PET series, convert to SUV and write NIfTI; returns the SuvConversion."""
+def nifti_suffix(path: str | os.PathLike) -> str:
+    """``.nii.gz`` or ``.nii``; raises ValueError for any other name."""
+    name = Path(path).name
+    suffix = next((s for s in NIFTI_SUFFIXES if name.endswith(s) and len(name) > len(s)), "")
+    if not suffix:
+        raise ValueError(f"--out {path}: needs a NIfTI extension ({' or '.join(NIFTI_SUFFIXES)})")
+    return suffix
+
+
+def load_plausibility(path: str | os.PathLike) -> SuvPlausibility:
+    """The ``suv`` block of a parameters YAML file; raises ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"parameters file {path} not found (run from the project root, or pass --params FILE "
+            "with a top-level 'suv' block as in conf/base/parameters_suv.yml)"
+        )
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict) or "suv" not in data:
+        raise ValueError(f"parameters file {path} has no top-level 'suv' block")
+    try:
+        return SuvPlausibility.from_params(data["suv"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def convert_series(
+    series: PetSeriesFiles, out_path: Path, suv_type: str, label: str, plausibility: SuvPlausibility
+) -> SuvConversion:
+    """Read one PET series, convert to SUV (checked against ``plausibility``) and write NIfTI atomically."""
     import SimpleITK as sitk
 
     from colearn_pipeline.dicom import read_series
 
     volume = read_series(list(series.files), label)
-    conversion = suv_conversion(volume.datasets, suv_type, source=label)
-    suv = to_suv(volume.array, conversion)
+    conversion = suv_conversion(volume.datasets, suv_type, source=label, plausibility=plausibility)
+    suv = to_suv(volume.array, conversion, plausibility=plausibility, source=label)
     image = volume.to_sitk(suv)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(out_path), True)
+    partial = out_path.with_name(f".{out_path.name}.partial{nifti_suffix(out_path)}")
+    try:
+        sitk.WriteImage(image, str(partial), True)
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
     return conversion
 
 
@@ -146,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="output NIfTI path (suffixed _1, _2, ... for several series)")
     parser.add_argument("--suv-type", default="bw", choices=SUV_TYPES, help="SUV normalisation (default bw)")
+    parser.add_argument(
+        "--params",
+        default=str(DEFAULT_PARAMS),
+        help=f"YAML file with the 'suv' plausibility block (default {DEFAULT_PARAMS}, from the working directory)",
+    )
     return parser
 
 
@@ -154,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from colearn_pipeline.dicom import DicomSeriesError
 
     args = build_parser().parse_args(argv)
+    try:
+        nifti_suffix(args.out)
+        plausibility = load_plausibility(args.params)
+    except ValueError as exc:
+        print(f"colearn-suv: {exc}", file=sys.stderr)
+        return 2
     folder = Path(args.pet_folder)
     if not folder.is_dir():
         print(f"colearn-suv: {folder} is not a folder", file=sys.stderr)
@@ -169,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         number = "?" if series.series_number is None else str(series.series_number)
         label = f"PET series {k}/{len(series_list)} (SeriesNumber {number})"
         try:
-            conversion = convert_series(series, out_path, args.suv_type, label)
+            conversion = convert_series(series, out_path, args.suv_type, label, plausibility)
         except (SuvError, DicomSeriesError) as exc:
             failures += 1
             print(f"colearn-suv: FAILED {exc}", file=sys.stderr)

@@ -1,0 +1,84 @@
+"""``colearn-suv`` follows the pipeline's rules: plausibility from conf, finite SUV, clear usage errors.
+
+Input: the IBSI-SUV object DRO_0_0 (W 70 kg, 368.08 MBq F-18, SUV 0.2..4 in its mask), copied and
+edited to be implausible. Missing reference data is a failure, as in test_suv_ibsi_dro.py.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from test_suv_ibsi_dro import PARAMS, _data_dir
+
+from colearn_pipeline.suv.cli import main
+
+CASE_PREFIX = "DRO/DRO_0_0/PT/"
+
+
+@pytest.fixture(scope="module")
+def dro_pet(tmp_path_factory) -> Path:
+    """The 20 PET slices of DRO_0_0, extracted once."""
+    target = tmp_path_factory.mktemp("dro_0_0")
+    with tarfile.open(_data_dir() / "DRO.tar.gz") as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(CASE_PREFIX) and m.isfile()]
+        tar.extractall(target, members=members, filter="data")
+    folder = target / CASE_PREFIX
+    assert len(list(folder.iterdir())) == 20
+    return folder
+
+
+def _edited_copy(dro_pet: Path, out: Path, **values) -> Path:
+    """DRO_0_0 with header values changed on every slice (the raw copy is left untouched)."""
+    out.mkdir()
+    for path in sorted(dro_pet.iterdir()):
+        ds = pydicom.dcmread(path)
+        for keyword, value in values.items():
+            if keyword == "RadionuclideTotalDose":
+                ds.RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose = value
+            else:
+                setattr(ds, keyword, value)
+        ds.save_as(out / path.name)
+    return out
+
+
+def test_plausible_series_converts(dro_pet, tmp_path, capsys):
+    assert main([str(dro_pet), "--out", str(tmp_path / "suv.nii.gz"), "--params", str(PARAMS)]) == 0
+    assert (tmp_path / "suv.nii.gz").is_file()
+    assert not list(tmp_path.glob(".*partial*")), "temporary file left behind"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"PatientWeight": 500}, "PatientWeight (0010,1030): 500 -> 500 kg is outside the plausible 20..300 kg"),
+        ({"PatientWeight": 1.75}, "PatientWeight (0010,1030): 1.75 -> 1.75 kg is outside"),
+        ({"RadionuclideTotalDose": 9.46}, "RadionuclideTotalDose (0018,1074): 9.46 read as MBq is 9.46 MBq"),
+        ({"RescaleSlope": 0}, "RescaleSlope (0028,1053): 0.0 is not a finite positive slope"),
+        ({"RescaleSlope": 1e30}, "SUV: maximum"),
+    ],
+)
+def test_implausible_series_fails_naming_tag_and_value(dro_pet, tmp_path, capsys, values, expected):
+    folder = _edited_copy(dro_pet, tmp_path / "pet", **values)
+    out = tmp_path / "out" / "suv.nii.gz"
+    assert main([str(folder), "--out", str(out), "--params", str(PARAMS)]) == 1
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert not (out.parent.exists() and any(out.parent.iterdir())), "nothing written for a refused series"
+
+
+def test_output_without_extension_is_a_usage_error(dro_pet, tmp_path, capsys):
+    assert main([str(dro_pet), "--out", str(tmp_path / "suv"), "--params", str(PARAMS)]) == 2
+    assert "needs a NIfTI extension (.nii.gz or .nii)" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_or_bad_params_file_is_a_usage_error(dro_pet, tmp_path, capsys):
+    assert main([str(dro_pet), "--out", str(tmp_path / "suv.nii.gz"), "--params", str(tmp_path / "none.yml")]) == 2
+    assert "none.yml not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yml"
+    bad.write_text("suv:\n  weight_kg: [20, 300]\n")
+    assert main([str(dro_pet), "--out", str(tmp_path / "suv.nii.gz"), "--params", str(bad)]) == 2
+    assert "missing keys" in capsys.readouterr().err
