@@ -10,7 +10,18 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    PYDICOM_IMPLEMENTATION_UID,
+    RLELossless,
+    generate_uid,
+)
 
 from colearn_pipeline.phantom import config as C
 from colearn_pipeline.phantom.geometry import Grid
@@ -156,7 +167,40 @@ def _geometry(ds: Dataset, grid: Grid, k: int) -> None:
     ds.InstanceNumber = nz - k
 
 
-def _save(ds: Dataset, path: Path) -> None:
+#: Transfer syntaxes the phantom can store a study in: name -> (UID, encoder options, lossless).
+#: Lossy options: JPEG-LS near-lossless ``jls_error`` is the codec's bound on the absolute error
+#: in stored values; JPEG 2000 lossy at compression ratio ``j2k_cr`` has no bound (OpenJPEG's
+#: PSNR target offsets flat frames), its tested error is an RMS within 1 % of each frame's range.
+TRANSFER_SYNTAXES: dict[str, tuple[str, dict, bool]] = {
+    "explicit_le": (ExplicitVRLittleEndian, {}, True),
+    "implicit_le": (ImplicitVRLittleEndian, {}, True),
+    "deflate": (DeflatedExplicitVRLittleEndian, {}, True),
+    "rle": (RLELossless, {}, True),
+    "jpeg_ls": (JPEGLSLossless, {}, True),
+    "jpeg_ls_near": (JPEGLSNearLossless, {"jls_error": 2}, False),
+    "jpeg2000": (JPEG2000Lossless, {}, True),
+    "jpeg2000_lossy": (JPEG2000, {"j2k_cr": [4.0]}, False),
+}
+
+
+def encode(ds: Dataset, syntax: str = "explicit_le") -> Dataset:
+    """Store ``ds`` in one of :data:`TRANSFER_SYNTAXES` (in place; pydicom's installed encoders).
+
+    JPEG 2000 needs frames of at least 32x32 pixels (OpenJPEG's default resolution levels).
+    """
+    if syntax not in TRANSFER_SYNTAXES:
+        raise ValueError(f"unknown transfer syntax {syntax!r}; choose one of {sorted(TRANSFER_SYNTAXES)}")
+    uid_, options, _ = TRANSFER_SYNTAXES[syntax]
+    if uid_ in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        ds.file_meta.TransferSyntaxUID = uid_
+    else:
+        ds.compress(uid_, **options)
+    return ds
+
+
+def _save(ds: Dataset, path: Path, syntax: str = "explicit_le") -> None:
+    if syntax != "explicit_le":
+        encode(ds, syntax)
     tmp = path.with_name(path.name + ".part")
     ds.save_as(tmp, enforce_file_format=True)
     os.replace(tmp, path)
