@@ -358,9 +358,12 @@ def _remember_identifiers(study: StudyFiles, ds) -> None:
 
 
 def _add_to_series(study: StudyFiles, ds, kind: str, path: str) -> None:
+    source = ds
     series_uid = _text(ds.get("SeriesInstanceUID"))
     key = series_uid if kind == "slice" else f"{series_uid}/{_text(ds.get('SOPInstanceUID'))}"
     info = study.series.get(key)
+    if kind == "multiframe":  # legacy-converted objects keep CorrectedImage etc. in the functional groups
+        ds = frame_headers(ds)[0]
     if info is None:
         number = ds.get("SeriesNumber")
         info = SeriesInfo(
@@ -379,7 +382,7 @@ def _add_to_series(study: StudyFiles, ds, kind: str, path: str) -> None:
             z_range_mm=(np.inf, -np.inf),
         )
         study.series[key] = info
-    positions, iop, thickness = _positions(ds, kind)
+    positions, iop, thickness = _positions(source, kind)
     info.normal = tuple(float(v) for v in np.cross(iop[:3], iop[3:]))  # type: ignore[assignment]
     info.slice_thickness_mm = thickness
     info.z_range_mm = (min(info.z_range_mm[0], float(positions[:, 2].min())),

@@ -10,7 +10,8 @@ PET
       corrected) and DecayCorrection (``NONE`` means not corrected) decide; where neither says,
       the series is "correction unknown", and a study whose only candidates are unknown is refused
       as ambiguous (never decided by slice count);
-    * a classic series before an enhanced object of the same modality (``prefer_classic``).
+    * an enhanced multi-frame object that repeats the slices (count and z range) of a classic
+      series of the same modality is skipped (``prefer_classic``).
 CT
     * not a localizer, scout, reformat, MIP or secondary capture (ImageType);
     * axial: the slice normal within ``ct_max_tilt_deg`` of the patient's z axis;
@@ -194,9 +195,15 @@ def _screen_cts(cts: list, rules: SelectionRules, refused: dict) -> list:
 
 
 def _prefer_classic(candidates: list, rules: SelectionRules, refused: dict, modality: str) -> None:
-    if rules.prefer_classic and any(not s.enhanced for s in candidates):
-        for s in [s for s in candidates if s.enhanced]:
-            refused[id(s)] = f"enhanced multi-frame object beside a classic {modality} series (skipped)"
+    """Drop an enhanced object that repeats a classic candidate's slices (same count and z range)."""
+    if not rules.prefer_classic:
+        return
+    classic = [s for s in candidates if not s.enhanced]
+    for s in [s for s in candidates if s.enhanced]:
+        twin = next((c for c in classic if c.n_slices == s.n_slices
+                     and np.allclose(c.z_range_mm, s.z_range_mm, atol=0.01)), None)
+        if twin is not None:
+            refused[id(s)] = f"enhanced multi-frame object beside a classic {modality} series with the same slices ({twin.label}; skipped)"
             candidates.remove(s)
 
 
