@@ -232,6 +232,105 @@ def read_image(path: str, study: str = "-", label: str | None = None, padding_va
     return out
 
 
+def _consistent_geometry(
+    headers: list[Dataset], slices: list[np.ndarray], labels: list[str], study: str, orientation_tolerance: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check that every slice shares series, orientation, pixel spacing and size with the first;
+    return (ImageOrientationPatient, PixelSpacing, positions ``(n, 3)``)."""
+    first = headers[0]
+    series_uid = first.get("SeriesInstanceUID")
+    iop0 = _floats(first, "ImageOrientationPatient", 6, study, labels[0])
+    ps0 = _floats(first, "PixelSpacing", 2, study, labels[0])
+    shape0 = slices[0].shape
+    positions = np.empty((len(headers), 3), dtype=np.float64)
+    for i, (ds, image, label) in enumerate(zip(headers, slices, labels)):
+        if ds.get("SeriesInstanceUID") != series_uid:
+            raise DicomSeriesError(study, label, "file belongs to another series (SeriesInstanceUID differs)")
+        iop = _floats(ds, "ImageOrientationPatient", 6, study, label)
+        if np.max(np.abs(iop - iop0)) > orientation_tolerance:
+            raise DicomSeriesError(
+                study, label, f"inconsistent orientation: ImageOrientationPatient {iop.tolist()} != {iop0.tolist()}"
+            )
+        ps = _floats(ds, "PixelSpacing", 2, study, label)
+        if np.max(np.abs(ps - ps0)) > PIXEL_SPACING_TOLERANCE_MM:
+            raise DicomSeriesError(study, label, f"inconsistent PixelSpacing {ps.tolist()} != {ps0.tolist()}")
+        if image.shape != shape0:
+            raise DicomSeriesError(
+                study, label, f"inconsistent size: {image.shape[0]}x{image.shape[1]} != {shape0[0]}x{shape0[1]}"
+            )
+        positions[i] = _floats(ds, "ImagePositionPatient", 3, study, label)
+
+    return iop0, ps0, positions
+
+
+def _slice_step(along, positions, normal, first, labels, study, duplicate_tolerance_mm, spacing_relative_tolerance,
+                inplane_tolerance_mm) -> float:
+    """The slice spacing from the sorted positions; duplicates, tilt, gaps and uneven spacing are refused."""
+    if len(along) > 1:
+        gaps = np.diff(along)
+        dup = np.flatnonzero(gaps < duplicate_tolerance_mm)
+        if dup.size:
+            i = int(dup[0])
+            raise DicomSeriesError(
+                study,
+                labels[i + 1],
+                f"duplicated slice: same position {along[i]:.3f} mm along the normal as {labels[i]}",
+            )
+        inplane = positions - np.outer(along, normal)
+        drift = np.max(np.abs(inplane - inplane[0]), axis=1)
+        bad = np.flatnonzero(drift > inplane_tolerance_mm)
+        if bad.size:
+            i = int(bad[0])
+            raise DicomSeriesError(
+                study,
+                labels[i],
+                f"slice positions are not along the slice normal (in-plane offset {drift[i]:.3f} mm; gantry tilt?)",
+            )
+        step = float(np.median(gaps))
+        rel = np.abs(gaps - step) / step
+        bad = np.flatnonzero(rel > spacing_relative_tolerance)
+        if bad.size:
+            i = int(bad[0])
+            ratio = gaps[i] / step
+            k = round(ratio)
+            if k >= 2 and abs(ratio - k) <= spacing_relative_tolerance * k:
+                problem = (
+                    f"missing slice(s): gap of {gaps[i]:.3f} mm after this file, {k - 1} slice(s) of "
+                    f"{step:.3f} mm missing before {labels[i + 1]}"
+                )
+            else:
+                problem = (
+                    f"non-uniform slice spacing: gap of {gaps[i]:.3f} mm to {labels[i + 1]} "
+                    f"vs median {step:.3f} mm"
+                )
+            raise DicomSeriesError(study, labels[i], problem)
+    else:
+        spacing_tag = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
+        if not spacing_tag:
+            raise DicomSeriesError(study, labels[0], "single-slice series without SliceThickness: no z spacing")
+        step = float(spacing_tag)
+
+    return step
+
+
+def _read_frames(files, study: str, root, padding_value, file_labels) -> tuple[list, list, list, list]:
+    """Every slice of ``files`` (frames of multi-frame objects included): headers, arrays, paths, labels."""
+    root_s = os.fspath(root) if root is not None else None
+    files = [os.fspath(f) for f in files]
+    if not files:
+        raise DicomSeriesError(study, "-", "empty series (no files)")
+    headers, slices, paths, labels = [], [], [], []
+    for path in files:
+        label = file_labels[path] if file_labels and path in file_labels else _label(path, root_s)
+        frames = read_image(path, study, label, padding_value)
+        for i, (ds, image) in enumerate(frames):
+            headers.append(ds)
+            slices.append(image)
+            paths.append(path)
+            labels.append(label if len(frames) == 1 else f"{label} frame {i + 1}")
+    return headers, slices, paths, labels
+
+
 def read_series(
     files: Sequence[str | os.PathLike],
     study: str = "-",
@@ -279,46 +378,9 @@ def read_series(
     DicomSeriesError
         Naming the study, the file and the problem.
     """
-    root_s = os.fspath(root) if root is not None else None
-    files = [os.fspath(f) for f in files]
-    if not files:
-        raise DicomSeriesError(study, "-", "empty series (no files)")
-    headers: list[Dataset] = []
-    slices: list[np.ndarray] = []
-    paths: list[str] = []
-    labels: list[str] = []
-    for path in files:
-        label = file_labels[path] if file_labels and path in file_labels else _label(path, root_s)
-        frames = read_image(path, study, label, padding_value)
-        for i, (ds, image) in enumerate(frames):
-            headers.append(ds)
-            slices.append(image)
-            paths.append(path)
-            labels.append(label if len(frames) == 1 else f"{label} frame {i + 1}")
-
+    headers, slices, paths, labels = _read_frames(files, study, root, padding_value, file_labels)
     first = headers[0]
-    series_uid = first.get("SeriesInstanceUID")
-    iop0 = _floats(first, "ImageOrientationPatient", 6, study, labels[0])
-    ps0 = _floats(first, "PixelSpacing", 2, study, labels[0])
-    shape0 = slices[0].shape
-    positions = np.empty((len(paths), 3), dtype=np.float64)
-    for i, (ds, image, label) in enumerate(zip(headers, slices, labels)):
-        if ds.get("SeriesInstanceUID") != series_uid:
-            raise DicomSeriesError(study, label, "file belongs to another series (SeriesInstanceUID differs)")
-        iop = _floats(ds, "ImageOrientationPatient", 6, study, label)
-        if np.max(np.abs(iop - iop0)) > orientation_tolerance:
-            raise DicomSeriesError(
-                study, label, f"inconsistent orientation: ImageOrientationPatient {iop.tolist()} != {iop0.tolist()}"
-            )
-        ps = _floats(ds, "PixelSpacing", 2, study, label)
-        if np.max(np.abs(ps - ps0)) > PIXEL_SPACING_TOLERANCE_MM:
-            raise DicomSeriesError(study, label, f"inconsistent PixelSpacing {ps.tolist()} != {ps0.tolist()}")
-        if image.shape != shape0:
-            raise DicomSeriesError(
-                study, label, f"inconsistent size: {image.shape[0]}x{image.shape[1]} != {shape0[0]}x{shape0[1]}"
-            )
-        positions[i] = _floats(ds, "ImagePositionPatient", 3, study, label)
-
+    iop0, ps0, positions = _consistent_geometry(headers, slices, labels, study, orientation_tolerance)
     row_cos, col_cos = iop0[:3], iop0[3:]
     if abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3 or abs(row_cos @ col_cos) > 1e-3:
         raise DicomSeriesError(study, labels[0], f"ImageOrientationPatient {iop0.tolist()} is not orthonormal")
@@ -332,61 +394,14 @@ def read_series(
     paths = [paths[i] for i in order]
     labels = [labels[i] for i in order]
 
-    if len(paths) > 1:
-        gaps = np.diff(along)
-        dup = np.flatnonzero(gaps < duplicate_tolerance_mm)
-        if dup.size:
-            i = int(dup[0])
-            raise DicomSeriesError(
-                study,
-                labels[i + 1],
-                f"duplicated slice: same position {along[i]:.3f} mm along the normal as {labels[i]}",
-            )
-        inplane = positions - np.outer(along, normal)
-        drift = np.max(np.abs(inplane - inplane[0]), axis=1)
-        bad = np.flatnonzero(drift > inplane_tolerance_mm)
-        if bad.size:
-            i = int(bad[0])
-            raise DicomSeriesError(
-                study,
-                labels[i],
-                f"slice positions are not along the slice normal (in-plane offset {drift[i]:.3f} mm; gantry tilt?)",
-            )
-        step = float(np.median(gaps))
-        rel = np.abs(gaps - step) / step
-        bad = np.flatnonzero(rel > spacing_relative_tolerance)
-        if bad.size:
-            i = int(bad[0])
-            ratio = gaps[i] / step
-            k = round(ratio)
-            if k >= 2 and abs(ratio - k) <= spacing_relative_tolerance * k:
-                problem = (
-                    f"missing slice(s): gap of {gaps[i]:.3f} mm after this file, {k - 1} slice(s) of "
-                    f"{step:.3f} mm missing before {labels[i + 1]}"
-                )
-            else:
-                problem = (
-                    f"non-uniform slice spacing: gap of {gaps[i]:.3f} mm to {labels[i + 1]} "
-                    f"vs median {step:.3f} mm"
-                )
-            raise DicomSeriesError(study, labels[i], problem)
-    else:
-        spacing_tag = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
-        if not spacing_tag:
-            raise DicomSeriesError(study, labels[0], "single-slice series without SliceThickness: no z spacing")
-        step = float(spacing_tag)
-
-    array = np.stack(slices, axis=0)
-    spacing = (float(ps0[1]), float(ps0[0]), float(step))
-    direction = tuple(
-        float(v)
-        for v in np.column_stack([row_cos, col_cos, normal]).reshape(-1)
-    )
+    step = _slice_step(along, positions, normal, first, labels, study, duplicate_tolerance_mm,
+                       spacing_relative_tolerance, inplane_tolerance_mm)
+    direction = tuple(float(v) for v in np.column_stack([row_cos, col_cos, normal]).reshape(-1))
     return SeriesVolume(
-        array=array,
+        array=np.stack(slices, axis=0),
         datasets=headers,
         files=paths,
-        spacing_xyz_mm=spacing,
+        spacing_xyz_mm=(float(ps0[1]), float(ps0[0]), float(step)),
         origin_xyz_mm=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
         direction=direction,
         study=study,
