@@ -180,3 +180,22 @@ def test_no_header_free_text_or_raw_name_in_what_discovery_returns(tmp_path):
     for name in NAMES + ["Smith", "Jane", "Jürgen", "李", "1945", "PID-0001", "Doe", "doe"]:
         assert name not in exposed
     assert file_label(os.path.relpath(folder / f"{NAMES[5]}.txt", tmp_path)) in exposed
+
+
+@pytest.mark.parametrize(("sop_class", "modality", "expected"), [
+    ("1.2.840.10008.5.1.4.1.1.66.4", "SEG", "Segmentation Storage"),
+    ("1.2.840.10008.5.1.4.1.1.88.67", "SR", "X-Ray Radiation Dose SR Storage"),
+    ("1.2.840.10008.5.1.4.1.1.88.59", "KO", "Key Object Selection Document Storage"),
+    ("1.2.840.10008.5.1.4.1.1.11.1", "PR", "Grayscale Softcopy Presentation State Storage"),
+    ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT", "RT Structure Set Storage"),
+    ("1.2.840.10008.5.1.4.1.1.7", "CT", "secondary capture / screenshot"),
+])
+def test_non_slice_objects_are_listed_and_the_study_goes_on(tmp_path, sop_class, modality, expected):
+    from dicom_fixtures import write_non_image
+
+    study = write_study(tmp_path)
+    write_non_image(tmp_path / "other" / "x.dcm", study["study_uid"], sop_class, modality)
+    found = discover(tmp_path)
+    info = found.studies[pseudonymise(study["study_uid"])]
+    assert expected in dict(found.skipped)[file_label("other/x.dcm")]
+    assert info.corrupt == [] and choose_series(info).ct.n_slices == 8

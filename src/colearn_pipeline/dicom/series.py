@@ -206,7 +206,8 @@ def read_image(path: str, study: str = "-", label: str | None = None, padding_va
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types for corrupt input
-        raise DicomSeriesError(study, label, f"corrupt or unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+        why = str(exc).replace(os.fspath(path), label)  # an OSError repeats the raw path
+        raise DicomSeriesError(study, label, f"corrupt or unreadable DICOM ({type(exc).__name__}: {why})") from exc
     if "PixelData" not in ds:
         raise DicomSeriesError(study, label, "no pixel data (truncated file or not an image)")
     try:
