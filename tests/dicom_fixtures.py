@@ -345,3 +345,100 @@ def run_preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides) 
         root_logger.setLevel(old_level)
     manifest = json.loads((out / "08_reporting" / "preprocess_manifest.json").read_text())
     return {"manifest": manifest, "log": stream.getvalue(), "params": params}
+
+
+def write_enhanced(files: Sequence[str | os.PathLike], out_path: str | os.PathLike, series_uid: str | None = None) -> Path:
+    """Convert a classic CT or PET series into one legacy-converted enhanced multi-frame file (highdicom)."""
+    import pydicom
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage, LegacyConvertedEnhancedPETImage
+
+    datasets = [pydicom.dcmread(f) for f in files]
+    for ds in datasets:
+        ds.StudyID = ds.get("StudyID", "1")
+        ds.AccessionNumber = ds.get("AccessionNumber", "")
+        ds.ReferringPhysicianName = ds.get("ReferringPhysicianName", "")
+        ds.StudyTime = ds.get("StudyTime", "100000")
+        ds.Manufacturer = ds.get("Manufacturer", "test")
+        ds.PatientSex = ds.get("PatientSex", "F")
+        ds.ContentDate, ds.ContentTime = "20240101", "100000"
+    cls = LegacyConvertedEnhancedCTImage if datasets[0].Modality == "CT" else LegacyConvertedEnhancedPETImage
+    image = cls(datasets, series_uid or generate_uid(), 90, generate_uid(), 1)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save_as(out, enforce_file_format=True)
+    return out
+
+
+def write_non_image(path: str | os.PathLike, study_uid: str, sop_class: str, modality: str, **tags) -> Path:
+    """A DICOM object of ``sop_class`` (screenshot, RTSTRUCT, SR, ...) in the study, without geometry."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = _base_dataset(path, sop_class)
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.PatientName = "Doe^Jane"
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    if "Rows" in tags:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        ds.PixelData = bytes(int(tags["Rows"]) * int(tags["Columns"]))
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+def write_cluttered_study(root: str | os.PathLike, pet_signals: str = "corrected_image") -> dict:
+    """A study as a hospital archive exports it: the axial CT and AC PET among clutter.
+
+    Clutter: a coronal reformat (DERIVED\\PRIMARY\\REFORMATTED, more images than the CT), a
+    screenshot (secondary capture, Modality CT), an enhanced multi-frame CT beside the classic
+    one, a non-attenuation-corrected PET and an RT structure set. ``pet_signals`` says how the
+    two PET series tell their corrections: ``"corrected_image"`` (CorrectedImage on both),
+    ``"method"`` (no CorrectedImage; AttenuationCorrectionMethod on the AC series only) or
+    ``"none"`` (no signal at all: ambiguous).
+    """
+    root = Path(root)
+
+    def ac(ds, k):
+        pet_suv_tags()(ds, k)
+        ds.SeriesNumber = 4
+        if pet_signals != "corrected_image":
+            del ds.CorrectedImage
+        if pet_signals == "method":
+            ds.AttenuationCorrectionMethod = "CT-based"
+
+    study = write_study(root, pet_extra=ac, ct_shape_zyx=(8, 24, 24))
+    uid, frame = study["study_uid"], study["frame_uid"]
+
+    def nac(ds, k):
+        pet_suv_tags()(ds, k)
+        ds.SeriesNumber = 3
+        ds.CorrectedImage = ["DECY"]
+        if pet_signals != "corrected_image":
+            del ds.CorrectedImage
+
+    study["nac_files"] = write_series(
+        root / "pet_nac", study["pet_volume"], modality="PT", study_uid=uid, frame_uid=frame,
+        spacing_xyz_mm=(4.0, 4.0, 4.0), origin_xyz_mm=(-24.0, -24.0, -10.0), extra=nac,
+    )
+
+    def reformat(ds, k):
+        ds.ImageType = ["DERIVED", "PRIMARY", "REFORMATTED"]
+        ds.SeriesNumber = 5
+
+    study["coronal_files"] = write_series(
+        root / "coronal", np.zeros((24, 8, 24)), modality="CT", study_uid=uid, frame_uid=frame,
+        iop=(1, 0, 0, 0, 0, -1), spacing_xyz_mm=(2.0, 3.0, 2.0), origin_xyz_mm=(-24.0, -24.0, 14.0),
+        intercept=-1024.0, extra=reformat,
+    )
+    study["enhanced_ct"] = write_enhanced(study["ct_files"], root / "enhanced" / "ct_enhanced.dcm")
+    study["screenshot"] = write_non_image(root / "misc" / "screen.dcm", uid, SECONDARY_CAPTURE, "CT",
+                                          Rows=16, Columns=16)
+    study["rtstruct"] = write_non_image(root / "misc" / "rtss.dcm", uid, RT_STRUCTURE_SET, "RTSTRUCT")
+    return study

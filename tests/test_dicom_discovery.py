@@ -11,7 +11,7 @@ from dicom_fixtures import write_series, write_study
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from colearn_pipeline.dicom import DicomStudyError, pseudonymise
+from colearn_pipeline.dicom import DicomStudyError, file_label, pseudonymise
 from colearn_pipeline.dicom.discovery import discover, select_ct_pet
 
 
@@ -49,8 +49,9 @@ def test_groups_by_tags_not_folders(tmp_path):
     study = found.studies[pseudonymise(a["study_uid"])]
     assert sorted(len(s.files) for s in study.series.values()) == [6, 8]
     reasons = dict(found.skipped)
-    assert reasons["notes.txt"] == "not a DICOM file"
-    assert "Modality 'SR'" in reasons["SR0001"]
+    assert reasons[file_label("notes.txt")] == "not a DICOM file"
+    assert "Modality 'SR'" in reasons[file_label("SR0001")]
+    assert found.file_map[file_label("SR0001")] == "SR0001"
     ct, pet, note = select_ct_pet(study)
     assert ct.modality == "CT" and pet.modality == "PT" and len(ct.files) == 8
     assert "Doe" not in note
@@ -76,7 +77,7 @@ def test_prefers_volume_ct_and_attenuation_corrected_pet(tmp_path):
     found = discover(tmp_path)
     ct, pet, note = select_ct_pet(found.studies[pseudonymise(uid)], str(tmp_path))
     assert len(ct.files) == 8 and "ATTN" in pet.corrected and len(pet.files) == 6
-    assert "of 2 CT series" in note and "of 2 PET series" in note
+    assert "ImageType LOCALIZER" in note and "CorrectedImage lacks ATTN: not attenuation/decay corrected" in note
 
 
 def test_study_level_errors(tmp_path):
@@ -85,7 +86,7 @@ def test_study_level_errors(tmp_path):
     found = discover(tmp_path)
     with pytest.raises(DicomStudyError, match="no PET series") as err:
         select_ct_pet(found.studies[pseudonymise(only_ct["study_uid"])], str(tmp_path))
-    assert err.value.file == "a/ct/ct_0000.dcm" and err.value.study == pseudonymise(only_ct["study_uid"])
+    assert err.value.file == file_label("a/ct/ct_0000.dcm") and err.value.study == pseudonymise(only_ct["study_uid"])
     with pytest.raises(DicomStudyError, match="different FrameOfReferenceUID"):
         select_ct_pet(found.studies[pseudonymise(other_frame["study_uid"])], str(tmp_path))
 
@@ -99,9 +100,12 @@ def test_truncated_header_is_never_dropped_silently(tmp_path, keep_bytes):
     found = discover(tmp_path)
     info = found.studies[pseudonymise(study["study_uid"])]
     if keep_bytes == 400:
-        assert dict(found.skipped)["ct/ct_0002.dcm"].startswith("truncated or corrupt DICOM")
+        assert dict(found.skipped)[file_label("ct/ct_0002.dcm")].startswith("truncated or corrupt DICOM")
     else:
-        assert info.corrupt == [("ct/ct_0002.dcm", "truncated or corrupt DICOM header: Rows, ImagePositionPatient missing")]
+        assert info.corrupt == [(
+            file_label("ct/ct_0002.dcm"),
+            "truncated or corrupt DICOM header: Rows, ImagePositionPatient, ImageOrientationPatient missing",
+        )]
     assert all(str(path) not in s.files for s in info.series.values())
 
 

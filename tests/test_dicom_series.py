@@ -134,3 +134,10 @@ def test_study_fixture_reads(tmp_path):
     study = write_study(tmp_path)
     pet = read_series(study["pet_files"], study="study-x")
     np.testing.assert_allclose(pet.array, study["pet_volume"], atol=0.5)
+
+
+def test_unreadable_file_message_names_the_label_not_the_raw_path(tmp_path):
+    missing = tmp_path / "Doe^Jane 1945-12-31" / "slice.dcm"
+    with pytest.raises(DicomSeriesError) as err:
+        read_series([missing], "study-x", file_labels={str(missing): "file-0123456789"})
+    assert "Doe" not in str(err.value) and err.value.file == "file-0123456789"

@@ -1,10 +1,17 @@
 """Find studies and series in any folder tree by their DICOM tags (not by names or folders).
 
-:func:`discover` reads every file's header (``stop_before_pixels``), records the files that are
-not DICOM or not part of an image series, and groups the rest by StudyInstanceUID and
-SeriesInstanceUID. :func:`select_ct_pet` picks one CT and one PET series of a study and says why.
-Patient identifiers are read only to redact them from messages (:meth:`StudyFiles.redact`); they
-never leave this module in any other way.
+:func:`discover` walks a folder tree (following symbolic links, each real folder and file once),
+reads every file's header (``stop_before_pixels``) and groups the image files by
+StudyInstanceUID and SeriesInstanceUID. Files that are not slices of a CT or PET series
+(screenshots, secondary captures, RTSTRUCT, SEG, SR, KO, PR, other modalities, non-DICOM files)
+are listed with the reason and skipped; identical duplicate exports (same SOPInstanceUID and
+pixels) are kept once. Series selection lives in :mod:`.selection`.
+
+Identifiers by construction: what :func:`discover` returns names studies by pseudonym, series
+by SeriesNumber and a hash of the SeriesInstanceUID (:func:`~.pseudonym.series_label`) and raw
+files by a hash of their relative path (:func:`~.pseudonym.file_label`); no free text from a
+header (descriptions, institution, operators, comments, private tags) is kept. The map from
+file labels back to relative paths is :attr:`Discovery.file_map`, for git-ignored conf/local only.
 """
 
 from __future__ import annotations
@@ -14,34 +21,49 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from colearn_pipeline.dicom.errors import DicomStudyError
-from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY, pseudonymise
+from colearn_pipeline.dicom.multiframe import frame_headers, is_multiframe
+from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY, file_label, pseudonymise, series_label
 
 #: Modalities read as image series; every other modality is recorded and skipped.
 IMAGE_MODALITIES = ("CT", "PT")
-#: What replaces a patient identifier in paths and messages.
+#: What replaces a patient identifier in messages (kept for callers that still redact).
 _REDACTED = "<redacted>"
-#: ImageType values of CT series that are not the diagnostic volume.
-NON_VOLUME_IMAGE_TYPES = ("LOCALIZER", "SCOUT", "PROJECTION IMAGE", "DERIVED\\SECONDARY")
+#: SOP classes whose UID starts with this are secondary captures (screenshots, MIP snapshots).
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
 
 @dataclass
 class SeriesInfo:
-    """One image series found by the scan.
+    """One image series found by the scan (no free text from the headers).
 
     Attributes
     ----------
     series_uid, modality, frame_of_reference_uid : str
     series_number : int or None
-    description : str
+    label : str
+        ``series-<number>-<hash>``: the series' name in messages and outputs.
     image_type : tuple of str
     corrected : tuple of str
-        CorrectedImage (PET), e.g. ``("ATTN", "DECY")``.
+        CorrectedImage (PET), e.g. ``("ATTN", "DECY")``; empty when the tag is absent.
+    attenuation_correction_method : str
+        AttenuationCorrectionMethod (PET), upper case; empty when absent.
+    decay_correction : str
+        DecayCorrection (PET): ``NONE``, ``START``, ``ADMIN`` or empty.
     units : str
-        Units (PET), e.g. ``"BQML"``.
+    enhanced : bool
+        An enhanced or legacy-converted multi-frame object (``files`` has one file).
+    sop_class_uid : str
+    normal : tuple of float
+        Slice normal (cross product of the ImageOrientationPatient cosines).
+    z_range_mm : tuple of float
+        Lowest and highest patient z of the slice positions.
+    slice_thickness_mm : float or None
+    convolution_kernel : str
+        ConvolutionKernel (CT), kept only to match the configured preference (never written).
     files : list of str
     """
 
@@ -49,17 +71,25 @@ class SeriesInfo:
     modality: str
     frame_of_reference_uid: str = ""
     series_number: int | None = None
-    description: str = ""
+    label: str = ""
     image_type: tuple[str, ...] = ()
     corrected: tuple[str, ...] = ()
+    attenuation_correction_method: str = ""
+    decay_correction: str = ""
     units: str = ""
+    enhanced: bool = False
+    sop_class_uid: str = ""
+    normal: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    z_range_mm: tuple[float, float] = (0.0, 0.0)
+    slice_thickness_mm: float | None = None
+    convolution_kernel: str = ""
     files: list[str] = field(default_factory=list)
+    n_slices: int = 0
 
     def summary(self) -> str:
-        """A one-line description without identifiers (series number, description, slice count)."""
-        number = "?" if self.series_number is None else str(self.series_number)
-        desc = f" '{self.description}'" if self.description else ""
-        return f"{self.modality} series #{number}{desc} ({len(self.files)} files)"
+        """A one-line description without identifiers (label, kind, slice count)."""
+        kind = "enhanced multi-frame" if self.enhanced else "classic"
+        return f"{self.modality} {self.label} ({kind}, {self.n_slices} slices)"
 
 
 @dataclass
@@ -73,13 +103,19 @@ class StudyFiles:
     pseudonym : str
     series : dict of str to SeriesInfo
     corrupt : list of (str, str)
-        Files of this study whose header could be read only in part, with the reason.
+        Files of this study (file labels) whose header could be read only in part, with the reason.
+    skipped : list of (str, str)
+        Files of this study that are not slices of a CT/PET series (file label, reason).
+    file_labels : dict of str to str
+        Path -> file label for every file of the study (pass to :func:`read_series`).
     """
 
     study_uid: str
     pseudonym: str
     series: dict[str, SeriesInfo] = field(default_factory=dict)
     corrupt: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    file_labels: dict[str, str] = field(default_factory=dict)
     _identifiers: set[str] = field(default_factory=set, repr=False)
 
     def redact(self, text: str) -> str:
@@ -101,24 +137,54 @@ class Discovery:
     studies : dict of str to StudyFiles
         Keyed by pseudonym.
     skipped : list of (str, str)
-        Files that are not DICOM, not an image, or unreadable without a study, with the reason;
-        paths relative to ``root``.
+        Every file that is not a slice of a CT/PET series, or a duplicate, with the reason;
+        named by file label (hash of the relative path).
+    file_map : dict of str to str
+        File label -> path relative to ``root``: the map back, for conf/local only.
     """
 
     root: str
     studies: dict[str, StudyFiles] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    file_map: dict[str, str] = field(default_factory=dict)
 
 
-def _iter_files(root: Path) -> Iterable[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
+def iter_files(root: Path) -> Iterable[tuple[Path, str | None]]:
+    """Yield ``(path, problem)`` for every file under ``root``, following symbolic links.
+
+    Each real folder is entered once (a link back up the tree is a loop and is not followed
+    again) and each real file is yielded once; a broken link is yielded with its problem.
+    """
+    seen_dirs: set[str] = set()
+    seen_files: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            yield Path(dirpath), "symbolic link loop: folder already visited, not followed again"
+            continue
+        seen_dirs.add(real)
         dirnames.sort()
         for name in sorted(filenames):
-            yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            real_file = os.path.realpath(path)
+            if not os.path.exists(real_file):
+                yield path, "broken symbolic link"
+            elif real_file not in seen_files:
+                seen_files.add(real_file)
+                yield path, None
 
 
 def _text(value) -> str:
     return "" if value is None else str(value).strip()
+
+
+def _values(value) -> tuple[str, ...]:
+    """A multi-valued tag as upper-case strings (a single value is one string, not its characters)."""
+    if value is None or value == "":
+        return ()
+    items = [value] if isinstance(value, (str, bytes)) else list(value)
+    return tuple(str(v).strip().upper() for v in items)
 
 
 def _read_header(path: Path):
@@ -135,7 +201,7 @@ def _read_header(path: Path):
             )
         except Exception:
             partial = None
-        return partial, f"corrupt DICOM header ({type(exc).__name__}: {exc})", True
+        return partial, f"corrupt DICOM header ({type(exc).__name__})", True
     # no DICM preamble: accept only what parses into an identifiable image header
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
@@ -146,20 +212,67 @@ def _read_header(path: Path):
     return None, "not a DICOM file", False
 
 
+def _sop_class(ds) -> str:
+    uid = ds.file_meta.get("MediaStorageSOPClassUID") if getattr(ds, "file_meta", None) else None
+    return _text(uid or ds.get("SOPClassUID"))
+
+
+def _sop_class_name(uid: str) -> str:
+    try:
+        name = pydicom.uid.UID(uid).name
+    except Exception:
+        name = ""
+    return name if name and name != uid else f"SOP class {uid or '?'}"
+
+
+def classify(ds) -> tuple[str, str]:
+    """What a header is: ``("slice" | "multiframe" | "skip" | "corrupt", reason)``.
+
+    Only standard names (Modality, SOP class names, tag keywords) go into a reason.
+    """
+    modality = _text(ds.get("Modality")).upper()
+    sop = _sop_class(ds)
+    name = _sop_class_name(sop)
+    if sop.startswith(SECONDARY_CAPTURE_PREFIX):
+        return "skip", f"secondary capture / screenshot ({name}, Modality '{modality or '?'}')"
+    if "Image Storage" not in name:
+        return "skip", f"not an image ({name}, Modality '{modality or '?'}')"
+    if modality not in IMAGE_MODALITIES:
+        return "skip", f"not a CT or PET image (Modality '{modality or '?'}')"
+    image_type = set(_values(ds.get("ImageType")))
+    if "SECONDARY" in image_type and "Enhanced" not in name:
+        return "skip", f"derived secondary image (ImageType SECONDARY, {name})"
+    if is_multiframe(ds):
+        return "multiframe", name
+    missing = [t for t in ("Rows", "ImagePositionPatient", "ImageOrientationPatient") if t not in ds]
+    if missing:
+        return "corrupt", f"truncated or corrupt DICOM header: {', '.join(missing)} missing"
+    return "slice", name
+
+
+def _positions(ds, kind: str) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """(slice positions (n, 3), orientation (6,), slice thickness) of a classic file or a multi-frame object."""
+    frames = frame_headers(ds) if kind == "multiframe" else [ds]
+    pos = np.array([[float(v) for v in f.get("ImagePositionPatient") or (0, 0, 0)] for f in frames], dtype=float)
+    iop = np.array([float(v) for v in (frames[0].get("ImageOrientationPatient") or (1, 0, 0, 0, 1, 0))], dtype=float)
+    thickness = frames[0].get("SliceThickness")
+    return pos, iop, float(thickness) if thickness not in (None, "") else None
+
+
 def discover(root: str | os.PathLike, key: str = DEFAULT_PSEUDONYM_KEY) -> Discovery:
     """Scan a folder tree and group its DICOM image files by study and series.
 
     Parameters
     ----------
     root : path-like
-        Any folder tree (nested, flat, mixed with other files).
+        Any folder tree (nested, flat, mixed with other files, with symbolic links).
     key : str
-        Key of the pseudonym hash (:func:`~colearn_pipeline.dicom.pseudonymise`).
+        Key of the pseudonym and label hashes (:func:`~colearn_pipeline.dicom.pseudonymise`).
 
     Returns
     -------
     Discovery
-        Studies keyed by pseudonym and the files skipped with reasons.
+        Studies keyed by pseudonym, the files skipped with reasons, and the label map.
 
     Raises
     ------
@@ -170,74 +283,112 @@ def discover(root: str | os.PathLike, key: str = DEFAULT_PSEUDONYM_KEY) -> Disco
     if not root_path.is_dir():
         raise FileNotFoundError(f"DICOM folder '{root_path}' does not exist")
     result = Discovery(root=str(root_path))
-    for path in _iter_files(root_path):
-        rel = os.path.relpath(path, root_path)
-        ds, problem, partial = _read_header(path)
-        study_uid = _text(ds.get("StudyInstanceUID")) if ds is not None else ""
-        if partial:
-            if not study_uid:
-                result.skipped.append((rel, problem))
-                continue
-            study = _study(result, study_uid, key)
-            study.corrupt.append((rel, problem))
+    by_sop: dict[tuple[str, str], str] = {}
+    for path, problem in iter_files(root_path):
+        label = file_label(os.path.relpath(path, root_path), key)
+        result.file_map[label] = os.path.relpath(path, root_path)
+        if problem:
+            result.skipped.append((label, problem))
             continue
-        if ds is None:
-            result.skipped.append((rel, problem or "not a DICOM file"))
-            continue
-        modality = _text(ds.get("Modality")).upper()
-        image_class = _is_image_storage(ds)
-        if not study_uid:
-            why = (
-                "truncated or corrupt DICOM: an image file whose header ends before StudyInstanceUID"
-                if image_class else "DICOM without StudyInstanceUID (e.g. DICOMDIR)"
-            )
-            result.skipped.append((rel, why))
-            continue
-        if modality in IMAGE_MODALITIES and image_class and ("Rows" not in ds or "ImagePositionPatient" not in ds):
-            missing = [t for t in ("Rows", "ImagePositionPatient") if t not in ds]
-            _study(result, study_uid, key).corrupt.append(
-                (rel, f"truncated or corrupt DICOM header: {', '.join(missing)} missing")
-            )
-            continue
-        if modality not in IMAGE_MODALITIES or "Rows" not in ds or "ImagePositionPatient" not in ds:
-            result.skipped.append((rel, f"not an image slice of a CT or PET series (Modality '{modality or '?'}')"))
-            continue
-        study = _study(result, study_uid, key)
-        for tag in ("PatientName", "PatientID", "PatientBirthDate"):
-            value = _text(ds.get(tag))
-            if value:
-                study._identifiers.add(value)
-                if tag == "PatientName":
-                    study._identifiers.update(p for p in value.split("^") if len(p) > 2)
-        series_uid = _text(ds.get("SeriesInstanceUID"))
-        info = study.series.get(series_uid)
-        if info is None:
-            number = ds.get("SeriesNumber")
-            info = SeriesInfo(
-                series_uid=series_uid,
-                modality=modality,
-                frame_of_reference_uid=_text(ds.get("FrameOfReferenceUID")),
-                series_number=int(number) if number not in (None, "") else None,
-                description=_text(ds.get("SeriesDescription")),
-                image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
-                corrected=tuple(str(v).upper() for v in (ds.get("CorrectedImage") or ())),
-                units=_text(ds.get("Units")).upper(),
-            )
-            study.series[series_uid] = info
-        info.files.append(str(path))
+        _add_file(result, path, label, key, by_sop)
+    for study in result.studies.values():
+        for info in study.series.values():
+            info.label = series_label(info.series_number, info.series_uid, key)
     return result
 
 
-def _is_image_storage(ds) -> bool:
-    """Whether the file meta / SOPClassUID names an image storage class (CT, PET, ...)."""
-    uid = ds.file_meta.get("MediaStorageSOPClassUID") if getattr(ds, "file_meta", None) else None
-    uid = uid or ds.get("SOPClassUID")
-    if not uid:
-        return False
+def _add_file(result: Discovery, path: Path, label: str, key: str, by_sop: dict) -> None:
+    ds, problem, partial = _read_header(path)
+    study_uid = _text(ds.get("StudyInstanceUID")) if ds is not None else ""
+    if ds is None or (partial and not study_uid):
+        result.skipped.append((label, problem or "not a DICOM file"))
+        return
+    if not study_uid:
+        image = "Image Storage" in _sop_class_name(_sop_class(ds))
+        why = ("truncated or corrupt DICOM: an image file whose header ends before StudyInstanceUID"
+               if image else "DICOM without StudyInstanceUID (e.g. DICOMDIR)")
+        result.skipped.append((label, why))
+        return
+    study = _study(result, study_uid, key)
+    study.file_labels[str(path)] = label
+    if partial:
+        study.corrupt.append((label, problem))
+        return
+    kind, reason = classify(ds)
+    if kind == "corrupt":
+        study.corrupt.append((label, reason))
+        return
+    if kind == "skip":
+        study.skipped.append((label, reason))
+        result.skipped.append((label, reason))
+        return
+    sop_uid = _text(ds.get("SOPInstanceUID"))
+    twin = by_sop.get((study_uid, sop_uid))
+    if twin is not None:
+        same = _same_pixels(twin, str(path))
+        why = f"identical duplicate export of {study.file_labels[twin]} (same SOPInstanceUID and pixels)"
+        if same:
+            study.skipped.append((label, why))
+            result.skipped.append((label, why))
+        else:
+            study.corrupt.append((label, f"same SOPInstanceUID as {study.file_labels[twin]} but different pixel data"))
+        return
+    by_sop[(study_uid, sop_uid)] = str(path)
+    _remember_identifiers(study, ds)
+    _add_to_series(study, ds, kind, str(path))
+
+
+def _same_pixels(a: str, b: str) -> bool:
     try:
-        return "Image Storage" in pydicom.uid.UID(str(uid)).name
+        da, db = pydicom.dcmread(a), pydicom.dcmread(b)
+        if da.get("PixelData") == db.get("PixelData"):
+            return True
+        return bool(np.array_equal(da.pixel_array, db.pixel_array))
     except Exception:
         return False
+
+
+def _remember_identifiers(study: StudyFiles, ds) -> None:
+    for tag in ("PatientName", "PatientID", "PatientBirthDate"):
+        value = _text(ds.get(tag))
+        if value:
+            study._identifiers.add(value)
+            if tag == "PatientName":
+                study._identifiers.update(p for p in value.split("^") if len(p) > 1)
+
+
+def _add_to_series(study: StudyFiles, ds, kind: str, path: str) -> None:
+    source = ds
+    series_uid = _text(ds.get("SeriesInstanceUID"))
+    key = series_uid if kind == "slice" else f"{series_uid}/{_text(ds.get('SOPInstanceUID'))}"
+    info = study.series.get(key)
+    if kind == "multiframe":  # legacy-converted objects keep CorrectedImage etc. in the functional groups
+        ds = frame_headers(ds)[0]
+    if info is None:
+        number = ds.get("SeriesNumber")
+        info = SeriesInfo(
+            series_uid=key,
+            modality=_text(ds.get("Modality")).upper(),
+            frame_of_reference_uid=_text(ds.get("FrameOfReferenceUID")),
+            series_number=int(number) if number not in (None, "") else None,
+            image_type=_values(ds.get("ImageType")),
+            corrected=_values(ds.get("CorrectedImage")),
+            attenuation_correction_method=_text(ds.get("AttenuationCorrectionMethod")).upper(),
+            decay_correction=_text(ds.get("DecayCorrection")).upper(),
+            units=_text(ds.get("Units")).upper(),
+            enhanced=kind == "multiframe",
+            sop_class_uid=_sop_class(ds),
+            convolution_kernel="\\".join(_values(ds.get("ConvolutionKernel"))),
+            z_range_mm=(np.inf, -np.inf),
+        )
+        study.series[key] = info
+    positions, iop, thickness = _positions(source, kind)
+    info.normal = tuple(float(v) for v in np.cross(iop[:3], iop[3:]))  # type: ignore[assignment]
+    info.slice_thickness_mm = thickness
+    info.z_range_mm = (min(info.z_range_mm[0], float(positions[:, 2].min())),
+                       max(info.z_range_mm[1], float(positions[:, 2].max())))
+    info.n_slices += len(positions)
+    info.files.append(path)
 
 
 def _study(result: Discovery, study_uid: str, key: str) -> StudyFiles:
@@ -249,64 +400,9 @@ def _study(result: Discovery, study_uid: str, key: str) -> StudyFiles:
     return study
 
 
-def _ct_score(info: SeriesInfo) -> tuple:
-    joined = "\\".join(info.image_type)
-    is_volume = not any(t in joined for t in NON_VOLUME_IMAGE_TYPES)
-    return (is_volume, len(info.files))
+from colearn_pipeline.dicom.selection import SelectionRules, SeriesChoice, choose_series, select_ct_pet  # noqa: E402
 
-
-def _pet_score(info: SeriesInfo) -> tuple:
-    return ("ATTN" in info.corrected, len(info.files))
-
-
-def select_ct_pet(study: StudyFiles, root: str | None = None) -> tuple[SeriesInfo, SeriesInfo, str]:
-    """Pick the CT and the PET series of a study.
-
-    Rules: CT series that are volumes (not localizers/scouts) before others, then the most
-    slices; PET series that are attenuation corrected (CorrectedImage has ATTN) before others,
-    then the most slices; a CT/PET pair sharing a FrameOfReferenceUID before any other pair.
-
-    Parameters
-    ----------
-    study : StudyFiles
-    root : str, optional
-        Files are named relative to it in messages.
-
-    Returns
-    -------
-    (SeriesInfo, SeriesInfo, str)
-        CT, PET, and a sentence recording the choice (for the manifest).
-
-    Raises
-    ------
-    DicomStudyError
-        No CT, no PET, or no CT/PET pair in one frame of reference.
-    """
-
-    def rel(p: str) -> str:
-        return study.redact(os.path.relpath(p, root) if root else p)
-
-    cts = sorted((s for s in study.series.values() if s.modality == "CT"), key=_ct_score, reverse=True)
-    pets = sorted((s for s in study.series.values() if s.modality == "PT"), key=_pet_score, reverse=True)
-    if not cts and not pets:
-        raise DicomStudyError(study.pseudonym, "-", "study has no CT and no PET image series")
-    if not pets:
-        raise DicomStudyError(
-            study.pseudonym, rel(sorted(cts[0].files)[0]),
-            f"study has a CT series ({len(cts[0].files)} files) but no PET series",
-        )
-    if not cts:
-        raise DicomStudyError(
-            study.pseudonym, rel(sorted(pets[0].files)[0]),
-            f"study has a PET series ({len(pets[0].files)} files) but no CT series",
-        )
-    pairs = [(c, p) for c in cts for p in pets if c.frame_of_reference_uid and c.frame_of_reference_uid == p.frame_of_reference_uid]
-    if not pairs:
-        raise DicomStudyError(
-            study.pseudonym, rel(sorted(pets[0].files)[0]),
-            "PET and CT have different FrameOfReferenceUID (not registered by the scanner); "
-            f"CT file {rel(sorted(cts[0].files)[0])}",
-        )
-    ct, pet = pairs[0]
-    note = f"CT: {ct.summary()} of {len(cts)} CT series; PET: {pet.summary()} of {len(pets)} PET series"
-    return ct, pet, study.redact(note)
+__all__ = [
+    "Discovery", "SelectionRules", "SeriesChoice", "SeriesInfo", "StudyFiles", "choose_series", "classify",
+    "discover", "iter_files", "select_ct_pet",
+]

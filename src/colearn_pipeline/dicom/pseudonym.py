@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import hmac
 
 DEFAULT_PSEUDONYM_KEY = "colearn-pipeline"
@@ -30,3 +31,19 @@ def pseudonymise(study_instance_uid: str, key: str = DEFAULT_PSEUDONYM_KEY) -> s
         raise ValueError("StudyInstanceUID is empty: cannot derive a pseudonym")
     digest = hmac.new(key.encode(), str(study_instance_uid).strip().encode(), hashlib.sha256)
     return PSEUDONYM_PREFIX + digest.hexdigest()[:PSEUDONYM_HEX_DIGITS]
+
+
+def short_hash(text: str, key: str = DEFAULT_PSEUDONYM_KEY, digits: int = 10) -> str:
+    """``digits`` hexadecimal digits of HMAC-SHA256(key, text): a name that reveals nothing of ``text``."""
+    return hmac.new(key.encode(), str(text).encode(), hashlib.sha256).hexdigest()[:digits]
+
+
+def file_label(relative_path: str, key: str = DEFAULT_PSEUDONYM_KEY) -> str:
+    """The name a raw file goes by in messages and outputs: ``"file-"`` + a hash of its relative path."""
+    return "file-" + short_hash(str(relative_path).replace(os.sep, "/"), key)
+
+
+def series_label(series_number: int | None, series_uid: str, key: str = DEFAULT_PSEUDONYM_KEY) -> str:
+    """The name of a series in messages and outputs: ``"series-<SeriesNumber>-<hash of its UID>"``."""
+    number = "x" if series_number is None else str(series_number)
+    return f"series-{number}-{short_hash(series_uid, key, 6)}"

@@ -12,14 +12,17 @@ problem.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.uid import UID
 
 from colearn_pipeline.dicom.errors import DicomSeriesError
+from colearn_pipeline.dicom.multiframe import frame_headers, is_multiframe
 
 #: Direction cosines of two slices agree when no component differs by more than this.
 ORIENTATION_TOLERANCE = 1e-4
@@ -31,6 +34,8 @@ SPACING_RELATIVE_TOLERANCE = 0.01
 INPLANE_TOLERANCE_MM = 0.01
 #: Pixel spacings of two slices agree within this (mm).
 PIXEL_SPACING_TOLERANCE_MM = 1e-4
+#: CT value given to PixelPaddingValue pixels (air) unless the caller names another.
+AIR_HU = -1000.0
 
 
 @dataclass
@@ -118,88 +123,127 @@ def _floats(ds: Dataset, keyword: str, n: int, study: str, label: str) -> np.nda
     return out
 
 
-def _read_one(path: str, study: str, label: str) -> tuple[Dataset, np.ndarray]:
-    """Read one file fully and return (header without pixels, rescaled float32 2-D slice)."""
+def _decode_problem(ds: Dataset, exc: Exception) -> str:
+    """Why the pixel data could not be decoded: the transfer syntax and the decoder that is missing."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None:
+        return f"pixel data cannot be decoded, no TransferSyntaxUID in the file meta ({type(exc).__name__}: {exc})"
+    ts = UID(str(ts))
+    name = f"transfer syntax {ts.name} ({ts})"
+    if not ts.is_compressed:
+        return f"pixel data of {name} cannot be read: file truncated or corrupt ({type(exc).__name__}: {exc})"
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return f"{name} cannot be decoded: pydicom has no pixel-data decoder for it (convert the series to another syntax)"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+        return f"{name} cannot be decoded: no decoder plugin installed ({missing})"
+    plugins = ", ".join(decoder.available_plugins)
+    return (
+        f"pixel data of {name} could not be decoded by the installed plugin(s) {plugins}: damaged or "
+        f"non-conformant codestream ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    )
+
+
+def _rescale(ds: Dataset, study: str, label: str) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept; a slope that is 0, negative or not finite is refused."""
+    slope, intercept = 1.0, 0.0
+    if ds.get("RescaleSlope") not in (None, ""):
+        try:
+            slope = float(ds.RescaleSlope)
+        except (TypeError, ValueError) as exc:
+            raise DicomSeriesError(study, label, f"RescaleSlope (0028,1053) is not a number: {ds.RescaleSlope!r}") from exc
+        if not np.isfinite(slope) or slope <= 0:
+            raise DicomSeriesError(study, label, f"RescaleSlope (0028,1053) must be > 0 and finite, got {slope!r}")
+    if ds.get("RescaleIntercept") not in (None, ""):
+        try:
+            intercept = float(ds.RescaleIntercept)
+        except (TypeError, ValueError) as exc:
+            raise DicomSeriesError(study, label, f"RescaleIntercept (0028,1052) is not a number: {ds.RescaleIntercept!r}") from exc
+        if not np.isfinite(intercept):
+            raise DicomSeriesError(study, label, f"RescaleIntercept (0028,1052) must be finite, got {intercept!r}")
+    return slope, intercept
+
+
+def _padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
+    """Stored pixels that are PixelPaddingValue (or within the padding range), else None."""
+    pad = ds.get("PixelPaddingValue")
+    if pad is None:
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if limit is None:
+        return stored == int(pad)
+    low, high = sorted((int(pad), int(limit)))
+    return (stored >= low) & (stored <= high)
+
+
+def _to_real(ds: Dataset, stored: np.ndarray, study: str, label: str, padding_value: float) -> np.ndarray:
+    """Stored pixels -> float32 real-world values (HU, Bq/mL); padding pixels become ``padding_value``."""
+    slope, intercept = _rescale(ds, study, label)
+    # float64 multiply then cast: slope*stored can exceed float32 precision for large PET values
+    image = stored.astype(np.float64) * slope + intercept
+    if image.size and not np.abs(image).max() <= np.finfo(np.float32).max:
+        raise DicomSeriesError(
+            study, label, f"RescaleSlope (0028,1053) {slope!r} gives values beyond the float32 range (implausible slope)"
+        )
+    pad = _padding_mask(ds, stored)
+    if pad is not None:
+        image[pad] = padding_value
+    return image.astype(np.float32)
+
+
+def read_image(path: str, study: str = "-", label: str | None = None, padding_value: float | None = None) -> list[tuple[Dataset, np.ndarray]]:
+    """Read one file fully and return (header without pixels, rescaled float32 2-D slice) per frame.
+
+    A classic image gives one pair; an enhanced (or legacy-converted) multi-frame object gives one
+    pair per frame, each header flattened from the functional groups (:mod:`.multiframe`).
+    ``label`` names the file in messages (default: ``path``); ``padding_value`` replaces
+    PixelPaddingValue pixels (default: -1000 HU for CT, 0 for PET).
+    """
+    label = str(path) if label is None else label
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types for corrupt input
-        raise DicomSeriesError(study, label, f"corrupt or unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+        why = str(exc).replace(os.fspath(path), label)  # an OSError repeats the raw path
+        raise DicomSeriesError(study, label, f"corrupt or unreadable DICOM ({type(exc).__name__}: {why})") from exc
     if "PixelData" not in ds:
         raise DicomSeriesError(study, label, "no pixel data (truncated file or not an image)")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise DicomSeriesError(study, label, "multi-frame images are not supported (one slice per file expected)")
     try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise DicomSeriesError(
-            study, label, f"pixel data cannot be decoded, file truncated or corrupt ({type(exc).__name__}: {exc})"
-        ) from exc
-    if pixels.ndim != 2:
-        raise DicomSeriesError(study, label, f"expected a 2-D single-sample image, got pixel array {pixels.shape}")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    # float64 multiply then cast: slope*stored can exceed float32 precision for large PET values
-    image = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
-    del ds.PixelData
-    return ds, image
+        raise DicomSeriesError(study, label, _decode_problem(ds, exc)) from exc
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames > 1 or is_multiframe(ds):
+        pixels = pixels.reshape((n_frames, *pixels.shape[-2:])) if pixels.ndim >= 2 else pixels
+        headers = frame_headers(ds)
+    else:
+        headers = [ds]
+        pixels = pixels[None]
+    if pixels.ndim != 3 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise DicomSeriesError(study, label, f"expected single-sample grey-level frames, got pixel array {pixels.shape}")
+    if padding_value is None:
+        padding_value = AIR_HU if str(ds.get("Modality", "")).upper() == "CT" else 0.0
+    out = []
+    for frame_ds, stored in zip(headers, pixels):
+        out.append((frame_ds, _to_real(frame_ds, stored, study, label, padding_value)))
+    if "PixelData" in ds:
+        del ds.PixelData
+    return out
 
 
-def read_series(
-    files: Sequence[str | os.PathLike],
-    study: str = "-",
-    *,
-    root: str | os.PathLike | None = None,
-    orientation_tolerance: float = ORIENTATION_TOLERANCE,
-    duplicate_tolerance_mm: float = DUPLICATE_TOLERANCE_MM,
-    spacing_relative_tolerance: float = SPACING_RELATIVE_TOLERANCE,
-    inplane_tolerance_mm: float = INPLANE_TOLERANCE_MM,
-) -> SeriesVolume:
-    """Read and validate one image series.
-
-    Parameters
-    ----------
-    files : sequence of path-like
-        The series' files, in any order (one slice each).
-    study : str
-        The study's pseudonym, used in error messages.
-    root : path-like, optional
-        Files are named relative to this folder in messages.
-    orientation_tolerance : float
-        Largest difference between direction cosines of two slices.
-    duplicate_tolerance_mm : float
-        Slices closer than this along the normal are duplicates.
-    spacing_relative_tolerance : float
-        Largest relative deviation of a slice gap from the median gap.
-    inplane_tolerance_mm : float
-        Largest in-plane drift of slice origins (a tilted or sheared stack is refused).
-
-    Returns
-    -------
-    SeriesVolume
-
-    Raises
-    ------
-    DicomSeriesError
-        Naming the study, the file and the problem.
-    """
-    root_s = os.fspath(root) if root is not None else None
-    paths = [os.fspath(f) for f in files]
-    if not paths:
-        raise DicomSeriesError(study, "-", "empty series (no files)")
-    headers: list[Dataset] = []
-    slices: list[np.ndarray] = []
-    labels = [_label(p, root_s) for p in paths]
-    for path, label in zip(paths, labels):
-        ds, image = _read_one(path, study, label)
-        headers.append(ds)
-        slices.append(image)
-
+def _consistent_geometry(
+    headers: list[Dataset], slices: list[np.ndarray], labels: list[str], study: str, orientation_tolerance: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check that every slice shares series, orientation, pixel spacing and size with the first;
+    return (ImageOrientationPatient, PixelSpacing, positions ``(n, 3)``)."""
     first = headers[0]
     series_uid = first.get("SeriesInstanceUID")
     iop0 = _floats(first, "ImageOrientationPatient", 6, study, labels[0])
     ps0 = _floats(first, "PixelSpacing", 2, study, labels[0])
     shape0 = slices[0].shape
-    positions = np.empty((len(paths), 3), dtype=np.float64)
+    positions = np.empty((len(headers), 3), dtype=np.float64)
     for i, (ds, image, label) in enumerate(zip(headers, slices, labels)):
         if ds.get("SeriesInstanceUID") != series_uid:
             raise DicomSeriesError(study, label, "file belongs to another series (SeriesInstanceUID differs)")
@@ -217,20 +261,13 @@ def read_series(
             )
         positions[i] = _floats(ds, "ImagePositionPatient", 3, study, label)
 
-    row_cos, col_cos = iop0[:3], iop0[3:]
-    if abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3 or abs(row_cos @ col_cos) > 1e-3:
-        raise DicomSeriesError(study, labels[0], f"ImageOrientationPatient {iop0.tolist()} is not orthonormal")
-    normal = np.cross(row_cos, col_cos)
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    along = along[order]
-    positions = positions[order]
-    headers = [headers[i] for i in order]
-    slices = [slices[i] for i in order]
-    paths = [paths[i] for i in order]
-    labels = [labels[i] for i in order]
+    return iop0, ps0, positions
 
-    if len(paths) > 1:
+
+def _slice_step(along, positions, normal, first, labels, study, duplicate_tolerance_mm, spacing_relative_tolerance,
+                inplane_tolerance_mm) -> float:
+    """The slice spacing from the sorted positions; duplicates, tilt, gaps and uneven spacing are refused."""
+    if len(along) > 1:
         gaps = np.diff(along)
         dup = np.flatnonzero(gaps < duplicate_tolerance_mm)
         if dup.size:
@@ -274,17 +311,98 @@ def read_series(
             raise DicomSeriesError(study, labels[0], "single-slice series without SliceThickness: no z spacing")
         step = float(spacing_tag)
 
-    array = np.stack(slices, axis=0)
-    spacing = (float(ps0[1]), float(ps0[0]), float(step))
-    direction = tuple(
-        float(v)
-        for v in np.column_stack([row_cos, col_cos, normal]).reshape(-1)
-    )
+    return step
+
+
+def _read_frames(files, study: str, root, padding_value, file_labels) -> tuple[list, list, list, list]:
+    """Every slice of ``files`` (frames of multi-frame objects included): headers, arrays, paths, labels."""
+    root_s = os.fspath(root) if root is not None else None
+    files = [os.fspath(f) for f in files]
+    if not files:
+        raise DicomSeriesError(study, "-", "empty series (no files)")
+    headers, slices, paths, labels = [], [], [], []
+    for path in files:
+        label = file_labels[path] if file_labels and path in file_labels else _label(path, root_s)
+        frames = read_image(path, study, label, padding_value)
+        for i, (ds, image) in enumerate(frames):
+            headers.append(ds)
+            slices.append(image)
+            paths.append(path)
+            labels.append(label if len(frames) == 1 else f"{label} frame {i + 1}")
+    return headers, slices, paths, labels
+
+
+def read_series(
+    files: Sequence[str | os.PathLike],
+    study: str = "-",
+    *,
+    root: str | os.PathLike | None = None,
+    orientation_tolerance: float = ORIENTATION_TOLERANCE,
+    duplicate_tolerance_mm: float = DUPLICATE_TOLERANCE_MM,
+    spacing_relative_tolerance: float = SPACING_RELATIVE_TOLERANCE,
+    inplane_tolerance_mm: float = INPLANE_TOLERANCE_MM,
+    padding_value: float | None = None,
+    file_labels: Mapping[str, str] | None = None,
+) -> SeriesVolume:
+    """Read and validate one image series.
+
+    Parameters
+    ----------
+    files : sequence of path-like
+        The series' files, in any order: one slice each (classic), or one enhanced /
+        legacy-converted multi-frame object whose frames are the slices.
+    study : str
+        The study's pseudonym, used in error messages.
+    root : path-like, optional
+        Files are named relative to this folder in messages.
+    orientation_tolerance : float
+        Largest difference between direction cosines of two slices.
+    duplicate_tolerance_mm : float
+        Slices closer than this along the normal are duplicates.
+    spacing_relative_tolerance : float
+        Largest relative deviation of a slice gap from the median gap.
+    inplane_tolerance_mm : float
+        Largest in-plane drift of slice origins (a tilted or sheared stack is refused).
+    padding_value : float, optional
+        Real-world value given to pixels equal to PixelPaddingValue (0028,0120) (or within
+        PixelPaddingRangeLimit); default air (-1000 HU) for CT and 0 for PET.
+    file_labels : mapping of str to str, optional
+        Names to use for files in messages (e.g. :attr:`StudyFiles.file_labels`, hashes of the
+        relative paths); default the path relative to ``root``.
+
+    Returns
+    -------
+    SeriesVolume
+
+    Raises
+    ------
+    DicomSeriesError
+        Naming the study, the file and the problem.
+    """
+    headers, slices, paths, labels = _read_frames(files, study, root, padding_value, file_labels)
+    first = headers[0]
+    iop0, ps0, positions = _consistent_geometry(headers, slices, labels, study, orientation_tolerance)
+    row_cos, col_cos = iop0[:3], iop0[3:]
+    if abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3 or abs(row_cos @ col_cos) > 1e-3:
+        raise DicomSeriesError(study, labels[0], f"ImageOrientationPatient {iop0.tolist()} is not orthonormal")
+    normal = np.cross(row_cos, col_cos)
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along = along[order]
+    positions = positions[order]
+    headers = [headers[i] for i in order]
+    slices = [slices[i] for i in order]
+    paths = [paths[i] for i in order]
+    labels = [labels[i] for i in order]
+
+    step = _slice_step(along, positions, normal, first, labels, study, duplicate_tolerance_mm,
+                       spacing_relative_tolerance, inplane_tolerance_mm)
+    direction = tuple(float(v) for v in np.column_stack([row_cos, col_cos, normal]).reshape(-1))
     return SeriesVolume(
-        array=array,
+        array=np.stack(slices, axis=0),
         datasets=headers,
         files=paths,
-        spacing_xyz_mm=spacing,
+        spacing_xyz_mm=(float(ps0[1]), float(ps0[0]), float(step)),
         origin_xyz_mm=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
         direction=direction,
         study=study,

@@ -175,6 +175,18 @@ class PhantomConfig:
     pet_bed_length_mm: float = 160.0
     pet_frame_duration_s: tuple[float, float] = (120.0, 180.0)
     philips_counts_per_bqml: tuple[float, float] = (0.2, 2.0)
+    # ---- archive realism (DICOM): how part of the cohort is stored, chosen by study index ----
+    # archive_transfer_syntaxes: study i is stored in syntaxes[i % len] (names of
+    #   phantom.dicomio.TRANSFER_SYNTAXES: explicit_le, implicit_le, deflate, rle, jpeg_ls,
+    #   jpeg_ls_near, jpeg2000, jpeg2000_lossy); empty = every study explicit VR little endian.
+    # archive_enhanced_every: every n-th study (index % n == n - 1) as one enhanced (legacy-converted)
+    #   multi-frame CT and PET object each; 0 = never.
+    # archive_clutter_every: every n-th study (index % n == n - 1; see dicomio.write_clutter)
+    #   also holds a scout, a thick second CT series, a coronal reformat, a non-attenuation-corrected
+    #   PET, a MIP secondary capture and an RT structure set; 0 = never.
+    archive_transfer_syntaxes: tuple[str, ...] = ()
+    archive_enhanced_every: int = 0
+    archive_clutter_every: int = 0
     tissue_hu: dict[int, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_HU))
     tissue_suv: dict[int, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_SUV))
 

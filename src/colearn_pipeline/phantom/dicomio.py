@@ -10,7 +10,18 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    PYDICOM_IMPLEMENTATION_UID,
+    RLELossless,
+    generate_uid,
+)
 
 from colearn_pipeline.phantom import config as C
 from colearn_pipeline.phantom.geometry import Grid
@@ -77,6 +88,8 @@ class StudyHeader:
     bed_length_mm: float
     counts_per_bqml: float
     uid_seed: tuple
+    transfer_syntax: str = "explicit_le"   # a TRANSFER_SYNTAXES name
+    enhanced: bool = False                 # one legacy-converted enhanced multi-frame object per series
 
     @property
     def style(self) -> dict:
@@ -156,14 +169,53 @@ def _geometry(ds: Dataset, grid: Grid, k: int) -> None:
     ds.InstanceNumber = nz - k
 
 
-def _save(ds: Dataset, path: Path) -> None:
+#: Transfer syntaxes the phantom can store a study in: name -> (UID, encoder options, lossless).
+#: Lossy options: JPEG-LS near-lossless ``jls_error`` is the codec's bound on the absolute error
+#: in stored values; JPEG 2000 lossy at compression ratio ``j2k_cr`` has no bound (OpenJPEG's
+#: PSNR target offsets flat frames), its tested error is an RMS within 1 % of each frame's range.
+TRANSFER_SYNTAXES: dict[str, tuple[str, dict, bool]] = {
+    "explicit_le": (ExplicitVRLittleEndian, {}, True),
+    "implicit_le": (ImplicitVRLittleEndian, {}, True),
+    "deflate": (DeflatedExplicitVRLittleEndian, {}, True),
+    "rle": (RLELossless, {}, True),
+    "jpeg_ls": (JPEGLSLossless, {}, True),
+    "jpeg_ls_near": (JPEGLSNearLossless, {"jls_error": 2}, False),
+    "jpeg2000": (JPEG2000Lossless, {}, True),
+    "jpeg2000_lossy": (JPEG2000, {"j2k_cr": [4.0]}, False),
+}
+
+
+def encode(ds: Dataset, syntax: str = "explicit_le") -> Dataset:
+    """Store ``ds`` in one of :data:`TRANSFER_SYNTAXES` (in place; pydicom's installed encoders).
+
+    JPEG 2000 needs frames of at least 32x32 pixels (OpenJPEG's default resolution levels).
+    """
+    if syntax not in TRANSFER_SYNTAXES:
+        raise ValueError(f"unknown transfer syntax {syntax!r}; choose one of {sorted(TRANSFER_SYNTAXES)}")
+    uid_, options, _ = TRANSFER_SYNTAXES[syntax]
+    if uid_ in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        ds.file_meta.TransferSyntaxUID = uid_
+    else:
+        ds.compress(uid_, **options)
+    return ds
+
+
+def _save(ds: Dataset, path: Path, syntax: str = "explicit_le") -> None:
+    if syntax != "explicit_le":
+        encode(ds, syntax)
     tmp = path.with_name(path.name + ".part")
     ds.save_as(tmp, enforce_file_format=True)
     os.replace(tmp, path)
 
 
-def write_ct(paths: list[Path], hu: np.ndarray, grid: Grid, h: StudyHeader) -> None:
-    """Write the CT series, one file per slice (``paths[k]`` holds slice ``k``)."""
+def write_ct(paths: list[Path], hu: np.ndarray, grid: Grid, h: StudyHeader, tweak=None, instance_tag: str = "") -> None:
+    """Write the CT series, one file per slice (``paths[k]`` holds slice ``k``).
+
+    ``tweak(ds, k)`` may change a slice's tags before it is stored (archive clutter; then give an
+    ``instance_tag`` so SOPInstanceUIDs differ from the main series'); with
+    ``h.enhanced`` the series becomes one multi-frame object at ``paths[0]``.
+    """
+    datasets = []
     signed = h.style["ct_signed"]
     stored = (hu.astype(np.int32) - int(C.CT_RESCALE_INTERCEPT))
     stored = stored.astype(np.int16 if signed else np.uint16)
@@ -189,8 +241,11 @@ def write_ct(paths: list[Path], hu: np.ndarray, grid: Grid, h: StudyHeader) -> N
         ds.RescaleType = "HU"
         ds.WindowCenter, ds.WindowWidth = CT_WINDOW
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        _finish(ds, CT_IMAGE_STORAGE, uid(*h.uid_seed, "ct", k))
-        _save(ds, paths[k])
+        _finish(ds, CT_IMAGE_STORAGE, uid(*h.uid_seed, instance_tag or "ct", k))
+        if tweak is not None:
+            tweak(ds, k)
+        datasets.append(ds)
+    _store(datasets, paths, h)
 
 
 def encode_pet(suv: np.ndarray, h: StudyHeader) -> tuple[np.ndarray, list[str], np.ndarray, dict]:
@@ -247,8 +302,10 @@ def encode_pet(suv: np.ndarray, h: StudyHeader) -> tuple[np.ndarray, list[str], 
     return pixels, slopes, decoded_suv.astype(np.float32), info
 
 
-def write_pet(paths: list[Path], pixels: np.ndarray, slopes: list[str], grid: Grid, h: StudyHeader, info: dict) -> None:
-    """Write the PET series, one file per slice (``paths[k]`` holds slice ``k``)."""
+def write_pet(paths: list[Path], pixels: np.ndarray, slopes: list[str], grid: Grid, h: StudyHeader, info: dict,
+              tweak=None, instance_tag: str = "") -> None:
+    """Write the PET series, one file per slice (``paths[k]`` holds slice ``k``); ``tweak`` as in :func:`write_ct`."""
+    datasets = []
     nz = grid.shape_zyx[0]
     lam = np.log(2.0) / C.F18_HALF_LIFE_S
     dur = h.frame_duration_s
@@ -310,8 +367,121 @@ def write_pet(paths: list[Path], pixels: np.ndarray, slopes: list[str], grid: Gr
             block.add_new(C.PHILIPS_SUV_FACTOR_OFFSET, "DS", info["philips_suv_factor"])
             block.add_new(C.PHILIPS_ACTIVITY_FACTOR_OFFSET, "DS", info["philips_activity_factor"])
         ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
-        _finish(ds, PET_IMAGE_STORAGE, uid(*h.uid_seed, "pet", k))
-        _save(ds, paths[k])
+        _finish(ds, PET_IMAGE_STORAGE, uid(*h.uid_seed, instance_tag or "pet", k))
+        if tweak is not None:
+            tweak(ds, k)
+        datasets.append(ds)
+    _store(datasets, paths, h)
 
 
-__all__ = ["StudyHeader", "ds_str", "encode_pet", "uid", "write_ct", "write_pet"]
+def _store(datasets: list[Dataset], paths: list[Path], h: StudyHeader) -> None:
+    """Save a series: one file per slice, or (``h.enhanced``) one multi-frame object at ``paths[0]``."""
+    if not h.enhanced or len(datasets) < 2:
+        for ds, path in zip(datasets, paths):
+            _save(ds, path, h.transfer_syntax)
+        return
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage, LegacyConvertedEnhancedPETImage
+
+    first = datasets[0]
+    cls = LegacyConvertedEnhancedCTImage if first.Modality == "CT" else LegacyConvertedEnhancedPETImage
+    image = cls(datasets, first.SeriesInstanceUID, int(first.SeriesNumber),
+                uid(*h.uid_seed, first.SeriesInstanceUID, "multiframe"), 1)
+    _save(image, paths[0], h.transfer_syntax)
+
+
+__all__ = [
+    "TRANSFER_SYNTAXES", "StudyHeader", "archive_options", "ds_str", "encode", "encode_pet", "uid", "write_clutter",
+    "write_ct", "write_pet",
+]
+
+
+# ---- archive clutter (what a hospital export holds beside the two series the pipeline needs) ----
+SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+def _clutter_object(path: Path, h: StudyHeader, sop_class: str, modality: str, number: int, tag: str) -> Dataset:
+    ds = Dataset()
+    _common(ds, h, modality, uid(*h.uid_seed, tag, "series"), h.pet_start)
+    del ds.ImageOrientationPatient  # neither object is a slice in patient space
+    ds.SeriesNumber = number
+    return _finish(ds, sop_class, uid(*h.uid_seed, tag, "instance"))
+
+
+def write_clutter(folder: Path, hu: np.ndarray, ct_grid: Grid, pixels: np.ndarray, slopes: list[str],
+                  pet_grid: Grid, h: StudyHeader, info: dict, name) -> int:
+    """Write the archive clutter of one study into ``folder``; return the number of files written.
+
+    A scout (LOCALIZER, one coronal image), a thick second CT series (every second slice, sharp
+    kernel), a coronal reformat (DERIVED\\PRIMARY\\REFORMATTED, more images than slices would
+    suggest), a non-attenuation-corrected PET (no ATTN/SCAT in CorrectedImage,
+    AttenuationCorrectionMethod NONE), a MIP secondary capture and an RT structure set.
+    ``name()`` gives a fresh file name. The classic series of the study stay the ones to choose.
+    """
+    import dataclasses
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plain = dataclasses.replace(h, enhanced=False)
+    nz, ny, nx = ct_grid.shape_zyx
+    (sx, sy, sz), (x0, y0, z0) = ct_grid.spacing_xyz_mm, ct_grid.origin_xyz_mm
+    count = 0
+
+    def series(tag: str, number: int, image_type: list[str], **tags):
+        def tweak(ds, k):
+            ds.SeriesNumber, ds.ImageType = number, image_type
+            for key, value in tags.items():
+                setattr(ds, key, value(k) if callable(value) else value)
+        return dataclasses.replace(plain, ct_series_uid=uid(*h.uid_seed, tag), pet_series_uid=uid(*h.uid_seed, tag)), tweak
+
+    thick_grid = Grid((len(range(0, nz, 2)), ny, nx), (sx, sy, 2 * sz), (x0, y0, z0))
+    hh, tweak = series("thick", 5, ["ORIGINAL", "PRIMARY", "AXIAL"], ConvolutionKernel="B70f",
+                       SliceThickness=ds_str(2 * sz))
+    write_ct([folder / name() for _ in range(thick_grid.shape_zyx[0])], hu[::2], thick_grid, hh, tweak, "thick")
+    count += thick_grid.shape_zyx[0]
+    step = max(1, ny // 8)
+    coronal = hu[:, ::step, :].transpose(1, 0, 2)[:, ::-1, :]  # rows run head to feet
+    cor_grid = Grid(coronal.shape, (sx, sz, step * sy), (x0, y0, z0))
+    z_top = z0 + (nz - 1) * sz
+    hh, tweak = series("coronal", 6, ["DERIVED", "PRIMARY", "REFORMATTED"],
+                       ImageOrientationPatient=["1", "0", "0", "0", "0", "-1"],
+                       ImagePositionPatient=lambda k: [ds_str(x0), ds_str(y0 + k * step * sy), ds_str(z_top)])
+    write_ct([folder / name() for _ in range(coronal.shape[0])], coronal, cor_grid, hh, tweak, "coronal")
+    count += coronal.shape[0]
+    scout_grid = Grid((1, nz, nx), (sx, sz, sy), (x0, y0 + ny * sy / 2, z0))
+    hh, tweak = series("scout", 1, ["ORIGINAL", "PRIMARY", "LOCALIZER"],
+                       ImageOrientationPatient=["1", "0", "0", "0", "0", "-1"],
+                       ImagePositionPatient=[ds_str(x0), ds_str(y0 + ny * sy / 2), ds_str(z_top)])
+    write_ct([folder / name()], hu[::-1, ny // 2, :][None], scout_grid, hh, tweak, "scout")
+    hh, tweak = series("nac", 4, ["ORIGINAL", "PRIMARY"], SeriesDescription="PET WB NAC",
+                       CorrectedImage=[c for c in PET_CORRECTIONS if c not in ("ATTN", "SCAT")],
+                       AttenuationCorrectionMethod="NONE")
+    write_pet([folder / name() for _ in range(pet_grid.shape_zyx[0])], pixels, slopes, pet_grid, hh, info, tweak, "nac")
+    count += 1 + pet_grid.shape_zyx[0]
+    mip = _clutter_object(folder, h, SECONDARY_CAPTURE_STORAGE, "PT", 7, "mip")
+    image = pixels.max(axis=1)[::-1].astype(np.uint16)
+    mip.ImageType = ["DERIVED", "SECONDARY", "MIP"]
+    mip.Rows, mip.Columns = image.shape
+    mip.PixelRepresentation = 0
+    mip.PixelData = np.ascontiguousarray(image).tobytes()
+    _save(mip, folder / name())
+    rtss = _clutter_object(folder, h, RT_STRUCTURE_SET_STORAGE, "RTSTRUCT", 8, "rtstruct")
+    for keyword in ("SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit"):
+        if keyword in rtss:
+            delattr(rtss, keyword)
+    rtss.StructureSetLabel = "AUTO"
+    rtss.StructureSetROISequence = Sequence([])
+    _save(rtss, folder / name())
+    return count + 2
+
+
+def archive_options(cfg, index: int) -> dict:
+    """The StudyHeader fields (transfer syntax, enhanced) of study ``index`` under ``cfg``'s archive options."""
+    syntaxes = tuple(cfg.archive_transfer_syntaxes or ())
+    for name in syntaxes:
+        if name not in TRANSFER_SYNTAXES:
+            raise ValueError(f"archive_transfer_syntaxes: unknown {name!r}; choose from {sorted(TRANSFER_SYNTAXES)}")
+    every = int(cfg.archive_enhanced_every or 0)
+    return {
+        "transfer_syntax": syntaxes[index % len(syntaxes)] if syntaxes else "explicit_le",
+        "enhanced": bool(every) and index % every == every - 1,
+    }

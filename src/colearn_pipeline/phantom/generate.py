@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import json
 import logging
@@ -19,7 +21,16 @@ import SimpleITK as sitk
 from colearn_pipeline.dicom.pseudonym import pseudonymise
 from colearn_pipeline.phantom import config as C
 from colearn_pipeline.phantom.anatomy import rasterise, sample_anatomy
-from colearn_pipeline.phantom.dicomio import StudyHeader, ds_str, encode_pet, uid, write_ct, write_pet
+from colearn_pipeline.phantom.dicomio import (
+    StudyHeader,
+    archive_options,
+    ds_str,
+    encode_pet,
+    uid,
+    write_clutter,
+    write_ct,
+    write_pet,
+)
 from colearn_pipeline.phantom.geometry import Grid
 from colearn_pipeline.phantom.imaging import (
     add_pet_noise,
@@ -234,8 +245,14 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
     pet_paths = [pet_dir / fresh() for _ in range(n_slices)]
     ct_dir.mkdir(parents=True, exist_ok=True)
     pet_dir.mkdir(parents=True, exist_ok=True)
+    # ---- archive realism (DICOM): transfer syntax, enhanced objects and clutter, by study index
+    header = dataclasses.replace(header, **archive_options(cfg, index))
     write_ct(ct_paths, hu, ct_grid, header)
     write_pet(pet_paths, pixels, slopes, pet_grid, header, pet_info)
+    if cfg.archive_clutter_every and index % cfg.archive_clutter_every == cfg.archive_clutter_every - 1:
+        write_clutter(out / study_dir / _hex(fr, 8), hu, ct_grid, pixels, slopes, pet_grid, header, pet_info, fresh)
+    n_dicom_files = sum(1 for p in (out / study_dir).rglob("*") if p.is_file())
+    # ---- end of the archive block
 
     # ---- report and truth
     report_rel = f"reports/{_hex(fr, 12)}.json"
@@ -276,7 +293,7 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
     }
     _atomic_text(truth / "study.json", json.dumps(study, indent=2) + "\n")
     return {"index": int(index), "pseudonym": pseudonym, "convention": conv, "n_slices": n_slices,
-            "n_lesions": len(lesions), "n_dicom_files": 2 * n_slices, "dicom_dir": study_dir,
+            "n_lesions": len(lesions), "n_dicom_files": n_dicom_files, "dicom_dir": study_dir,
             "report": report_rel, "truth_dir": f"phantom_truth/{pseudonym}",
             "myocardium_suv_true": round(myo, 3)}
 
