@@ -108,8 +108,13 @@ def test_inconsistent_orientation_and_size(tmp_path):
     assert err.value.file == files[4].name
     _, files_b = _series(tmp_path / "b", shape=(3, 10, 12))
     _, files_c = _series(tmp_path / "c", shape=(3, 10, 10), origin_xyz_mm=(0, 0, 7.5))
-    with pytest.raises(DicomSeriesError, match="series|size"):
+    with pytest.raises(DicomSeriesError, match="another series"):
         read_series(files_b + files_c, study="study-abc")
+    series_uid = generate_uid()
+    _, files_d = _series(tmp_path / "d", shape=(3, 10, 12), series_uid=series_uid)
+    _, files_e = _series(tmp_path / "e", shape=(3, 10, 10), origin_xyz_mm=(0, 0, 7.5), series_uid=series_uid)
+    with pytest.raises(DicomSeriesError, match=r"inconsistent size: 10x10 != 10x12"):
+        read_series(files_d + files_e, study="study-abc")
 
 
 def test_gantry_tilt_is_refused(tmp_path):
