@@ -1,12 +1,12 @@
 """The researcher's first notebook, ``notebooks/first_look.ipynb``, executed headless.
 
-The slow test copies the project (``copy_project``: pyproject, conf and an empty src; the package is
-the installed one) with a ``test`` environment of 3 tiny phantom studies, 32x32 model input and a
-width-4 co-learning net trained for one epoch; ``kedro run --to-outputs colearn.model`` writes the
-phantom, preprocesses it and trains only the co-learning net, tracked in a SQLite MLflow store of the
-copy. nbclient then executes the notebook from the copy's ``notebooks/`` folder in a kernel of this
-Python (a kernelspec in a temporary folder, nothing registered globally), and the test reads the
-outputs of its cells.
+The slow tests copy the project (``copy_project``: pyproject, conf and an empty src; the package is
+the installed one) with the tiny ``test`` environment of ``test_pipeline_e2e`` (tiny phantom, 32x32
+model input, width-4 nets, one epoch) and 3 studies; ``kedro run --to-outputs colearn.model`` writes
+the phantom, preprocesses it and trains only the co-learning net, tracked in a SQLite MLflow store of
+the copy. nbclient then executes the notebook from the copy's ``notebooks/`` folder in a kernel of
+this Python (a kernelspec in a temporary folder, nothing registered globally), and the tests read
+the outputs of its cells.
 """
 
 from __future__ import annotations
@@ -28,20 +28,12 @@ from matplotlib.image import imread
 from nbclient import NotebookClient
 
 from colearn_pipeline.training import load_model
+from test_pipeline_e2e import MODEL_SIZE, TEST_ENV
 from test_train_eval_e2e import copy_project, kedro, project_env
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "first_look.ipynb"
-WIDTH = 4
-MODEL_SIZE = 32
-TEST_ENV = f"""
-phantom: {{n_studies: 3, size: tiny, seed: 11, workers: 1}}
-preprocess: {{workers: 0, model_size: [{MODEL_SIZE}, {MODEL_SIZE}]}}
-model: {{width: {WIDTH}, depth: 2}}
-training: {{epochs: 1, batch_size: 4, learning_rate: 0.05, l2_lambda: 0.0001, progress: false}}
-evaluation: {{device: cpu}}
-mlflow: {{enabled: true, experiment_name: notebook, log_models: false}}
-"""
+N_STUDIES = 3  # the fewest a study-level split with two training folds takes
 KERNEL_NAME = "colearn-notebook-test"
 
 
@@ -91,7 +83,8 @@ def executed(tmp_path_factory) -> tuple[Path, nbformat.NotebookNode]:
                   "08_reporting"):
         (root / "data" / layer).mkdir(parents=True)
     (root / "notebooks").mkdir()
-    kedro(root, "run", "--env", "test", "--to-outputs", "colearn.model", timeout=600)
+    kedro(root, "run", "--env", "test", "--params", f"phantom.n_studies={N_STUDIES}", "--to-outputs", "colearn.model",
+          timeout=600)
 
     env = project_env(root)
     kernel_env = {key: env[key] for key in ("KEDRO_DISABLE_TELEMETRY", "OMP_NUM_THREADS", "MLFLOW_TRACKING_URI")}
@@ -106,6 +99,7 @@ def executed(tmp_path_factory) -> tuple[Path, nbformat.NotebookNode]:
 def test_notebook_shows_a_study_from_the_catalog(executed):
     root, nb = executed
     first_study = sorted(p.stem for p in (root / "data" / "05_model_input").glob("study-*.npz"))[0]
+    assert len(list((root / "data" / "05_model_input").glob("study-*.npz"))) == N_STUDIES
     assert re.fullmatch(r"study-[0-9a-f]{10}", first_study)
 
     loaded = _text(_code_cell(nb, 'catalog.load("model_input")'))
@@ -127,7 +121,7 @@ def test_notebook_shows_the_fusion_maps_of_the_trained_net(executed):
     bundle = torch.load(root / "data" / "06_models" / "colearn" / "model.pt", weights_only=True)
     with torch.no_grad():
         _, maps = load_model(bundle)(torch.zeros(1, 2, MODEL_SIZE, MODEL_SIZE), return_fusion_maps=True)
-    assert maps[0].shape[1] == 2 * WIDTH  # CT and PET weights per channel
+    assert maps[0].shape[1] == 2 * bundle["model_kwargs"]["width"]  # CT and PET weights per channel
 
     printed = _text(_code_cell(nb, "return_fusion_maps=True"))
     assert f"fingerprint {bundle['fingerprint']}" in printed
