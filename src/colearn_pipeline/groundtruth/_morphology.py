@@ -38,41 +38,84 @@ def disk_footprint(radius_mm: float, spacing_xyz_mm) -> np.ndarray:
     return ((yy**2 + xx**2) <= radius_mm**2 + 1e-9)[None]
 
 
-def _padded(op, mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-    pad = [(s // 2, s // 2) for s in footprint.shape]
-    out = op(np.pad(mask, pad), structure=footprint)
-    return out[tuple(slice(p, p + n) for (p, _), n in zip(pad, mask.shape))]
+def _half(footprint: np.ndarray) -> np.ndarray:
+    return np.asarray(footprint.shape) // 2
+
+
+def _pasted(mask: np.ndarray, box: tuple[slice, ...], part: np.ndarray) -> np.ndarray:
+    """A False array shaped like ``mask`` with ``part`` written at ``box``."""
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = part
+    return out
+
+
+def dilation(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Binary dilation (``scipy.ndimage.binary_dilation``), computed on the mask's bounding box only."""
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask, _half(footprint))
+    if box is None:
+        return mask.copy()
+    return _pasted(mask, box, ndi.binary_dilation(mask[box], structure=footprint))
 
 
 def closing(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-    """Binary closing that does not lose foreground at the volume border."""
-    if footprint.sum() <= 1:
+    """Binary closing that does not lose foreground at the volume border.
+
+    Computed on the mask's bounding box padded by the footprint, which gives the closing of the
+    whole volume padded by the footprint (the dilation cannot reach farther).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask)
+    if footprint.sum() <= 1 or box is None:
         return mask.copy()
-    return _padded(ndi.binary_closing, mask, footprint)
+    half = _half(footprint)
+    pad = [(int(h), int(h)) for h in half]
+    closed = ndi.binary_closing(np.pad(mask[box], pad), structure=footprint)
+    # Shift the padded result back onto the volume, dropping what falls outside it.
+    lo = np.array([b.start for b in box]) - half
+    hi = np.array([b.stop for b in box]) + half
+    clip_lo = np.maximum(lo, 0)
+    clip_hi = np.minimum(hi, mask.shape)
+    inner = tuple(slice(int(a - l), int(b - l)) for a, b, l in zip(clip_lo, clip_hi, lo))
+    return _pasted(mask, tuple(slice(int(a), int(b)) for a, b in zip(clip_lo, clip_hi)), closed[inner])
 
 
 def opening(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-    """Binary opening (the border needs no padding: erosion treats outside as background)."""
-    if footprint.sum() <= 1:
+    """Binary opening (the border needs no padding: erosion treats outside as background).
+
+    Computed on the mask's bounding box: an opening never adds foreground.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask)
+    if footprint.sum() <= 1 or box is None:
         return mask.copy()
-    return ndi.binary_opening(mask, structure=footprint)
+    return _pasted(mask, box, ndi.binary_opening(mask[box], structure=footprint))
 
 
 def fill_holes_per_slice(mask: np.ndarray, max_hole_px: float | None = None) -> np.ndarray:
     """Fill the holes of every axial slice (2D holes; a 3D fill would miss open tubes).
 
-    With ``max_hole_px``, only holes of at most that many pixels are filled.
+    A hole is a 4-connected background region of a slice that does not reach the slice border.
+    With ``max_hole_px``, only holes of at most that many pixels are filled. The background is
+    labelled once on the mask's bounding box grown by one pixel (a background ring, connected to
+    the border outside it), instead of propagating from the border of the whole slice.
     """
-    filled = ndi.binary_fill_holes(mask, structure=IN_PLANE_STRUCTURE)
-    if max_hole_px is None:
-        return filled
-    holes = filled & ~mask
-    lab, n = ndi.label(holes, structure=IN_PLANE_STRUCTURE)
-    if n == 0:
-        return filled
-    small = np.bincount(lab.ravel(), minlength=n + 1) <= max_hole_px
-    small[0] = False
-    return mask | small[lab]
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask, (0, 1, 1))
+    if box is None:
+        return mask.copy()
+    sub = mask[box]
+    lab, n = ndi.label(~sub, structure=IN_PLANE_STRUCTURE)
+    outside = np.zeros(n + 1, dtype=bool)
+    for face in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
+        outside[face] = True
+    fill = ~outside
+    fill[0] = False
+    if max_hole_px is not None:
+        fill &= np.bincount(lab.ravel(), minlength=n + 1) <= max_hole_px
+    out = mask.copy()
+    out[box] |= fill[lab]
+    return out
 
 
 def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
@@ -82,11 +125,13 @@ def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
 
 def bounding_box(mask: np.ndarray, margin_zyx=(0, 0, 0)) -> tuple[slice, ...] | None:
     """Slices of the bounding box of ``mask`` grown by ``margin_zyx`` voxels, or None if empty."""
-    if not mask.any():
+    mask = np.asarray(mask, dtype=bool)
+    zy = mask.any(axis=2)
+    if not zy.any():
         return None
+    profiles = (zy.any(axis=1), zy.any(axis=0), mask.any(axis=(0, 1)))
     box = []
-    for axis, m in enumerate(margin_zyx):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.nonzero(mask.any(axis=other))[0]
-        box.append(slice(max(0, idx[0] - int(m)), min(mask.shape[axis], idx[-1] + int(m) + 1)))
+    for axis, (profile, m) in enumerate(zip(profiles, margin_zyx)):
+        idx = np.nonzero(profile)[0]
+        box.append(slice(max(0, int(idx[0] - m)), min(mask.shape[axis], int(idx[-1] + m + 1))))
     return tuple(box)

@@ -16,9 +16,10 @@ from scipy import ndimage as ndi
 
 from colearn_pipeline.groundtruth._morphology import (
     IN_PLANE_STRUCTURE,
-    closing,
     bounding_box,
+    closing,
     component_sizes,
+    dilation,
     disk_footprint,
     ellipsoid_footprint,
     fill_holes_per_slice,
@@ -94,23 +95,51 @@ def optimal_threshold_hu(
     ValueError
         If there are no voxels, or no voxel lies on one side of ``initial_hu``.
     """
-    values = np.asarray(ct_hu, dtype=np.float64)
+    values = np.asarray(ct_hu)
     if mask is not None:
         values = values[np.asarray(mask, dtype=bool)]
-    values = np.maximum(values.ravel(), air_floor_hu)
     if values.size == 0:
         raise ValueError("optimal_threshold_hu: no voxels")
-    # A histogram of 1 HU bins makes every iteration O(bins) instead of O(voxels).
-    lo, hi = float(values.min()), float(values.max())
+    lo = max(float(values.min()), air_floor_hu)
+    hi = max(float(values.max()), air_floor_hu)
+    _check_range(lo, hi, initial_hu)
+    counts, sums = _histogram_1hu(values, np.floor(lo), hi, air_floor_hu)
+    return _threshold_from_histogram(counts, sums, np.floor(lo), initial_hu, tolerance_hu, max_iterations)
+
+
+def _check_range(lo: float, hi: float, initial_hu: float) -> None:
     if not lo < initial_hu <= hi:
         raise ValueError(
             f"optimal_threshold_hu: all voxels lie on one side of initial_hu={initial_hu} "
             f"(range {lo:.0f}..{hi:.0f} HU)"
         )
-    offset = np.floor(lo)
-    counts = np.bincount(np.floor(values - offset).astype(np.int64))
+
+
+#: Voxels per chunk of :func:`_histogram_1hu` (bounds its float64 temporaries to a few MB).
+_HISTOGRAM_CHUNK = 1 << 19
+
+
+def _histogram_1hu(values, offset: float, hi: float, air_floor_hu: float) -> tuple[np.ndarray, np.ndarray]:
+    """Count and sum of ``max(values, air_floor_hu)`` in 1 HU bins ``[offset + k, offset + k + 1)``.
+
+    ``offset`` is an integer no larger than any clipped value and ``hi`` their maximum; the
+    values are taken in chunks so that no float64 copy of a whole CT is made.
+    """
+    flat = np.ravel(values)
+    n_bins = int(np.floor(hi - offset)) + 1
+    counts = np.zeros(n_bins, dtype=np.int64)
+    sums = np.zeros(n_bins, dtype=np.float64)
+    for start in range(0, flat.size, _HISTOGRAM_CHUNK):
+        chunk = np.maximum(flat[start : start + _HISTOGRAM_CHUNK].astype(np.float64), air_floor_hu)
+        idx = np.floor(chunk - offset).astype(np.intp)
+        counts += np.bincount(idx, minlength=n_bins)
+        sums += np.bincount(idx, weights=chunk, minlength=n_bins)
+    return counts, sums
+
+
+def _threshold_from_histogram(counts, sums, offset, initial_hu, tolerance_hu, max_iterations) -> float:
+    """Hu et al.'s iteration on a 1 HU histogram: every iteration is O(bins), not O(voxels)."""
     centres = offset + np.arange(counts.size) + 0.5
-    sums = np.bincount(np.floor(values - offset).astype(np.int64), weights=values)
     cum_n = np.cumsum(counts)
     cum_s = np.cumsum(sums)
     total_n, total_s = cum_n[-1], cum_s[-1]
@@ -162,11 +191,11 @@ def body_mask(dark: np.ndarray, spacing_xyz_mm, *, opening_radius_mm: float = BO
     -------
     ndarray of bool
     """
-    solid = ~dark
+    solid = ~np.asarray(dark, dtype=bool)
     sp = spacing_zyx(spacing_xyz_mm)
     # The body only has to be right to a few mm (it cuts the table off): work on a grid of about
     # ``BODY_GRID_MM`` in-plane, which makes the opening cheap on 512x512 slices.
-    step = max(1, int(BODY_GRID_MM // max(sp[1], sp[2])))
+    step = _body_grid_step(sp)
     small = solid[:, ::step, ::step]
     coarse = (sp[0], sp[1] * step, sp[2] * step)[::-1]
     disk = disk_footprint(opening_radius_mm, coarse)
@@ -176,12 +205,25 @@ def body_mask(dark: np.ndarray, spacing_xyz_mm, *, opening_radius_mm: float = BO
         body = fill_holes_per_slice(small)
     else:
         core = lab == (np.argmax(component_sizes(lab, n)) + 1)
-        body = fill_holes_per_slice(ndi.binary_dilation(core, structure=disk) & small)
-    if step > 1:
-        body = np.repeat(np.repeat(body, step, axis=1), step, axis=2)[:, : solid.shape[1], : solid.shape[2]]
-        # Close the staircase of the upsampling: every non-dark voxel next to the coarse body.
-        body = fill_holes_per_slice(body | (ndi.binary_dilation(body, structure=np.ones((1, 2 * step + 1, 2 * step + 1), bool)) & solid))
-    return body
+        body = fill_holes_per_slice(dilation(core, disk) & small)
+    if step == 1:
+        return body
+    # Close the staircase of the upsampling: every non-dark voxel next to the coarse body. The
+    # fine body is a union of step x step blocks, so its dilation by step voxels is the upsampled
+    # coarse dilation by one pixel.
+    near = ndi.binary_dilation(body, structure=np.ones((1, 3, 3), bool))
+    return fill_holes_per_slice(_upsampled(body, step, solid.shape) | (_upsampled(near, step, solid.shape) & solid))
+
+
+def _body_grid_step(sp_zyx: np.ndarray) -> int:
+    return max(1, int(BODY_GRID_MM // max(sp_zyx[1], sp_zyx[2])))
+
+
+def _upsampled(coarse: np.ndarray, step: int, shape) -> np.ndarray:
+    """Repeat every in-plane pixel ``step`` times along y and x, cropped to ``shape``."""
+    nz, ny, nx = coarse.shape
+    blocks = np.broadcast_to(coarse[:, :, None, :, None], (nz, ny, step, nx, step))
+    return blocks.reshape(nz, ny * step, nx * step)[:, : shape[1], : shape[2]]
 
 
 def find_airway(
@@ -316,15 +358,17 @@ def segment_lungs(
     if ct.ndim != 3:
         raise ValueError(f"ct_hu must be 3D (z, y, x), got shape {ct.shape}")
     sp = spacing_zyx(spacing_xyz_mm)
-    ct_s = np.maximum(ct, air_floor_hu)
-    if smoothing_sigma_mm > 0:
-        ct_s = ndi.gaussian_filter(ct_s, sigma=smoothing_sigma_mm / sp, mode="nearest")
-    if threshold_hu is None:
-        threshold_hu = optimal_threshold_hu(
-            ct_s, initial_hu, tolerance_hu, max_iterations, air_floor_hu=air_floor_hu
-        )
+    box, ct_s, threshold_hu = _smoothed_and_threshold(
+        ct, sp, threshold_hu, smoothing_sigma_mm, initial_hu, tolerance_hu, max_iterations, air_floor_hu
+    )
     dark = ct_s < threshold_hu
     candidates = dark & ~_outside_air(dark) & body_mask(dark, spacing_xyz_mm, opening_radius_mm=body_opening_radius_mm)
+    del dark
+    # Everything below happens within the candidates' in-plane box (all slices: the airway
+    # search slab is counted in slices).
+    inner = bounding_box(candidates)
+    inner = (slice(None), *inner[1:]) if inner is not None else (slice(None),) * 3
+    candidates, ct_s = candidates[inner], ct_s[inner]
 
     airway = np.zeros_like(candidates)
     airway_thr = None
@@ -342,31 +386,101 @@ def segment_lungs(
             superior_at_high_z=superior_at_high_z,
         )
         if airway_dilation_mm > 0 and airway.any():
-            airway = ndi.binary_dilation(airway, structure=ellipsoid_footprint(airway_dilation_mm, spacing_xyz_mm))
+            airway = dilation(airway, ellipsoid_footprint(airway_dilation_mm, spacing_xyz_mm))
         candidates &= ~airway
 
-    lab, n = ndi.label(candidates)
-    lungs = np.zeros_like(candidates)
-    kept = 0
-    if n:
-        sizes = component_sizes(lab, n)
-        order = np.argsort(sizes)[::-1][:max_components]
-        keep = [i + 1 for i in order if sizes[i] >= min_volume_fraction * sizes[order[0]]]
-        lungs = np.isin(lab, keep)
-        kept = len(keep)
-        footprint = ellipsoid_footprint(closing_radius_mm, spacing_xyz_mm)
-        box = bounding_box(lungs, np.asarray(footprint.shape) // 2 + 1)
+    lungs, kept = _largest_components(candidates, max_components, min_volume_fraction)
+    if kept:
         max_hole_px = None if max_hole_area_mm2 is None else max_hole_area_mm2 / (sp[1] * sp[2])
-        lungs[box] = fill_holes_per_slice(closing(lungs[box], footprint), max_hole_px)
+        lungs = fill_holes_per_slice(closing(lungs, ellipsoid_footprint(closing_radius_mm, spacing_xyz_mm)), max_hole_px)
         # The closing must not bring the airway back where it touches the lungs at the hila.
         if remove_airway and airway.any():
             lungs &= ~(airway & ~fill_holes_per_slice(lungs & ~airway, max_hole_px))
+    lungs_full = np.zeros(ct.shape, dtype=bool)
+    lungs_full[box][inner] = lungs
     if return_info:
-        airway_removed = airway & ~lungs if remove_airway else airway
-        return lungs, {
+        airway_full = np.zeros(ct.shape, dtype=bool)
+        airway_full[box][inner] = airway & ~lungs if remove_airway else airway
+        return lungs_full, {
             "threshold_hu": float(threshold_hu),
             "airway_threshold_hu": airway_thr,
             "n_components": kept,
-            "airway_mask": airway_removed,
+            "airway_mask": airway_full,
         }
-    return lungs
+    return lungs_full
+
+
+def _largest_components(candidates: np.ndarray, max_components: int, min_volume_fraction: float):
+    """The ``max_components`` largest 3D components with at least ``min_volume_fraction`` of the largest."""
+    lab, n = ndi.label(candidates)
+    if n == 0:
+        return np.zeros_like(candidates), 0
+    sizes = component_sizes(lab, n)
+    order = np.argsort(sizes)[::-1][:max_components]
+    keep = np.zeros(n + 1, dtype=bool)
+    kept = [i + 1 for i in order if sizes[i] >= min_volume_fraction * sizes[order[0]]]
+    keep[kept] = True
+    return keep[lab], len(kept)
+
+
+def _smoothed_and_threshold(ct, sp, threshold_hu, smoothing_sigma_mm, initial_hu, tolerance_hu, max_iterations, air_floor_hu):
+    """Smoothed CT and lung/body threshold, computed on the in-plane box that holds the body.
+
+    Outside the box every voxel, and every voxel within the smoothing's reach, is below a level
+    that the threshold exceeds, so it is dark in any case: it can only enter the threshold's
+    histogram (as one bin of known count and sum) and the air connected to the slice border.
+    When the threshold comes out at or below that level, everything is done on the whole volume.
+
+    Returns
+    -------
+    box : tuple of slice
+    ct_s : ndarray of float32, ``ct[box]`` clipped at ``air_floor_hu`` and smoothed
+    threshold_hu : float
+    """
+    level = 0.5 * (air_floor_hu + initial_hu)
+    if threshold_hu is not None:
+        level = min(level, threshold_hu - 1.0)
+    reach = np.zeros(3, dtype=int)
+    if smoothing_sigma_mm > 0:
+        reach = np.floor(4.0 * smoothing_sigma_mm / sp + 0.5).astype(int)  # scipy's truncate=4
+    step = _body_grid_step(sp)
+    margin = 2 * int(reach[1:].max()) + step + 2
+    whole = (slice(None), slice(0, ct.shape[1]), slice(0, ct.shape[2]))
+    box = bounding_box(ct > level, (0, margin, margin))
+    # The body mask's coarse grid must fall on the same voxels as on the whole volume.
+    box = whole if box is None else (slice(None), *(slice(b.start - b.start % step, b.stop) for b in box[1:]))
+    for attempt in (box, whole):
+        ct_s = np.maximum(ct[attempt], air_floor_hu)
+        if smoothing_sigma_mm > 0:
+            ndi.gaussian_filter(ct_s, sigma=smoothing_sigma_mm / sp, mode="nearest", output=ct_s)
+        if threshold_hu is not None:
+            return attempt, ct_s, float(threshold_hu)
+        found = _threshold_with_outside(ct, attempt, ct_s, initial_hu, tolerance_hu, max_iterations, air_floor_hu)
+        if found >= level + 1.0 or attempt == whole:
+            return attempt, ct_s, found
+    raise AssertionError("unreachable")
+
+
+def _threshold_with_outside(ct, box, ct_s, initial_hu, tolerance_hu, max_iterations, air_floor_hu) -> float:
+    """:func:`optimal_threshold_hu` of ``ct_s`` plus the clipped voxels of ``ct`` outside ``box``.
+
+    The outside voxels go into one bin (that of their maximum) with their count and sum; this is
+    exact as long as the threshold stays above that bin.
+    """
+    ys, xs = box[1], box[2]
+    parts = [ct[:, : ys.start], ct[:, ys.stop :], ct[:, ys, : xs.start], ct[:, ys, xs.stop :]]
+    n_out, s_out, lo, hi_out = 0, 0.0, float(ct_s.min()), -np.inf
+    for part in parts:
+        if part.size:
+            clipped = np.maximum(part, air_floor_hu)
+            n_out += clipped.size
+            s_out += float(clipped.sum(dtype=np.float64))
+            lo, hi_out = min(lo, float(clipped.min())), max(hi_out, float(clipped.max()))
+    lo, hi = max(lo, air_floor_hu), max(float(ct_s.max()), hi_out, air_floor_hu)
+    _check_range(lo, hi, initial_hu)
+    offset = np.floor(lo)
+    counts, sums = _histogram_1hu(ct_s, offset, hi, air_floor_hu)
+    if n_out:
+        counts[int(np.floor(hi_out - offset))] += n_out
+        sums[int(np.floor(hi_out - offset))] += s_out
+    return _threshold_from_histogram(counts, sums, offset, initial_hu, tolerance_hu, max_iterations)
