@@ -140,7 +140,8 @@ def superior_is_high_z(lung_mask: np.ndarray, airway_mask: np.ndarray | None = N
     if airway_mask is not None and np.any(airway_mask):
         z_airway = float(np.nonzero(np.asarray(airway_mask, dtype=bool).any(axis=(1, 2)))[0].mean())
         return z_airway > z_lungs
-    return bool(int(np.argmax(area)) - zs[0] <= zs[-1] - int(np.argmax(area)))
+    widest = float(np.nonzero(area >= 0.95 * area.max())[0].mean())
+    return bool(widest - zs[0] <= zs[-1] - widest)
 
 
 def below_diaphragm(lung_mask: np.ndarray, spacing_xyz_mm, *, radius_mm: float = FLOOR_RADIUS_MM,
@@ -211,6 +212,12 @@ def _vertebral_front_row(bone: np.ndarray, right: np.ndarray, left: np.ndarray, 
     return int(rows.min()) if rows.size else None
 
 
+def compute_bone_mask(ct_hu: np.ndarray, spacing_xyz_mm, bone_hu: float = BONE_HU,
+                      closing_radius_mm: float = BONE_CLOSING_RADIUS_MM) -> np.ndarray:
+    """Bone: ``ct > bone_hu`` closed in-plane by ``closing_radius_mm`` with its holes filled (canal, marrow)."""
+    return fill_holes_per_slice(closing(np.asarray(ct_hu) > bone_hu, disk_footprint(closing_radius_mm, spacing_xyz_mm)))
+
+
 def mediastinum_envelope(
     ct_hu: np.ndarray,
     lung_mask: np.ndarray,
@@ -226,6 +233,7 @@ def mediastinum_envelope(
     floor_sigma_mm: float = FLOOR_SIGMA_MM,
     floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
+    bone_mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Where the mediastinum may lie (superior at high z).
 
@@ -243,13 +251,16 @@ def mediastinum_envelope(
     lung_mask : ndarray of bool, shape (z, y, x)
     spacing_xyz_mm : sequence of 3 float
 
+    bone_mask : ndarray of bool, optional
+        :func:`bone_mask` computed already.
+
     Returns
     -------
     ndarray of bool, shape (z, y, x)
     """
     lungs = np.asarray(lung_mask, dtype=bool)
     sp = spacing_zyx(spacing_xyz_mm)
-    bone = fill_holes_per_slice(closing(np.asarray(ct_hu) > bone_hu, disk_footprint(bone_closing_radius_mm, spacing_xyz_mm)))
+    bone = bone_mask if bone_mask is not None else compute_bone_mask(ct_hu, spacing_xyz_mm, bone_hu, bone_closing_radius_mm)
     lung_excl = ndi.binary_dilation(lungs, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm)) if lung_margin_mm > 0 else lungs
     below = below_diaphragm(lungs, spacing_xyz_mm, radius_mm=floor_radius_mm, sigma_mm=floor_sigma_mm, lung_above_mm=floor_lung_above_mm)
     min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
@@ -431,11 +442,12 @@ def segment_mediastinum(
     if smoothing_sigma_mm > 0:
         ct_c = ndi.gaussian_filter(ct_c, smoothing_sigma_mm / spacing_zyx(spacing_c), mode="nearest")
     lungs_c, lungs_any = _block_reduce(lungs_box, factor, "major"), _block_reduce(lungs_box, factor, "any")
+    bone = compute_bone_mask(ct_c, spacing_c, bone_hu, bone_closing_radius_mm)
     envelope = mediastinum_envelope(
         ct_c, lungs_c, spacing_c, bone_hu=bone_hu, bone_closing_radius_mm=bone_closing_radius_mm,
         lung_margin_mm=lung_margin_mm, hull_margin_mm=hull_margin_mm, vertebral_depth_mm=vertebral_depth_mm,
         spine_search_half_width_mm=spine_search_half_width_mm, floor_radius_mm=floor_radius_mm, floor_sigma_mm=floor_sigma_mm,
-        floor_lung_above_mm=floor_lung_above_mm, min_lung_area_mm2=min_lung_area_mm2,
+        floor_lung_above_mm=floor_lung_above_mm, min_lung_area_mm2=min_lung_area_mm2, bone_mask=bone,
     )
     seeds = _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
                                    lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm)
@@ -448,6 +460,7 @@ def segment_mediastinum(
         # Give back the margin left out next to the lungs; the full-resolution lungs cut it exactly.
         near_lungs = ndi.binary_dilation(lungs_any, structure=disk_footprint(lung_margin_mm + working_spacing_mm, spacing_c))
         grown |= ndi.binary_dilation(grown, structure=disk_footprint(lung_margin_mm + working_spacing_mm, spacing_c)) & near_lungs
+        grown &= ~bone
     out[box] = flip(_block_expand(grown, factor, lungs_box.shape)) & ~lungs[box]
     info["seeds_zyx"] = [_seed_to_full(s, box, factor, superior, ct_box.shape[0]) for s in seeds]
     info["n_seeds"] = len(seeds)
