@@ -201,15 +201,15 @@ def _between_medial_surfaces(right: np.ndarray, left: np.ndarray) -> np.ndarray:
     return (cols[None, :] > r_edge[nearest, None]) & (cols[None, :] < l_edge[nearest, None])
 
 
-def _vertebral_front_row(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
-    """Row of the anterior edge of the vertebral body (midline bone behind the lungs' centre), or None."""
+def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
+    """``(front_row, mid_column)`` of the vertebral body (midline bone behind the lungs' centre), or None."""
     ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
     centre_y = 0.5 * (ys.min() + ys.max())
     mid = int(round(0.5 * (np.nonzero(right)[1].max() + np.nonzero(left)[1].min())))
     strip = bone[:, max(0, mid - half_width_px) : mid + half_width_px + 1]
     rows = np.nonzero(strip.any(axis=1))[0]
     rows = rows[rows > centre_y]
-    return int(rows.min()) if rows.size else None
+    return (int(rows.min()), mid) if rows.size else None
 
 
 def compute_bone_mask(ct_hu: np.ndarray, spacing_xyz_mm, bone_hu: float = BONE_HU,
@@ -241,8 +241,9 @@ def mediastinum_envelope(
     hull grown by ``hull_margin_mm``, limited row by row to the columns between the two lungs'
     medial edges (never lateral of a lung, where the chest wall is), less the lungs dilated by
     ``lung_margin_mm`` and bone (``ct > bone_hu``, closed by ``bone_closing_radius_mm``, holes
-    filled), less the rows more than ``vertebral_depth_mm`` behind the front of the vertebral
-    body (the midline bone within ``spine_search_half_width_mm``), and never below the diaphragm
+    filled), less the vertebral body (behind the front of the midline bone, within
+    ``spine_search_half_width_mm`` of the midline) and the rows more than ``vertebral_depth_mm``
+    behind its front, and never below the diaphragm
     (:func:`below_diaphragm` with ``floor_radius_mm``, ``floor_sigma_mm``, ``floor_lung_above_mm``).
 
     Parameters
@@ -273,8 +274,11 @@ def mediastinum_envelope(
         right, left = pair
         inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
         inside &= ~lung_excl[z] & ~bone[z] & ~below[z]
-        front = _vertebral_front_row(bone[z], right, left, half_w)
-        if front is not None:
+        body = _vertebral_body(bone[z], right, left, half_w)
+        if body is not None:
+            front, mid = body
+            # The vertebral body itself (its marrow may be below bone_hu), then all behind it.
+            inside[front:, max(0, mid - half_w) : mid + half_w + 1] = False
             inside[front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
         envelope[z] = inside
     return envelope
