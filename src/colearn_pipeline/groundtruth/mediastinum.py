@@ -32,6 +32,7 @@ BONE_HU = 250.0
 BONE_CLOSING_RADIUS_MM = 3.0
 LUNG_MARGIN_MM = 2.0
 HULL_MARGIN_MM = 3.0
+ANTERIOR_MARGIN_MM = 3.0
 VERTEBRAL_DEPTH_MM = 20.0
 SPINE_SEARCH_HALF_WIDTH_MM = 20.0
 FLOOR_RADIUS_MM = 30.0
@@ -201,6 +202,23 @@ def _between_medial_surfaces(right: np.ndarray, left: np.ndarray) -> np.ndarray:
     return (cols[None, :] > r_edge[nearest, None]) & (cols[None, :] < l_edge[nearest, None])
 
 
+def _first_row_crossing_both(right: np.ndarray, left: np.ndarray) -> int:
+    """The most anterior row (lowest index) that crosses both lungs (0 if none)."""
+    both = np.nonzero(right.any(axis=1) & left.any(axis=1))[0]
+    return int(both[0]) if both.size else 0
+
+
+def _sternum(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
+    """Mask of the sternum (midline bone in the anterior quarter of the lungs' extent), or None."""
+    ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
+    centre_y = int(ys.min() + 0.25 * (ys.max() - ys.min()))
+    mid = int(round(0.5 * (np.nonzero(right)[1].max() + np.nonzero(left)[1].min())))
+    out = np.zeros_like(bone)
+    cols = slice(max(0, mid - half_width_px), mid + half_width_px + 1)
+    out[:centre_y, cols] = bone[:centre_y, cols]
+    return out if out.any() else None
+
+
 def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
     """``(front_row, mid_column)`` of the vertebral body (midline bone behind the lungs' centre), or None."""
     ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
@@ -227,6 +245,7 @@ def mediastinum_envelope(
     bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
     lung_margin_mm: float = LUNG_MARGIN_MM,
     hull_margin_mm: float = HULL_MARGIN_MM,
+    anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM,
     spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM,
@@ -239,7 +258,9 @@ def mediastinum_envelope(
 
     On every axial slice where both lungs have at least ``min_lung_area_mm2``: the lungs' convex
     hull grown by ``hull_margin_mm``, limited row by row to the columns between the two lungs'
-    medial edges (never lateral of a lung, where the chest wall is), less the lungs dilated by
+    medial edges (never lateral of a lung, where the chest wall is); in front, the hull is closed
+    by the sternum (midline bone) and stops behind it, or, without a sternum on the slice, at most
+    ``anterior_margin_mm`` in front of the first row that crosses both lungs; less the lungs dilated by
     ``lung_margin_mm`` and bone (``ct > bone_hu``, closed by ``bone_closing_radius_mm``, holes
     filled), less the vertebral body (behind the front of the midline bone, within
     ``spine_search_half_width_mm`` of the midline) and the rows more than ``vertebral_depth_mm``
@@ -272,7 +293,16 @@ def mediastinum_envelope(
         if pair is None:
             continue
         right, left = pair
-        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
+        sternum = _sternum(bone[z], right, left, half_w)
+        if sternum is None:
+            inside = _grown_hull(right | left, hull_margin_mm / sp[1:])
+            front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
+        else:
+            # Where the heart meets the anterior chest wall the lungs' hull is closed by the sternum.
+            inside = _grown_hull(right | left | sternum, hull_margin_mm / sp[1:])
+            front = int(np.nonzero(sternum.any(axis=1))[0].max()) + 1
+        inside &= _between_medial_surfaces(right, left)
+        inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
         inside &= ~lung_excl[z] & ~bone[z] & ~below[z]
         body = _vertebral_body(bone[z], right, left, half_w)
         if body is not None:
@@ -372,6 +402,7 @@ def segment_mediastinum(
     bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
     lung_margin_mm: float = LUNG_MARGIN_MM,
     hull_margin_mm: float = HULL_MARGIN_MM,
+    anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM,
     spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM,
@@ -399,7 +430,7 @@ def segment_mediastinum(
         Voxel spacing, SimpleITK order (x, y, z), mm.
     lower_hu, upper_hu : float
         Window of ConnectedThreshold (HU): soft tissue and fat, not lung or bone.
-    bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
+    bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, anterior_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
         The envelope, see :func:`mediastinum_envelope`.
     smoothing_sigma_mm : float
         Gaussian smoothing (mm) of the CT before thresholding; 0 disables it.
@@ -449,7 +480,7 @@ def segment_mediastinum(
     bone = compute_bone_mask(ct_c, spacing_c, bone_hu, bone_closing_radius_mm)
     envelope = mediastinum_envelope(
         ct_c, lungs_c, spacing_c, bone_hu=bone_hu, bone_closing_radius_mm=bone_closing_radius_mm,
-        lung_margin_mm=lung_margin_mm, hull_margin_mm=hull_margin_mm, vertebral_depth_mm=vertebral_depth_mm,
+        lung_margin_mm=lung_margin_mm, hull_margin_mm=hull_margin_mm, anterior_margin_mm=anterior_margin_mm, vertebral_depth_mm=vertebral_depth_mm,
         spine_search_half_width_mm=spine_search_half_width_mm, floor_radius_mm=floor_radius_mm, floor_sigma_mm=floor_sigma_mm,
         floor_lung_above_mm=floor_lung_above_mm, min_lung_area_mm2=min_lung_area_mm2, bone_mask=bone,
     )
