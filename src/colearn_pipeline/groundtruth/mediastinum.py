@@ -208,17 +208,6 @@ def _first_row_crossing_both(right: np.ndarray, left: np.ndarray) -> int:
     return int(both[0]) if both.size else 0
 
 
-def _sternum(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
-    """Mask of the sternum (midline bone in the anterior quarter of the lungs' extent), or None."""
-    ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
-    centre_y = int(ys.min() + 0.25 * (ys.max() - ys.min()))
-    mid = int(round(0.5 * (np.nonzero(right)[1].max() + np.nonzero(left)[1].min())))
-    out = np.zeros_like(bone)
-    cols = slice(max(0, mid - half_width_px), mid + half_width_px + 1)
-    out[:centre_y, cols] = bone[:centre_y, cols]
-    return out if out.any() else None
-
-
 def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
     """``(front_row, mid_column)`` of the vertebral body (midline bone behind the lungs' centre), or None."""
     ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
@@ -258,8 +247,7 @@ def mediastinum_envelope(
 
     On every axial slice where both lungs have at least ``min_lung_area_mm2``: the lungs' convex
     hull grown by ``hull_margin_mm``, limited row by row to the columns between the two lungs'
-    medial edges (never lateral of a lung, where the chest wall is); in front, the hull is closed
-    by the sternum (midline bone) and stops behind it, or, without a sternum on the slice, at most
+    medial edges (never lateral of a lung, where the chest wall is) and to at most
     ``anterior_margin_mm`` in front of the first row that crosses both lungs; less the lungs dilated by
     ``lung_margin_mm`` and bone (``ct > bone_hu``, closed by ``bone_closing_radius_mm``, holes
     filled), less the vertebral body (behind the front of the midline bone, within
@@ -293,15 +281,8 @@ def mediastinum_envelope(
         if pair is None:
             continue
         right, left = pair
-        sternum = _sternum(bone[z], right, left, half_w)
-        if sternum is None:
-            inside = _grown_hull(right | left, hull_margin_mm / sp[1:])
-            front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
-        else:
-            # Where the heart meets the anterior chest wall the lungs' hull is closed by the sternum.
-            inside = _grown_hull(right | left | sternum, hull_margin_mm / sp[1:])
-            front = int(np.nonzero(sternum.any(axis=1))[0].max()) + 1
-        inside &= _between_medial_surfaces(right, left)
+        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
+        front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
         inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
         inside &= ~lung_excl[z] & ~bone[z] & ~below[z]
         body = _vertebral_body(bone[z], right, left, half_w)
