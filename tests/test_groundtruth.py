@@ -112,7 +112,7 @@ def test_mediastinum_window_matters(torso, lungs):
 
 
 def _slab_with_abdomen():
-    """Two lungs over a liver dome: the lungs' bases end at z=4, liver fills the slices below.
+    """Two lungs over the domes: on z 1..3 the lung bases are rings round the liver and the spleen.
 
     Returns ct, lungs, spacing; superior is at high z. Between the lungs (columns 20..39) lies
     soft tissue on every slice, and a fat band runs along the chest wall lateral of each lung.
@@ -120,15 +120,15 @@ def _slab_with_abdomen():
     spacing = (2.0, 2.0, 5.0)
     ct = np.full((12, 40, 60), 40.0, dtype=np.float32)
     lungs = np.zeros(ct.shape, bool)
-    lungs[4:, 5:35, 5:20] = True
-    lungs[4:, 5:35, 40:55] = True
-    lungs[1:4, 5:35, 5:9] = True  # lung bases: crescents lateral of the liver dome
-    lungs[1:4, 5:35, 51:55] = True
-    lungs[1:4, 30:35, 5:55] &= False
+    lungs[1:, 5:35, 5:20] = True
+    lungs[1:, 5:35, 40:55] = True
+    lungs[1:4, 10:30, 9:18] = False  # lung bases: rings round the domes
+    lungs[1:4, 10:30, 42:51] = False
     ct[lungs] = -850.0
-    ct[:, 5:35, 2:5] = -100.0  # extrapleural fat lateral of the right lung
+    ct[:, 5:35, 2:5] = -100.0  # extrapleural fat lateral of the lungs
     ct[:, 5:35, 55:58] = -100.0
-    ct[:4, 5:35, 9:51] = 60.0  # liver under the domes
+    ct[:4][~lungs[:4]] = 60.0  # liver and spleen under the domes
+    ct[:, :, :2] = ct[:, :, 58:] = 40.0
     return ct, lungs, spacing
 
 
@@ -139,7 +139,7 @@ def test_mediastinum_stays_between_the_lungs_and_above_the_diaphragm():
     assert info["n_seeds"] >= 6
     assert mask[6:, 10:30, 24:36].all()  # the soft tissue between the lungs
     assert not mask[:, :, :5].any() and not mask[:, :, 55:].any()  # never lateral of a lung
-    assert not mask[:4, 10:25, 9:20].any() and not mask[:4, 10:25, 40:51].any()  # not in the liver under the lungs
+    assert not mask[:4, 10:30, 9:18].any() and not mask[:4, 10:30, 42:51].any()  # not in the organs under the domes
     assert not (mask & lungs).any()
     # The same volume stored feet-last gives the same mask, flipped.
     flipped = segment_mediastinum(ct[::-1], lungs[::-1], spacing, superior_at_high_z=False, **kwargs)
@@ -150,9 +150,10 @@ def test_below_diaphragm_marks_what_lies_under_the_lung_bases():
     from colearn_pipeline.groundtruth import below_diaphragm
 
     _, lungs, spacing = _slab_with_abdomen()
-    below = below_diaphragm(lungs, spacing)
-    assert below[:4, 10:30, 12:20].all()  # liver under the right lung's base (lung directly above)
-    assert not below[5:, 10:30, 25:35].any()  # between the lungs, above their bases
+    below_all, under_dome = below_diaphragm(lungs, spacing)
+    assert under_dome[1:3, 10:30, 9:18].all()  # liver under the right dome (lung directly above)
+    assert not (below_all | under_dome)[5:, 10:30, 25:35].any()  # between the lungs, above their bases
+    assert below_all[0].all()  # under every lung base
 
 
 def test_superior_end_is_found_from_the_airway_or_the_lung_profile(torso, lungs):

@@ -146,14 +146,10 @@ def superior_is_high_z(lung_mask: np.ndarray, airway_mask: np.ndarray | None = N
 
 
 def below_diaphragm(lung_mask: np.ndarray, spacing_xyz_mm, *, radius_mm: float = FLOOR_RADIUS_MM,
-                    sigma_mm: float = FLOOR_SIGMA_MM, lung_above_mm: float = FLOOR_LUNG_ABOVE_MM) -> np.ndarray:
+                    sigma_mm: float = FLOOR_SIGMA_MM, lung_above_mm: float = FLOOR_LUNG_ABOVE_MM):
     """Voxels under the diaphragm, judged from the lung bases (superior is at high z).
 
-    The base of a lung column is its lowest lung voxel. A voxel is below the diaphragm when it is
-    below every lung base within ``radius_mm`` (the lungs reach down beside the heart to the
-    diaphragm), or when it is below the gaussian-weighted (``sigma_mm``) mean of the lung bases
-    and has lung directly above it within ``lung_above_mm`` (the liver and stomach under the
-    domes; the heart has no lung directly above its lower part).
+    The base of a lung column is its lowest lung voxel.
 
     Parameters
     ----------
@@ -163,7 +159,13 @@ def below_diaphragm(lung_mask: np.ndarray, spacing_xyz_mm, *, radius_mm: float =
 
     Returns
     -------
-    ndarray of bool, shape (z, y, x)
+    below_all : ndarray of bool, shape (z, y, x)
+        Below every lung base within ``radius_mm`` (the lungs reach down beside the heart to the
+        diaphragm): surely abdomen.
+    under_dome : ndarray of bool, shape (z, y, x)
+        Below the gaussian-weighted (``sigma_mm``) mean of the lung bases with lung directly above
+        within ``lung_above_mm``: abdomen where it also lies inside one lung's ring on its slice
+        (the liver and stomach under the domes), see :func:`mediastinum_envelope`.
     """
     lungs = np.asarray(lung_mask, dtype=bool)
     sp = spacing_zyx(spacing_xyz_mm)
@@ -179,7 +181,7 @@ def below_diaphragm(lung_mask: np.ndarray, spacing_xyz_mm, *, radius_mm: float =
     k = max(1, int(round(lung_above_mm / sp[0])))
     counts = np.concatenate([np.zeros((1,) + lungs.shape[1:], np.int32), np.cumsum(lungs, axis=0, dtype=np.int32)])
     above = counts[np.minimum(np.arange(nz) + 1 + k, nz)] - counts[np.arange(nz) + 1]
-    return (z < lowest[None]) | ((z < mean[None]) & (above > 0))
+    return z < lowest[None], (z < mean[None]) & (above > 0)
 
 
 def _between_medial_surfaces(right: np.ndarray, left: np.ndarray) -> np.ndarray:
@@ -252,8 +254,9 @@ def mediastinum_envelope(
     ``lung_margin_mm`` and bone (``ct > bone_hu``, closed by ``bone_closing_radius_mm``, holes
     filled), less the vertebral body (behind the front of the midline bone, within
     ``spine_search_half_width_mm`` of the midline) and the rows more than ``vertebral_depth_mm``
-    behind its front, and never below the diaphragm
-    (:func:`below_diaphragm` with ``floor_radius_mm``, ``floor_sigma_mm``, ``floor_lung_above_mm``).
+    behind its front, and never below the diaphragm (:func:`below_diaphragm` with
+    ``floor_radius_mm``, ``floor_sigma_mm``, ``floor_lung_above_mm``: under every lung base near,
+    or under a lung base and inside that lung's convex hull on the slice).
 
     Parameters
     ----------
@@ -272,7 +275,7 @@ def mediastinum_envelope(
     sp = spacing_zyx(spacing_xyz_mm)
     bone = bone_mask if bone_mask is not None else compute_bone_mask(ct_hu, spacing_xyz_mm, bone_hu, bone_closing_radius_mm)
     lung_excl = ndi.binary_dilation(lungs, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm)) if lung_margin_mm > 0 else lungs
-    below = below_diaphragm(lungs, spacing_xyz_mm, radius_mm=floor_radius_mm, sigma_mm=floor_sigma_mm, lung_above_mm=floor_lung_above_mm)
+    below_lowest, under_dome = below_diaphragm(lungs, spacing_xyz_mm, radius_mm=floor_radius_mm, sigma_mm=floor_sigma_mm, lung_above_mm=floor_lung_above_mm)
     min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
     half_w = int(round(spine_search_half_width_mm / sp[2]))
     envelope = np.zeros_like(lungs)
@@ -284,7 +287,9 @@ def mediastinum_envelope(
         inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
         front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
         inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
-        inside &= ~lung_excl[z] & ~bone[z] & ~below[z]
+        inside &= ~lung_excl[z] & ~bone[z] & ~below_lowest[z]
+        # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
+        inside &= ~(under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0))))
         body = _vertebral_body(bone[z], right, left, half_w)
         if body is not None:
             front, mid = body

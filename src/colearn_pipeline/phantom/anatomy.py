@@ -337,7 +337,7 @@ def _paint_left_upper_abdomen(tissue: np.ndarray, grid: Grid, anat: Anatomy) -> 
     abdominal = lambda s: np.isin(s, (C.ABDOMEN, C.LIVER, C.FAT))  # noqa: E731
     centre, semi, gas_fraction = anat.stomach
     stomach = ellipsoid(grid, centre, semi)
-    paint(tissue, stomach, C.ABDOMEN, lambda s: np.isin(s, (C.ABDOMEN, C.FAT)))
+    paint(tissue, stomach, C.ABDOMEN, lambda s: s == C.ABDOMEN)  # the subphrenic fat stays above it
     if stomach is not None:
         sl, mask = stomach
         y = grid.axis_mm("y")[sl[1]][None, :, None]
