@@ -477,15 +477,20 @@ def segment_mediastinum(
         on_slices = envelope.any(axis=(1, 2))[:, None, None]
         grown |= _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any") & ~lungs_c & on_slices
     if grown.any():
-        grown = fill_holes_per_slice(closing(grown, disk_footprint(closing_radius_mm, spacing_c)))
-        # Give back the margin left out next to the lungs; the full-resolution lungs cut it exactly.
-        near_lungs = ndi.binary_dilation(lungs_any, structure=disk_footprint(lung_margin_mm + working_spacing_mm, spacing_c))
-        grown |= ndi.binary_dilation(grown, structure=disk_footprint(lung_margin_mm + working_spacing_mm, spacing_c)) & near_lungs
-        grown &= ~bone
+        grown = _solid(grown, lungs_any, bone, spacing_c, closing_radius_mm, lung_margin_mm + working_spacing_mm)
     out[box] = flip(_block_expand(grown, factor, lungs_box.shape)) & ~lungs[box]
     info["seeds_zyx"] = [_seed_to_full(s, box, factor, superior, ct_box.shape[0]) for s in seeds]
     info["n_seeds"] = len(seeds)
     return (out, info) if return_info else out
+
+
+def _solid(grown, lungs_any, bone, spacing_xyz_mm, closing_radius_mm: float, give_back_mm: float) -> np.ndarray:
+    """Closing, per-slice hole filling, the lung margin given back next to the lungs only, bone out."""
+    grown = fill_holes_per_slice(closing(grown, disk_footprint(closing_radius_mm, spacing_xyz_mm)))
+    ring = disk_footprint(give_back_mm, spacing_xyz_mm)
+    # The full-resolution lungs cut the given-back margin exactly afterwards.
+    grown |= ndi.binary_dilation(grown, structure=ring) & ndi.binary_dilation(lungs_any, structure=ring)
+    return grown & ~bone
 
 
 def _seed_to_full(seed, box, factor: int, superior: bool, nz: int) -> tuple[int, int, int]:
