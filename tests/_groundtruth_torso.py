@@ -52,7 +52,7 @@ def make_torso(seed: int = 0, noise_hu: float = 15.0, tumour_radius_mm: float = 
     for z in range(nz):
         if lungs[z].any():
             between[z] = convex_hull_image(lungs[z])
-    mediastinum = between & ~lungs & inner & ~spine & (np.arange(ny)[None, :, None] < 70)
+    mediastinum = between & ~lungs & inner & ~spine & (np.arange(ny)[None, :, None] < 78)
     ct[mediastinum] = FAT_HU
     pad = ndi.binary_erosion(mediastinum, structure=np.ones((1, 3, 3), bool), iterations=2)
     heart = _ellipsoid(SHAPE_ZYX, (12, 55, 64), (40, 35, 30), sp) & pad

@@ -111,26 +111,73 @@ def test_mediastinum_window_matters(torso, lungs):
     assert not mask.any()
 
 
-def test_mediastinum_wraps_what_the_fat_surrounds():
-    # Lungs left and right, fat between them, and a soft-tissue disc that the fat surrounds only
-    # on three sides (it reaches past the lungs anteriorly, like a heart touching the chest wall).
-    spacing = (2.0, 2.0, 4.0)
-    ct = np.full((3, 40, 60), 40.0, dtype=np.float32)
+def _slab_with_abdomen():
+    """Two lungs over the domes: on z 1..3 the lung bases are rings round the liver and the spleen.
+
+    Returns ct, lungs, spacing; superior is at high z. Between the lungs (columns 20..39) lies
+    soft tissue on every slice, and a fat band runs along the chest wall lateral of each lung.
+    """
+    spacing = (2.0, 2.0, 5.0)
+    ct = np.full((12, 40, 60), 40.0, dtype=np.float32)
     lungs = np.zeros(ct.shape, bool)
-    lungs[:, 5:35, 5:20] = True
-    lungs[:, 5:35, 40:55] = True
+    lungs[1:, 5:35, 5:20] = True
+    lungs[1:, 5:35, 40:55] = True
+    lungs[1:4, 10:30, 9:18] = False  # lung bases: rings round the domes
+    lungs[1:4, 10:30, 42:51] = False
     ct[lungs] = -850.0
-    ct[:, 5:35, 20:40] = -100.0
-    yy, xx = np.mgrid[:40, :60]
-    disc = (yy - 8) ** 2 + (xx - 30) ** 2 <= 25
-    ct[:, disc] = 40.0
-    kwargs = dict(bone_hu=500.0, region_margin_mm=0.0, closing_radius_mm=0.0, smoothing_sigma_mm=0.0)
-    bare = segment_mediastinum(ct, lungs, spacing, wrap_per_slice=False, **kwargs)
-    wrapped = segment_mediastinum(ct, lungs, spacing, **kwargs)
-    assert not bare[1, 8, 30]
-    assert wrapped[1, 8, 30]
-    assert not (wrapped & lungs).any()
-    assert wrapped[1, 20, 30] and bare[1, 20, 30]
+    ct[:, 5:35, 2:5] = -100.0  # extrapleural fat lateral of the lungs
+    ct[:, 5:35, 55:58] = -100.0
+    ct[:4][~lungs[:4]] = 60.0  # liver and spleen under the domes
+    ct[:, :, :2] = ct[:, :, 58:] = 40.0
+    return ct, lungs, spacing
+
+
+def test_mediastinum_stays_between_the_lungs_and_above_the_diaphragm():
+    ct, lungs, spacing = _slab_with_abdomen()
+    kwargs = dict(closing_radius_mm=0.0, smoothing_sigma_mm=0.0)
+    mask, info = segment_mediastinum(ct, lungs, spacing, return_info=True, superior_at_high_z=True, **kwargs)
+    assert info["n_seeds"] >= 6
+    assert mask[6:, 10:30, 24:36].all()  # the soft tissue between the lungs
+    assert not mask[:, :, :5].any() and not mask[:, :, 55:].any()  # never lateral of a lung
+    assert not mask[:4, 10:30, 9:18].any() and not mask[:4, 10:30, 42:51].any()  # not in the organs under the domes
+    assert not (mask & lungs).any()
+    # The same volume stored feet-last gives the same mask, flipped.
+    flipped = segment_mediastinum(ct[::-1], lungs[::-1], spacing, superior_at_high_z=False, **kwargs)
+    assert np.array_equal(flipped[::-1], mask)
+
+
+def test_below_diaphragm_marks_what_lies_under_the_lung_bases():
+    from colearn_pipeline.groundtruth import below_diaphragm
+
+    _, lungs, spacing = _slab_with_abdomen()
+    below_all, under_dome = below_diaphragm(lungs, spacing)
+    assert under_dome[1:3, 10:30, 9:18].all()  # liver under the right dome (lung directly above)
+    assert not (below_all | under_dome)[5:, 10:30, 25:35].any()  # between the lungs, above their bases
+    assert below_all[0].all()  # under every lung base
+
+
+def test_superior_end_is_found_from_the_airway_or_the_lung_profile(torso, lungs):
+    from colearn_pipeline.groundtruth.mediastinum import superior_is_high_z
+
+    mask, info = lungs
+    assert superior_is_high_z(mask, info["airway_mask"]) and not superior_is_high_z(mask[::-1], info["airway_mask"][::-1])
+    # The phantom-like torso: lungs widest nearer their base.
+    profile = np.zeros((10, 4, 4), bool)
+    for z, width in enumerate([4, 4, 4, 4, 3, 3, 2, 2, 1, 1]):
+        profile[z, :width, :width] = True
+    assert superior_is_high_z(profile) and not superior_is_high_z(profile[::-1])
+
+
+def test_lungs_that_touch_are_split_at_their_junction():
+    from colearn_pipeline.groundtruth.mediastinum import _two_lungs
+
+    lung = np.zeros((40, 60), bool)
+    lung[5:35, 5:28] = True
+    lung[5:35, 32:55] = True
+    lung[5:8, 28:32] = True  # anterior junction line
+    right, left = _two_lungs(lung, 10.0)
+    assert not right[:, 32:].any() and not left[:, :28].any()
+    assert right.sum() + left.sum() == lung.sum()
 
 
 def test_mediastinum_manual_seeds(torso, lungs):
@@ -288,14 +335,77 @@ def test_report_seed_is_reversed_to_zyx():
     assert seed == pytest.approx((11.0, 4.0, 7.0))
 
 
-def test_search_region_excludes_bone_and_optionally_behind_the_spine(torso, lungs):
-    from colearn_pipeline.groundtruth import mediastinum_search_region
+def test_envelope_excludes_bone_lungs_and_what_lies_behind_the_vertebral_body(torso, lungs):
+    from colearn_pipeline.groundtruth import mediastinum_envelope
 
     ct, _, truth = torso
-    region = mediastinum_search_region(ct, lungs[0], SPACING_XYZ_MM)
-    cut = mediastinum_search_region(ct, lungs[0], SPACING_XYZ_MM, exclude_posterior_of_spine=True)
-    assert not (region & truth["spine"]).any()
-    assert not (region & lungs[0]).any()
-    assert np.all(region[cut]) and cut.sum() < region.sum()
-    # Nothing posterior of the vertebral body's front (row 80 - 18 mm / 2.5 mm) survives the cut.
-    assert not cut[:, 74:, :].any()
+    envelope = mediastinum_envelope(ct, lungs[0], SPACING_XYZ_MM)
+    assert envelope.any()
+    assert not (envelope & truth["spine"]).any()
+    assert not (envelope & lungs[0]).any()
+    # Nothing more than vertebral_depth_mm behind the vertebral body's front (row 80 - 18 mm / 2.5 mm).
+    shallow = mediastinum_envelope(ct, lungs[0], SPACING_XYZ_MM, vertebral_depth_mm=5.0)
+    assert not shallow[:, 75:, :].any() and shallow.sum() < envelope.sum()
+
+
+# ---------------------------------------------------------------- quality and thorax check
+RANGES = {"lung_ml": [1500, 9000], "mediastinum_ml": [300, 2500], "max_mediastinum_outside_hull": 0.05,
+          "min_lung_balance": 0.3, "max_tumour_ml": 500.0, "min_peak_to_threshold": 1.5, "capped_is_review": True}
+THORAX = {"min_lung_ml": 500.0, "min_mediastinum_ml": 50.0, "min_lung_balance": 0.2,
+          "thorax_body_parts": ["CHEST", "THORAX", "LUNG", "WHOLEBODY"]}
+
+
+def test_quality_figures_and_review_reasons(torso, lungs):
+    from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons
+
+    ct, _, truth = torso
+    med = truth["mediastinum"]
+    tumours = [{"voxels": 100, "peak_suv": 8.0, "threshold_suv": 3.2, "capped": False}]
+    fig = quality_figures(truth["lungs"], med, SPACING_XYZ_MM, tumours, hull_margin_mm=3.0)
+    voxel_ml = 2.5 * 2.5 * 4.0 / 1000
+    assert fig["lung_ml"] == pytest.approx(truth["lungs"].sum() * voxel_ml)
+    assert fig["mediastinum_outside_hull"] < 0.05
+    assert fig["lung_balance"] > 0.9  # a symmetric pair
+    assert fig["tumours"][0]["volume_ml"] == pytest.approx(100 * voxel_ml)
+    assert fig["tumours"][0]["peak_to_threshold"] == pytest.approx(2.5)
+    small = {**RANGES, "lung_ml": [0, 9000], "mediastinum_ml": [0, 2500]}
+    assert review_reasons(fig, small) == []
+    # A band along the chest wall lateral of the right lung is outside the lungs' hull.
+    leak = med | (ndi.binary_dilation(truth["lungs"], iterations=3) & ~ndi.binary_dilation(truth["lungs"], iterations=1)
+                  & (np.arange(ct.shape[2]) < 30)[None, None, :])
+    bad = quality_figures(truth["lungs"], leak, SPACING_XYZ_MM,
+                          [{"voxels": 0, "peak_suv": 1.0, "threshold_suv": 0.4, "capped": False},
+                           {"voxels": 50, "peak_suv": 1.0, "threshold_suv": 0.9, "capped": True}], hull_margin_mm=3.0)
+    reasons = review_reasons(bad, small)
+    assert any(r.startswith("mediastinum_outside_hull") for r in reasons)
+    assert "finding 0: no tumour region" in reasons
+    assert any(r.startswith("finding 1: peak/threshold") for r in reasons)
+    assert "finding 1: tumour region hits its size cap" in reasons
+    empty = quality_figures(truth["lungs"], np.zeros_like(med), SPACING_XYZ_MM, hull_margin_mm=3.0)
+    assert "mediastinum empty" in review_reasons(empty, small)
+
+
+def test_thorax_check_names_the_reason(torso):
+    from colearn_pipeline.groundtruth.quality import thorax_check
+
+    _, _, truth = torso
+    lungs, med = truth["lungs"], truth["mediastinum"]
+    assert thorax_check(lungs, med, SPACING_XYZ_MM, body_part_examined="chest", **{**THORAX, "min_lung_ml": 100.0}) is None
+    assert thorax_check(lungs, med, SPACING_XYZ_MM, body_part_examined="EXTREMITY", **THORAX) == "not a thorax: BodyPartExamined EXTREMITY"
+    one_lung = lungs & (np.arange(lungs.shape[2]) < 64)[None, None, :]
+    reason = thorax_check(one_lung, med, SPACING_XYZ_MM, **{**THORAX, "min_lung_ml": 100.0})
+    assert reason.startswith("not a thorax: no pair of lungs")
+    assert thorax_check(lungs, med, SPACING_XYZ_MM, **{**THORAX, "min_lung_ml": 1e6}).startswith("not a thorax: lungs")
+    reason = thorax_check(lungs, np.zeros_like(med), SPACING_XYZ_MM, **{**THORAX, "min_lung_ml": 100.0})
+    assert reason.startswith("not a thorax: mediastinum")
+
+
+def test_derive_labels_reports_quality_and_thorax(torso):
+    ct, suv, truth = torso
+    quality = {"hull_margin_mm": 3.0, **RANGES, "lung_ml": [100, 9000], "mediastinum_ml": [10, 2500]}
+    _, info = derive_labels(ct, suv, [truth["seed_zyx"]], SPACING_XYZ_MM, quality=quality,
+                            thorax={**THORAX, "min_lung_ml": 100.0}, body_part_examined="CHEST")
+    assert info["not_thorax"] is None
+    assert info["quality"]["mediastinum_outside_hull"] <= 0.05
+    assert info["review_reasons"] == []
+    assert len(info["quality"]["tumours"]) == 1

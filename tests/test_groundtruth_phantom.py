@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-phantom = pytest.importorskip("colearn_pipeline.phantom.generate")
-
-from colearn_pipeline.groundtruth.phantom_qa import evaluate_cohort  # noqa: E402
+from colearn_pipeline.groundtruth.phantom_qa import evaluate_cohort
+from colearn_pipeline.phantom import generate as phantom
 
 #: Issue 3: mean Dice on the phantom cohort.
 TARGETS = {"lung": 0.95, "mediastinum": 0.85, "tumour": 0.80}

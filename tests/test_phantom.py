@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 import pydicom
 import pytest
 import SimpleITK as sitk
@@ -246,6 +247,40 @@ def test_airways_are_mediastinum_not_lung_and_labels_follow_tissue():
     assert (labels[tissue == C.MYOCARDIUM] == 2).all()
     assert (labels[np.isin(tissue, (C.CORTEX, C.MARROW, C.TABLE_SHELL, C.FAT, C.MUSCLE))] == 0).all()
     assert (labels[tissue == C.LUNG] == 1).all()
+
+
+def test_anatomy_that_broke_the_fat_window_mediastinum_is_present():
+    """Issue 12: fat planes, diaphragm, stomach with gas and spleen under the domes, heart on the diaphragm."""
+    grid = Grid((40, 96, 96), (5.2, 5.2, 6.0), (-247.0, -247.0, -330.0))
+    anat = sample_anatomy(study_streams(7, 1)["anatomy"], -330.0, -330.0 + 39 * 6.0, 80.0, 1.75)
+    tissue = rasterise(anat, grid)
+    labels = labels_from_tissue(tissue)
+    X, Y = np.meshgrid(grid.axis_mm("x"), grid.axis_mm("y"))
+    dome = anat.dome_z(X, Y)
+    z = grid.axis_mm("z")[:, None, None]
+    body = (tissue != C.AIR) & ~np.isin(tissue, (C.TABLE_FOAM, C.TABLE_SHELL))
+    below = (z < dome[None]) & body
+    # Gas inside the body under the left dome (the stomach), not labelled lung.
+    gas = (tissue == C.AIR) & (z < dome[None]) & (X[None] > anat.cx) & ndi_inside(body)
+    assert gas.sum() > 5 and (labels[gas] == 0).all()
+    # The heart rests on the diaphragm: no heart or myocardium below the dome, and some near it.
+    heart = np.isin(tissue, (C.HEART_BLOOD, C.MYOCARDIUM))
+    assert not (heart & below).any()
+    assert (heart & (z < dome[None] + 20.0)).any()
+    # Extrapleural fat between the ribcage and the lungs, labelled background.
+    fat_in_chest = (tissue == C.FAT) & ~below & (z > dome[None])
+    assert fat_in_chest.sum() > 100 and (labels[fat_in_chest] == 0).all()
+    # Pericardial fat around the heart is mediastinum.
+    near_heart = ndimage.binary_dilation(heart, iterations=1) & ~heart
+    assert (tissue[near_heart] == C.MED_FAT).mean() > 0.3
+
+
+def ndi_inside(body):
+    """Body with its per-slice holes filled (air inside the body is enclosed)."""
+    out = np.zeros_like(body)
+    for k in range(body.shape[0]):
+        out[k] = ndimage.binary_fill_holes(body[k])
+    return out
 
 
 def test_myocardium_uptake_varies_across_the_cohort(cohort):

@@ -6,10 +6,11 @@ Arrays are ``(z, y, x)``; spacing is SimpleITK ``(x, y, z)`` in mm. See docs/gro
 from colearn_pipeline.groundtruth.labels import LABELS, compose_labels, dice, select_slices
 from colearn_pipeline.groundtruth.lungs import find_airway, optimal_threshold_hu, segment_lungs
 from colearn_pipeline.groundtruth.mediastinum import (
-    mediastinum_search_region,
+    below_diaphragm,
+    lung_hull,
+    mediastinum_envelope,
     mediastinum_seeds,
     segment_mediastinum,
-    wrap_slices,
 )
 from colearn_pipeline.groundtruth.pipeline import default_parameters, derive_labels
 from colearn_pipeline.groundtruth.tumours import move_seed_to_peak, segment_tumours
@@ -21,7 +22,9 @@ __all__ = [
     "derive_labels",
     "dice",
     "find_airway",
-    "mediastinum_search_region",
+    "below_diaphragm",
+    "lung_hull",
+    "mediastinum_envelope",
     "mediastinum_seeds",
     "move_seed_to_peak",
     "optimal_threshold_hu",
@@ -29,5 +32,4 @@ __all__ = [
     "segment_mediastinum",
     "segment_tumours",
     "select_slices",
-    "wrap_slices",
 ]

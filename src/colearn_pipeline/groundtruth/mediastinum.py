@@ -1,11 +1,12 @@
-"""Coarse mediastinum: SimpleITK connected thresholding on soft-tissue HU between the lungs.
+"""Coarse mediastinum: connected thresholding inside an anatomical envelope between the lungs.
 
-The search region of every axial slice is the convex hull of the lungs, less the lungs, bone
-(and the spinal canal it encloses) and anything posterior of the vertebral body. Seeds are
-placed on every slice where both lungs appear, midway between their medial borders; SimpleITK's
-ConnectedThreshold grows them over soft-tissue HU within the region; an opening cuts thin
-leaks, a closing and per-slice hole filling make it coarse and solid (the airway lumen inside
-it is included).
+The envelope of every axial slice with two lungs is the part of the lungs' convex hull that lies
+between their medial surfaces (row by row), in front of the vertebral body, above the diaphragm
+(a floor interpolated from the lung bases) and outside lungs and bone. SimpleITK's
+ConnectedThreshold grows seeds placed midway between the lungs over a soft-tissue window inside
+it; a closing and per-slice hole filling make the result coarse and solid (heart, great vessels,
+airway lumen). The work is done on an in-plane grid of about ``working_spacing_mm`` and the result
+brought back to the CT grid against the full-resolution lungs.
 """
 
 from __future__ import annotations
@@ -15,53 +16,65 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import grid_points_in_poly
-from skimage.morphology import convex_hull_image
 
 from colearn_pipeline.groundtruth._morphology import (
     bounding_box,
     closing,
     disk_footprint,
     fill_holes_per_slice,
-    opening,
     spacing_zyx,
 )
 
-#: Defaults of :func:`segment_mediastinum` (see docs/groundtruth.md).
+#: Defaults of :func:`segment_mediastinum` (mirrored in conf, see docs/groundtruth.md).
 MEDIASTINUM_LOWER_HU = -300.0
-MEDIASTINUM_UPPER_HU = -30.0
+MEDIASTINUM_UPPER_HU = 250.0
 BONE_HU = 250.0
-BONE_MARGIN_MM = 0.0
 BONE_CLOSING_RADIUS_MM = 3.0
 LUNG_MARGIN_MM = 2.0
-REGION_MARGIN_MM = 10.0
-WRAP_PER_SLICE = True
-WRAP_MIN_AREA_MM2 = 20.0
-WRAP_MERGE_MM = 10.0
-WRAP_THROUGH_BONE = True
-WRAP_MIN_COVERAGE = 0.4
-WRAP_COVER_MM = 4.0
+HULL_MARGIN_MM = 3.0
+ANTERIOR_MARGIN_MM = 3.0
+VERTEBRAL_DEPTH_MM = 20.0
+SPINE_SEARCH_HALF_WIDTH_MM = 20.0
+FLOOR_RADIUS_MM = 30.0
+FLOOR_SIGMA_MM = 25.0
+FLOOR_LUNG_ABOVE_MM = 40.0
 SMOOTHING_SIGMA_MM = 1.0
 MIN_LUNG_AREA_MM2 = 100.0
 SEED_SEARCH_MM = 15.0
-OPENING_RADIUS_MM = 0.0
 CLOSING_RADIUS_MM = 5.0
-EXCLUDE_POSTERIOR_OF_SPINE = False
-SPINE_SEARCH_HALF_WIDTH_MM = 20.0
+WORKING_SPACING_MM = 2.0
+#: A second lung component smaller than this fraction of the first is a detached bit of it.
+SECOND_LUNG_MIN_FRACTION = 0.1
 
 
 def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
-    """The two largest lung components of a slice ordered by column (low x first), or None."""
+    """The right and left lung of a slice (low column first), or None.
+
+    The two largest components when both have ``min_area_px`` and the smaller at least
+    ``SECOND_LUNG_MIN_FRACTION`` of the larger (not a detached bit of one lung); lungs that touch (an anterior or
+    posterior junction line) are split at the column of least lung in the middle of their extent.
+    """
     lab, n = ndi.label(lung_slice)
-    if n < 2:
+    if n == 0:
         return None
     sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
     order = np.argsort(sizes)[::-1][:2]
-    if sizes[order[1]] < min_area_px:
+    if n >= 2 and sizes[order[1]] >= max(min_area_px, SECOND_LUNG_MIN_FRACTION * sizes[order[0]]):
+        a, b = (lab == order[0] + 1), (lab == order[1] + 1)
+        return (a, b) if np.nonzero(a)[1].mean() < np.nonzero(b)[1].mean() else (b, a)
+    main = lab == order[0] + 1
+    profile = main.sum(axis=0)
+    cols = np.nonzero(profile)[0]
+    lo, hi = cols[0] + int(0.3 * (cols[-1] - cols[0])), cols[0] + int(0.7 * (cols[-1] - cols[0]))
+    if hi <= lo:
         return None
-    a, b = (lab == order[0] + 1), (lab == order[1] + 1)
-    xa = np.nonzero(a)[1].mean()
-    xb = np.nonzero(b)[1].mean()
-    return (a, b) if xa < xb else (b, a)
+    split = lo + int(np.argmin(profile[lo : hi + 1]))
+    right, left = main.copy(), main.copy()
+    right[:, split:] = False
+    left[:, :split] = False
+    if right.sum() < min_area_px or left.sum() < min_area_px:
+        return None
+    return right, left
 
 
 def _grown_hull(mask: np.ndarray, radius_px) -> np.ndarray:
@@ -87,86 +100,204 @@ def _grown_hull(mask: np.ndarray, radius_px) -> np.ndarray:
     lo = np.maximum(np.floor(verts.min(axis=0)).astype(int), 0)
     hi = np.minimum(np.ceil(verts.max(axis=0)).astype(int) + 1, mask.shape)
     out = mask.copy()
-    out[lo[0] : hi[0], lo[1] : hi[1]] |= grid_points_in_poly(tuple(hi - lo), verts - lo)
+    if np.all(hi > lo):
+        out[lo[0] : hi[0], lo[1] : hi[1]] |= grid_points_in_poly(tuple(hi - lo), verts - lo)
     return out
 
 
-def _hull_coverage(hull: np.ndarray, pieces: np.ndarray, near: np.ndarray) -> float:
-    """Fraction of the hull's boundary pixels that lie within ``near`` (a footprint) of ``pieces``."""
-    edge = hull & ~ndi.binary_erosion(hull, border_value=0)
-    n = int(edge.sum())
-    if n == 0:
-        return 0.0
-    return float((edge & ndi.binary_dilation(pieces, structure=near)).sum()) / n
-
-
-def mediastinum_search_region(
-    ct_hu: np.ndarray,
-    lung_mask: np.ndarray,
-    spacing_xyz_mm,
-    *,
-    bone_hu: float = BONE_HU,
-    bone_margin_mm: float = BONE_MARGIN_MM,
-    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
-    lung_margin_mm: float = LUNG_MARGIN_MM,
-    region_margin_mm: float = REGION_MARGIN_MM,
-    exclude_posterior_of_spine: bool = EXCLUDE_POSTERIOR_OF_SPINE,
-    spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
-) -> np.ndarray:
-    """Where the mediastinum may lie: per-slice convex hull of the lungs minus lungs and bone.
+def lung_hull(lung_mask: np.ndarray, spacing_xyz_mm, margin_mm: float = 0.0) -> np.ndarray:
+    """Per axial slice, the convex hull of the lungs grown in-plane by ``margin_mm``.
 
     Parameters
     ----------
-    ct_hu : ndarray, shape (z, y, x)
     lung_mask : ndarray of bool, shape (z, y, x)
     spacing_xyz_mm : sequence of 3 float
-    bone_hu : float
-        Voxels above it are bone; bone is closed in-plane by ``bone_closing_radius_mm`` and its
-        holes (the spinal canal, marrow) filled before it is excluded with a ``bone_margin_mm``
-        margin.
-    lung_margin_mm : float
-        The lungs are dilated in-plane by this (mm) before being excluded, so that the
-        partial-volume rim between lung and chest wall (which has fat-like HU) cannot carry the
-        growth around the lungs; :func:`segment_mediastinum` gives the margin back at the end.
-    region_margin_mm : float
-        The hull is dilated in-plane by this (mm), so that the region reaches the sternum and the
-        spine in front of which the lungs stop.
-    exclude_posterior_of_spine : bool
-        Also exclude every row posterior of the anterior edge of the bone found within
-        ``spine_search_half_width_mm`` of the midline between the lungs (the vertebral body).
+    margin_mm : float
 
     Returns
     -------
     ndarray of bool, shape (z, y, x)
     """
     lungs = np.asarray(lung_mask, dtype=bool)
-    ct = np.asarray(ct_hu)
     sp = spacing_zyx(spacing_xyz_mm)
-    bone = ct > bone_hu
-    bone = fill_holes_per_slice(closing(bone, disk_footprint(bone_closing_radius_mm, spacing_xyz_mm)))
-    if bone_margin_mm > 0:
-        bone = ndi.binary_dilation(bone, structure=disk_footprint(bone_margin_mm, spacing_xyz_mm))
-    lung_excl = lungs
-    if lung_margin_mm > 0:
-        lung_excl = ndi.binary_dilation(lungs, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm))
-    region = np.zeros_like(lungs)
-    half_w = int(round(spine_search_half_width_mm / sp[2]))
+    out = np.zeros_like(lungs)
     for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
-        hull = _grown_hull(lungs[z], region_margin_mm / sp[1:])
-        hull &= ~lung_excl[z] & ~bone[z]
-        if exclude_posterior_of_spine:
-            cols = np.nonzero(lungs[z].any(axis=0))[0]
-            mid = int(round(0.5 * (cols.min() + cols.max())))
-            strip = bone[z][:, max(0, mid - half_w) : mid + half_w + 1]
-            rows = np.nonzero(strip.any(axis=1))[0]
-            ys, _ = np.nonzero(lungs[z])
-            # The vertebral body is the bone on the midline in the posterior half of the lungs.
-            centre_y = 0.5 * (ys.min() + ys.max())
-            posterior = rows[rows > centre_y]
-            if posterior.size:
-                hull[posterior.min() :, :] = False
-        region[z] = hull
-    return region
+        out[z] = _grown_hull(lungs[z], margin_mm / sp[1:])
+    return out
+
+
+def superior_is_high_z(lung_mask: np.ndarray, airway_mask: np.ndarray | None = None) -> bool:
+    """Whether the last slices are superior.
+
+    The trachea (``airway_mask``) lies above the lungs' centre; without it, the slice of largest
+    lung area lies nearer the lung bases than the apices.
+    """
+    lungs = np.asarray(lung_mask, dtype=bool)
+    area = lungs.sum(axis=(1, 2)).astype(float)
+    zs = np.nonzero(area)[0]
+    if zs.size < 3:
+        return True
+    z_lungs = float((area * np.arange(area.size)).sum() / area.sum())
+    if airway_mask is not None and np.any(airway_mask):
+        z_airway = float(np.nonzero(np.asarray(airway_mask, dtype=bool).any(axis=(1, 2)))[0].mean())
+        return z_airway > z_lungs
+    widest = float(np.nonzero(area >= 0.95 * area.max())[0].mean())
+    return bool(widest - zs[0] <= zs[-1] - widest)
+
+
+def below_diaphragm(lung_mask: np.ndarray, spacing_xyz_mm, *, radius_mm: float = FLOOR_RADIUS_MM,
+                    sigma_mm: float = FLOOR_SIGMA_MM, lung_above_mm: float = FLOOR_LUNG_ABOVE_MM):
+    """Voxels under the diaphragm, judged from the lung bases (superior is at high z).
+
+    The base of a lung column is its lowest lung voxel.
+
+    Parameters
+    ----------
+    lung_mask : ndarray of bool, shape (z, y, x)
+    spacing_xyz_mm : sequence of 3 float
+    radius_mm, sigma_mm, lung_above_mm : float
+
+    Returns
+    -------
+    below_all : ndarray of bool, shape (z, y, x)
+        Below every lung base within ``radius_mm`` (the lungs reach down beside the heart to the
+        diaphragm): surely abdomen.
+    under_dome : ndarray of bool, shape (z, y, x)
+        Below the gaussian-weighted (``sigma_mm``) mean of the lung bases with lung directly above
+        within ``lung_above_mm``: abdomen where it also lies inside one lung's ring on its slice
+        (the liver and stomach under the domes), see :func:`mediastinum_envelope`.
+    """
+    lungs = np.asarray(lung_mask, dtype=bool)
+    sp = spacing_zyx(spacing_xyz_mm)
+    nz = lungs.shape[0]
+    present = lungs.any(axis=0)
+    big = float(nz + 1)
+    base = np.where(present, np.argmax(lungs, axis=0), big).astype(np.float32)
+    lowest = ndi.minimum_filter(base, footprint=disk_footprint(radius_mm, spacing_xyz_mm)[0], mode="constant", cval=big)
+    weight = ndi.gaussian_filter(present.astype(np.float32), sigma_mm / sp[1:], mode="constant")
+    mean = ndi.gaussian_filter(np.where(present, base, 0.0).astype(np.float32), sigma_mm / sp[1:], mode="constant")
+    mean = np.where(weight > 1e-3, mean / np.maximum(weight, 1e-6), 0.0)
+    z = np.arange(nz)[:, None, None]
+    k = max(1, int(round(lung_above_mm / sp[0])))
+    counts = np.concatenate([np.zeros((1,) + lungs.shape[1:], np.int32), np.cumsum(lungs, axis=0, dtype=np.int32)])
+    above = counts[np.minimum(np.arange(nz) + 1 + k, nz)] - counts[np.arange(nz) + 1]
+    return z < lowest[None], (z < mean[None]) & (above > 0)
+
+
+def _between_medial_surfaces(right: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """Columns strictly between the right lung's and the left lung's medial edge, row by row.
+
+    Rows that do not cross both lungs (in front of or behind them) take the edges of the nearest
+    row that does, so the envelope never runs along the chest wall in front of a lung.
+    """
+    ny, nx = right.shape
+    cols = np.arange(nx)
+    r_edge = np.where(right, cols, -1).max(axis=1)
+    l_edge = np.where(left, cols, nx).min(axis=1)
+    both = np.nonzero((r_edge >= 0) & (l_edge < nx))[0]
+    if both.size == 0:
+        return np.zeros(right.shape, dtype=bool)
+    rows = np.arange(ny)
+    nearest = both[np.clip(np.searchsorted(both, rows), 0, both.size - 1)]
+    before = both[np.clip(np.searchsorted(both, rows) - 1, 0, both.size - 1)]
+    nearest = np.where(np.abs(before - rows) < np.abs(nearest - rows), before, nearest)
+    return (cols[None, :] > r_edge[nearest, None]) & (cols[None, :] < l_edge[nearest, None])
+
+
+def _first_row_crossing_both(right: np.ndarray, left: np.ndarray) -> int:
+    """The most anterior row (lowest index) that crosses both lungs (0 if none)."""
+    both = np.nonzero(right.any(axis=1) & left.any(axis=1))[0]
+    return int(both[0]) if both.size else 0
+
+
+def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
+    """``(front_row, mid_column)`` of the vertebral body (midline bone behind the lungs' centre), or None."""
+    ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
+    centre_y = 0.5 * (ys.min() + ys.max())
+    mid = int(round(0.5 * (np.nonzero(right)[1].max() + np.nonzero(left)[1].min())))
+    strip = bone[:, max(0, mid - half_width_px) : mid + half_width_px + 1]
+    rows = np.nonzero(strip.any(axis=1))[0]
+    rows = rows[rows > centre_y]
+    return (int(rows.min()), mid) if rows.size else None
+
+
+def compute_bone_mask(ct_hu: np.ndarray, spacing_xyz_mm, bone_hu: float = BONE_HU,
+                      closing_radius_mm: float = BONE_CLOSING_RADIUS_MM) -> np.ndarray:
+    """Bone: ``ct > bone_hu`` closed in-plane by ``closing_radius_mm`` with its holes filled (canal, marrow)."""
+    return fill_holes_per_slice(closing(np.asarray(ct_hu) > bone_hu, disk_footprint(closing_radius_mm, spacing_xyz_mm)))
+
+
+def mediastinum_envelope(
+    ct_hu: np.ndarray,
+    lung_mask: np.ndarray,
+    spacing_xyz_mm,
+    *,
+    bone_hu: float = BONE_HU,
+    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
+    lung_margin_mm: float = LUNG_MARGIN_MM,
+    hull_margin_mm: float = HULL_MARGIN_MM,
+    anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM,
+    spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
+    floor_radius_mm: float = FLOOR_RADIUS_MM,
+    floor_sigma_mm: float = FLOOR_SIGMA_MM,
+    floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
+    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
+    bone_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Where the mediastinum may lie (superior at high z).
+
+    On every axial slice where both lungs have at least ``min_lung_area_mm2``: the lungs' convex
+    hull grown by ``hull_margin_mm``, limited row by row to the columns between the two lungs'
+    medial edges (never lateral of a lung, where the chest wall is) and to at most
+    ``anterior_margin_mm`` in front of the first row that crosses both lungs; less the lungs dilated by
+    ``lung_margin_mm`` and bone (``ct > bone_hu``, closed by ``bone_closing_radius_mm``, holes
+    filled), less the vertebral body (behind the front of the midline bone, within
+    ``spine_search_half_width_mm`` of the midline) and the rows more than ``vertebral_depth_mm``
+    behind its front, and never below the diaphragm (:func:`below_diaphragm` with
+    ``floor_radius_mm``, ``floor_sigma_mm``, ``floor_lung_above_mm``: under every lung base near,
+    or under a lung base and inside that lung's convex hull on the slice).
+
+    Parameters
+    ----------
+    ct_hu : ndarray, shape (z, y, x)
+    lung_mask : ndarray of bool, shape (z, y, x)
+    spacing_xyz_mm : sequence of 3 float
+
+    bone_mask : ndarray of bool, optional
+        :func:`bone_mask` computed already.
+
+    Returns
+    -------
+    ndarray of bool, shape (z, y, x)
+    """
+    lungs = np.asarray(lung_mask, dtype=bool)
+    sp = spacing_zyx(spacing_xyz_mm)
+    bone = bone_mask if bone_mask is not None else compute_bone_mask(ct_hu, spacing_xyz_mm, bone_hu, bone_closing_radius_mm)
+    lung_excl = ndi.binary_dilation(lungs, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm)) if lung_margin_mm > 0 else lungs
+    below_lowest, under_dome = below_diaphragm(lungs, spacing_xyz_mm, radius_mm=floor_radius_mm, sigma_mm=floor_sigma_mm, lung_above_mm=floor_lung_above_mm)
+    min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
+    half_w = int(round(spine_search_half_width_mm / sp[2]))
+    envelope = np.zeros_like(lungs)
+    for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
+        pair = _two_lungs(lungs[z], min_area_px)
+        if pair is None:
+            continue
+        right, left = pair
+        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
+        front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
+        inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
+        inside &= ~lung_excl[z] & ~bone[z] & ~below_lowest[z]
+        # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
+        inside &= ~(under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0))))
+        body = _vertebral_body(bone[z], right, left, half_w)
+        if body is not None:
+            front, mid = body
+            # The vertebral body itself (its marrow may be below bone_hu), then all behind it.
+            inside[front:, max(0, mid - half_w) : mid + half_w + 1] = False
+            inside[front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
+        envelope[z] = inside
+    return envelope
 
 
 def mediastinum_seeds(
@@ -182,14 +313,14 @@ def mediastinum_seeds(
 ) -> list[tuple[int, int, int]]:
     """Seeds ``(z, y, x)`` midway between the lungs' medial borders on every slice with two lungs.
 
-    The row is the mean of the two lungs' centroid rows; where that voxel is not soft tissue
-    inside ``region``, the nearest such voxel within ``seed_search_mm`` is taken instead.
+    The row is the mean of the two lungs' centroid rows; where that voxel is not inside the window
+    and ``region``, the nearest such voxel within ``seed_search_mm`` is taken instead.
     """
     sp = spacing_zyx(spacing_xyz_mm)
     min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
     ct = np.asarray(ct_hu)
     seeds = []
-    for z in np.nonzero(lung_mask.any(axis=(1, 2)))[0]:
+    for z in np.nonzero(region.any(axis=(1, 2)))[0]:
         pair = _two_lungs(lung_mask[z], min_area_px)
         if pair is None:
             continue
@@ -213,61 +344,37 @@ def mediastinum_seeds(
     return seeds
 
 
-def wrap_slices(
-    mask: np.ndarray,
-    spacing_xyz_mm,
-    *,
-    links=None,
-    min_area_mm2: float = WRAP_MIN_AREA_MM2,
-    merge_mm: float = WRAP_MERGE_MM,
-    cover_mm: float = WRAP_COVER_MM,
-    min_coverage: float = WRAP_MIN_COVERAGE,
-) -> np.ndarray:
-    """Per axial slice, the convex hulls of the pieces of ``mask``: what they wrap.
+def _block_reduce(volume: np.ndarray, factor: int, how: str) -> np.ndarray:
+    """In-plane block mean (``how='mean'``), majority (``'major'``) or any (``'any'``) by ``factor``."""
+    if factor == 1:
+        return volume.astype(np.float32) if how == "mean" else volume.astype(bool)
+    nz, ny, nx = volume.shape
+    py, px = (-ny) % factor, (-nx) % factor
+    padded = np.pad(volume, ((0, 0), (0, py), (0, px)), mode="edge")
+    blocks = padded.reshape(nz, (ny + py) // factor, factor, (nx + px) // factor, factor)
+    if how == "mean":
+        return blocks.mean(axis=(2, 4), dtype=np.float32)
+    if how == "any":
+        return blocks.any(axis=(2, 4))
+    return blocks.mean(axis=(2, 4), dtype=np.float32) >= 0.5
 
-    The hull of all the slice's pieces (8-connected, at least ``min_area_mm2``) is taken when at
-    least ``min_coverage`` of its boundary lies within ``cover_mm`` of them; otherwise pieces
-    closer than ``merge_mm``, or joined through ``links`` (e.g. bone), get one hull per group.
-    Smaller pieces are kept as they are.
 
-    Parameters
-    ----------
-    mask : ndarray of bool, shape (z, y, x)
-    spacing_xyz_mm : sequence of 3 float
-    links : ndarray of bool, shape (z, y, x), optional
-    min_area_mm2, merge_mm, cover_mm, min_coverage : float
+def _block_expand(mask: np.ndarray, factor: int, shape_zyx) -> np.ndarray:
+    """Nearest-neighbour inverse of :func:`_block_reduce`, cropped to ``shape_zyx``."""
+    if factor == 1:
+        return mask
+    out = np.repeat(np.repeat(mask, factor, axis=1), factor, axis=2)
+    return out[:, : shape_zyx[1], : shape_zyx[2]]
 
-    Returns
-    -------
-    ndarray of bool, a superset of ``mask``
-    """
-    sp = spacing_zyx(spacing_xyz_mm)
-    out = mask.copy()
-    eight = np.ones((3, 3), bool)
-    cover = disk_footprint(cover_mm, spacing_xyz_mm)[0]
-    merge = disk_footprint(merge_mm, spacing_xyz_mm)[0] if merge_mm > 0 else np.ones((1, 1), bool)
-    min_px = max(min_area_mm2 / (sp[1] * sp[2]), 3)
-    for z in np.nonzero(mask.any(axis=(1, 2)))[0]:
-        lab, n = ndi.label(mask[z], structure=eight)
-        big = (np.bincount(lab.ravel(), minlength=n + 1) >= min_px) & (np.arange(n + 1) > 0)
-        if not big.any():
-            continue
-        pieces = big[lab]
-        whole = convex_hull_image(pieces)
-        if _hull_coverage(whole, pieces, cover) >= min_coverage:
-            # The pieces surround their hull (a fat ring open where the heart meets the chest
-            # wall or the spine): wrap them all.
-            out[z] |= whole
-            continue
-        joined = ndi.binary_dilation(pieces, structure=merge)
-        if links is not None:
-            joined |= links[z]
-        groups, n_groups = ndi.label(joined, structure=eight)
-        for g in range(1, n_groups + 1):
-            member = pieces & (groups == g)
-            if member.sum() >= 3:
-                out[z] |= convex_hull_image(member)
-    return out
+
+def _grow(ct: np.ndarray, envelope: np.ndarray, seeds, spacing_xyz_mm, lower_hu: float, upper_hu: float) -> np.ndarray:
+    """SimpleITK ConnectedThreshold of the seeds over ``[lower_hu, upper_hu]`` inside ``envelope``."""
+    image = sitk.GetImageFromArray(np.where(envelope, ct, lower_hu - 1000.0).astype(np.float32))
+    image.SetSpacing(tuple(float(s) for s in spacing_xyz_mm))
+    grown = sitk.ConnectedThreshold(
+        image, seedList=[(int(x), int(y), int(z)) for z, y, x in seeds], lower=float(lower_hu), upper=float(upper_hu), replaceValue=1
+    )
+    return sitk.GetArrayFromImage(grown).astype(bool)
 
 
 def segment_mediastinum(
@@ -278,28 +385,26 @@ def segment_mediastinum(
     lower_hu: float = MEDIASTINUM_LOWER_HU,
     upper_hu: float = MEDIASTINUM_UPPER_HU,
     bone_hu: float = BONE_HU,
-    bone_margin_mm: float = BONE_MARGIN_MM,
     bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
     lung_margin_mm: float = LUNG_MARGIN_MM,
-    region_margin_mm: float = REGION_MARGIN_MM,
-    exclude_posterior_of_spine: bool = EXCLUDE_POSTERIOR_OF_SPINE,
+    hull_margin_mm: float = HULL_MARGIN_MM,
+    anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM,
     spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
+    floor_radius_mm: float = FLOOR_RADIUS_MM,
+    floor_sigma_mm: float = FLOOR_SIGMA_MM,
+    floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
     smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
     seed_search_mm: float = SEED_SEARCH_MM,
-    opening_radius_mm: float = OPENING_RADIUS_MM,
     closing_radius_mm: float = CLOSING_RADIUS_MM,
-    wrap_per_slice: bool = WRAP_PER_SLICE,
-    wrap_min_area_mm2: float = WRAP_MIN_AREA_MM2,
-    wrap_merge_mm: float = WRAP_MERGE_MM,
-    wrap_through_bone: bool = WRAP_THROUGH_BONE,
-    wrap_min_coverage: float = WRAP_MIN_COVERAGE,
-    wrap_cover_mm: float = WRAP_COVER_MM,
+    working_spacing_mm: float = WORKING_SPACING_MM,
+    superior_at_high_z: bool | None = None,
     seeds_zyx=None,
     airway_mask=None,
     return_info: bool = False,
 ):
-    """Coarse mediastinum by connected thresholding between the lungs.
+    """Coarse mediastinum by connected thresholding inside the envelope between the lungs.
 
     Parameters
     ----------
@@ -310,41 +415,26 @@ def segment_mediastinum(
     spacing_xyz_mm : sequence of 3 float
         Voxel spacing, SimpleITK order (x, y, z), mm.
     lower_hu, upper_hu : float
-        Soft-tissue window of ConnectedThreshold (HU); the default takes mediastinal fat,
-        vessels, heart and nodes, and leaves out lung and bone.
-    bone_hu, bone_margin_mm, bone_closing_radius_mm, lung_margin_mm, region_margin_mm, exclude_posterior_of_spine, spine_search_half_width_mm
-        Search region, see :func:`mediastinum_search_region`.
+        Window of ConnectedThreshold (HU): soft tissue and fat, not lung or bone.
+    bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, anterior_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
+        The envelope, see :func:`mediastinum_envelope`.
     smoothing_sigma_mm : float
         Gaussian smoothing (mm) of the CT before thresholding; 0 disables it.
     min_lung_area_mm2 : float
-        A slice gets a seed only where both lungs have at least this area.
+        A slice belongs to the envelope and gets a seed only where both lungs have this area.
     seed_search_mm : float
-        How far (mm) a seed may move to reach soft tissue inside the region.
-    opening_radius_mm : float
-        Radius (mm) of the in-plane opening that cuts thin leaks (0 disables it).
+        How far (mm) a seed may move to reach the window inside the envelope.
     closing_radius_mm : float
         Radius (mm) of the in-plane closing before per-slice hole filling.
-    wrap_per_slice : bool
-        Replace each 2D piece (8-connected, at least ``wrap_min_area_mm2``) of the grown region
-        by its convex hull, within the search region: with a fat window, the mediastinal fat
-        wraps the heart, vessels, airway and nodes, even where its ring is open.
-    wrap_min_area_mm2 : float
-        Smaller pieces are kept as they are.
-    wrap_merge_mm : float
-        Pieces closer than this (mm) in a slice are wrapped by one hull (a fat ring broken by
-        bone or by the heart touching the chest wall); farther pieces get a hull each, so that
-        the hull does not span the liver dome between the mediastinum and a distant fat strip.
-    wrap_through_bone : bool
-        Pieces linked through bone (``ct > bone_hu``: the spine, the sternum) are one group.
-    wrap_min_coverage, wrap_cover_mm : float
-        First the hull of all the slice's pieces is tried: it is taken when at least
-        ``wrap_min_coverage`` of its boundary lies within ``wrap_cover_mm`` of the pieces (they
-        surround it, like the fat around the heart); otherwise the pieces are grouped as above.
+    working_spacing_mm : float
+        In-plane spacing (mm) the work is done at (an integer block of CT pixels); the boundary
+        with the lungs is taken back at full resolution.
+    superior_at_high_z : bool or None
+        None: from the airway and the lungs (:func:`superior_is_high_z`).
     seeds_zyx : sequence of (z, y, x), optional
         Manual seeds replacing the automatic ones (the paper's "minor manual adjustments").
     airway_mask : ndarray of bool, optional
-        Trachea and main bronchi (``segment_lungs(..., return_info=True)[1]["airway_mask"]``);
-        they are mediastinal structures and are added to it (within the lungs' slices).
+        Trachea and main bronchi from :func:`segment_lungs`; added on the envelope's slices.
     return_info : bool
         Also return a dict with the seeds used.
 
@@ -355,90 +445,72 @@ def segment_mediastinum(
     """
     ct = np.asarray(ct_hu, dtype=np.float32)
     lungs = np.asarray(lung_mask, dtype=bool)
-    if ct.shape != lungs.shape:
-        raise ValueError(f"ct_hu {ct.shape} and lung_mask {lungs.shape} differ in shape")
-    out = np.zeros_like(lungs)
+    if ct.shape != lungs.shape or ct.ndim != 3:
+        raise ValueError(f"ct_hu {ct.shape} and lung_mask {lungs.shape} must be the same 3D shape")
+    superior = superior_is_high_z(lungs, airway_mask) if superior_at_high_z is None else bool(superior_at_high_z)
+    flip = (lambda v: v) if superior else (lambda v: None if v is None else np.asarray(v)[::-1])
     sp = spacing_zyx(spacing_xyz_mm)
-    margin_mm = max(bone_closing_radius_mm + bone_margin_mm, opening_radius_mm, closing_radius_mm) + region_margin_mm
-    box = bounding_box(lungs, (0, *np.ceil(margin_mm / sp[1:] + 1).astype(int)))
+    out = np.zeros_like(lungs)
+    margin_px = np.ceil((hull_margin_mm + closing_radius_mm + working_spacing_mm) / sp[1:] + 1).astype(int)
+    box = bounding_box(lungs, (0, *margin_px))
+    info = {"seeds_zyx": [], "n_seeds": 0, "superior_at_high_z": superior}
     if box is None:
-        return (out, {"seeds_zyx": [], "n_seeds": 0}) if return_info else out
-    origin = np.array([b.start for b in box])
-    ct, lungs = ct[box], lungs[box]
+        return (out, info) if return_info else out
+    factor = max(1, int(round(working_spacing_mm / min(sp[1], sp[2]))))
+    spacing_c = (sp[2] * factor, sp[1] * factor, sp[0])
+    ct_box, lungs_box = flip(ct[box]), flip(lungs[box])
+    ct_c = _block_reduce(ct_box, factor, "mean")
     if smoothing_sigma_mm > 0:
-        ct = ndi.gaussian_filter(ct, sigma=smoothing_sigma_mm / sp, mode="nearest")
-    region = mediastinum_search_region(
-        ct,
-        lungs,
-        spacing_xyz_mm,
-        bone_hu=bone_hu,
-        bone_margin_mm=bone_margin_mm,
-        bone_closing_radius_mm=bone_closing_radius_mm,
-        lung_margin_mm=lung_margin_mm,
-        region_margin_mm=region_margin_mm,
-        exclude_posterior_of_spine=exclude_posterior_of_spine,
-        spine_search_half_width_mm=spine_search_half_width_mm,
+        ct_c = ndi.gaussian_filter(ct_c, smoothing_sigma_mm / spacing_zyx(spacing_c), mode="nearest")
+    lungs_c, lungs_any = _block_reduce(lungs_box, factor, "major"), _block_reduce(lungs_box, factor, "any")
+    bone = compute_bone_mask(ct_c, spacing_c, bone_hu, bone_closing_radius_mm)
+    envelope = mediastinum_envelope(
+        ct_c, lungs_c, spacing_c, bone_hu=bone_hu, bone_closing_radius_mm=bone_closing_radius_mm,
+        lung_margin_mm=lung_margin_mm, hull_margin_mm=hull_margin_mm, anterior_margin_mm=anterior_margin_mm, vertebral_depth_mm=vertebral_depth_mm,
+        spine_search_half_width_mm=spine_search_half_width_mm, floor_radius_mm=floor_radius_mm, floor_sigma_mm=floor_sigma_mm,
+        floor_lung_above_mm=floor_lung_above_mm, min_lung_area_mm2=min_lung_area_mm2, bone_mask=bone,
     )
-    if seeds_zyx is None:
-        seeds = mediastinum_seeds(
-            ct,
-            lungs,
-            region,
-            spacing_xyz_mm,
-            lower_hu=lower_hu,
-            upper_hu=upper_hu,
-            min_lung_area_mm2=min_lung_area_mm2,
-            seed_search_mm=seed_search_mm,
-        )
-    else:
-        seeds = [tuple(int(round(v)) - int(o) for v, o in zip(s, origin)) for s in seeds_zyx]
-        seeds = [s for s in seeds if all(0 <= v < n for v, n in zip(s, ct.shape))]
-    grown = np.zeros_like(lungs)
-    if seeds:
-        outside_value = lower_hu - 1000.0
-        image = sitk.GetImageFromArray(np.where(region, ct, outside_value).astype(np.float32))
-        image.SetSpacing(tuple(float(s) for s in spacing_xyz_mm))
-        grown = sitk.ConnectedThreshold(
-            image,
-            seedList=[(int(x), int(y), int(z)) for z, y, x in seeds],
-            lower=float(lower_hu),
-            upper=float(upper_hu),
-            replaceValue=1,
-        )
-        grown = sitk.GetArrayFromImage(grown).astype(bool)
-        grown = opening(grown, disk_footprint(opening_radius_mm, spacing_xyz_mm))
-        lab, n = ndi.label(grown)
-        if n:
-            seed_labels = {int(lab[s]) for s in seeds} - {0}
-            if not seed_labels:
-                sizes = np.bincount(lab.ravel(), minlength=n + 1)
-                sizes[0] = 0
-                seed_labels = {int(np.argmax(sizes))}
-            grown = np.isin(lab, sorted(seed_labels))
-        if wrap_per_slice:
-            # Everything the grown compartment wraps in its slice (heart, vessels, airway, nodes),
-            # but not what lies outside it (subdiaphragmatic organs under the lung bases).
-            bone = fill_holes_per_slice(closing(ct > bone_hu, disk_footprint(bone_closing_radius_mm, spacing_xyz_mm)))
-            hulls = wrap_slices(
-                grown,
-                spacing_xyz_mm,
-                links=bone if wrap_through_bone else None,
-                min_area_mm2=wrap_min_area_mm2,
-                merge_mm=wrap_merge_mm,
-                cover_mm=wrap_cover_mm,
-                min_coverage=wrap_min_coverage,
-            )
-            grown = hulls & (region | grown)
-    if airway_mask is not None:
-        grown |= np.asarray(airway_mask, dtype=bool)[box] & ~lungs
+    seeds = _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
+                                   lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm)
+    grown = _grow(ct_c, envelope, seeds, spacing_c, lower_hu, upper_hu) if seeds else np.zeros_like(envelope)
+    if airway_mask is not None and grown.any():
+        on_slices = envelope.any(axis=(1, 2))[:, None, None]
+        grown |= _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any") & ~lungs_c & on_slices
     if grown.any():
-        grown = fill_holes_per_slice(closing(grown, disk_footprint(closing_radius_mm, spacing_xyz_mm)))
-        if lung_margin_mm > 0:
-            # Give back the margin left out next to the lungs (where the mediastinum meets them).
-            grown |= ndi.binary_dilation(grown, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm))
-        grown &= ~lungs
-    out[box] = grown
-    if return_info:
-        seeds_full = [tuple(int(v + o) for v, o in zip(s, origin)) for s in seeds]
-        return out, {"seeds_zyx": seeds_full, "n_seeds": len(seeds_full)}
-    return out
+        grown = _solid(grown, lungs_any, bone, spacing_c, closing_radius_mm, lung_margin_mm + working_spacing_mm)
+    out[box] = flip(_block_expand(grown, factor, lungs_box.shape)) & ~lungs[box]
+    info["seeds_zyx"] = [_seed_to_full(s, box, factor, superior, ct_box.shape[0]) for s in seeds]
+    info["n_seeds"] = len(seeds)
+    return (out, info) if return_info else out
+
+
+def _solid(grown, lungs_any, bone, spacing_xyz_mm, closing_radius_mm: float, give_back_mm: float) -> np.ndarray:
+    """Closing, per-slice hole filling, the lung margin given back next to the lungs only, bone out."""
+    grown = fill_holes_per_slice(closing(grown, disk_footprint(closing_radius_mm, spacing_xyz_mm)))
+    ring = disk_footprint(give_back_mm, spacing_xyz_mm)
+    # The full-resolution lungs cut the given-back margin exactly afterwards.
+    grown |= ndi.binary_dilation(grown, structure=ring) & ndi.binary_dilation(lungs_any, structure=ring)
+    return grown & ~bone
+
+
+def _seed_to_full(seed, box, factor: int, superior: bool, nz: int) -> tuple[int, int, int]:
+    z, y, x = seed
+    z = z if superior else nz - 1 - z
+    return (int(z + box[0].start), int(y * factor + factor // 2 + box[1].start), int(x * factor + factor // 2 + box[2].start))
+
+
+def _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
+                           lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm):
+    """Automatic seeds, or the manual ones mapped onto the working grid (inside it only)."""
+    if seeds_zyx is None:
+        return mediastinum_seeds(ct_c, lungs_c, envelope, spacing_c, lower_hu=lower_hu, upper_hu=upper_hu,
+                                 min_lung_area_mm2=min_lung_area_mm2, seed_search_mm=seed_search_mm)
+    nz = envelope.shape[0]
+    seeds = []
+    for s in seeds_zyx:
+        z = int(round(s[0])) - box[0].start
+        z = z if superior else (box[0].stop - box[0].start) - 1 - z
+        y, x = ((int(round(v)) - b.start) // factor for v, b in zip(s[1:], box[1:]))
+        if 0 <= z < nz and 0 <= y < envelope.shape[1] and 0 <= x < envelope.shape[2]:
+            seeds.append((z, y, x))
+    return seeds

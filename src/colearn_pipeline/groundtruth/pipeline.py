@@ -10,6 +10,7 @@ import numpy as np
 from colearn_pipeline.groundtruth.labels import LABELS, compose_labels, select_slices
 from colearn_pipeline.groundtruth.lungs import segment_lungs
 from colearn_pipeline.groundtruth.mediastinum import segment_mediastinum
+from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check
 from colearn_pipeline.groundtruth.tumours import segment_tumours
 
 
@@ -22,6 +23,9 @@ def derive_labels(
     lungs: Mapping | None = None,
     mediastinum: Mapping | None = None,
     tumours: Mapping | None = None,
+    quality: Mapping | None = None,
+    thorax: Mapping | None = None,
+    body_part_examined: str | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Derive the ground-truth labels of one study.
 
@@ -44,14 +48,17 @@ def derive_labels(
     -------
     labels : ndarray of uint8, shape (z, y, x)
     info : dict
-        ``lungs`` (thresholds), ``mediastinum`` (seeds), ``tumours`` (per-finding list) and
-        ``voxels`` per class name.
+        ``lungs`` (thresholds), ``mediastinum`` (seeds), ``tumours`` (per-finding list),
+        ``voxels`` per class name; with ``quality``: ``quality`` (:func:`quality_figures`) and
+        ``review_reasons`` (a list, empty when plausible); with ``thorax``: ``not_thorax`` (a
+        reason or None).
     """
     lung_mask, lung_info = segment_lungs(ct_hu, spacing_xyz_mm, return_info=True, **dict(lungs or {}))
     airway = lung_info.pop("airway_mask")
-    med_mask, med_info = segment_mediastinum(
-        ct_hu, lung_mask, spacing_xyz_mm, airway_mask=airway, return_info=True, **dict(mediastinum or {})
-    )
+    med_params = dict(mediastinum or {})
+    if lungs and "superior_at_high_z" in lungs:
+        med_params.setdefault("superior_at_high_z", lungs["superior_at_high_z"])
+    med_mask, med_info = segment_mediastinum(ct_hu, lung_mask, spacing_xyz_mm, airway_mask=airway, return_info=True, **med_params)
     tum_mask, tum_info = segment_tumours(suv, seeds_zyx, spacing_xyz_mm, **dict(tumours or {}))
     labels = compose_labels(lung_mask, med_mask, tum_mask)
     counts = np.bincount(labels.ravel(), minlength=len(LABELS))
@@ -61,10 +68,17 @@ def derive_labels(
         "tumours": tum_info,
         "voxels": {name: int(counts[value]) for name, value in LABELS.items()},
     }
+    if thorax is not None:
+        info["not_thorax"] = thorax_check(lung_mask, med_mask, spacing_xyz_mm, body_part_examined=body_part_examined, **dict(thorax))
+    if quality is not None:
+        ranges = dict(quality)
+        figures = quality_figures(lung_mask, med_mask, spacing_xyz_mm, tum_info, hull_margin_mm=float(ranges.pop("hull_margin_mm")))
+        info["quality"] = figures
+        info["review_reasons"] = review_reasons(figures, ranges)
     return labels, info
 
 
-_NOT_PARAMETERS = {"return_info", "seeds_zyx", "allowed_mask", "airway_mask"}
+_NOT_PARAMETERS = {"return_info", "seeds_zyx", "allowed_mask", "airway_mask", "superior_at_high_z"}
 
 
 def default_parameters() -> dict:

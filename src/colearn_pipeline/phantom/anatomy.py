@@ -38,6 +38,16 @@ LUNG_VESSEL_TREE_DEPTH = 4
 UPPER_CHEST_TAPER = 0.05            # the body is this much narrower at the top of the volume
 APEX_START_T = (0.62, 0.70)          # normalised height where the lungs start to narrow
 APEX_TOP_T = (1.0, 1.05)             # normalised height of the lung apices
+# What broke the fat-window mediastinum on real CT (issue 12): fat planes that connect the
+# mediastinum to the chest wall and the upper abdomen, and organs under the lung bases.
+EXTRAPLEURAL_FAT_MM = (2.0, 4.5)     # fat between the ribcage and the parietal pleura
+DIAPHRAGM_MM = (3.5, 5.0)            # diaphragm muscle under the dome surface
+SUBPHRENIC_FAT_MM = (4.0, 8.0)       # fat under the left dome, around the stomach and spleen
+PERICARDIAL_FAT_MM = (4.0, 9.0)      # fat shell around the heart (mediastinum)
+CARDIOPHRENIC_PAD_MM = (14.0, 24.0)  # epicardial fat pad at the cardiac apex, on the diaphragm
+STOMACH_SEMI_MM = ((38.0, 50.0), (32.0, 42.0), (40.0, 55.0))
+STOMACH_GAS_FRACTION = (0.25, 0.45)  # anterior part of the stomach holding gas (patient supine)
+SPLEEN_SEMI_MM = ((18.0, 26.0), (40.0, 55.0), (38.0, 50.0))
 
 
 @dataclass
@@ -103,6 +113,13 @@ class Anatomy:
     hilum: dict[str, np.ndarray]
     column_half_width: float
     lung_vessels: list[Tube] = field(default_factory=list)
+    extrapleural_mm: float = 0.0
+    diaphragm_mm: float = 0.0
+    subphrenic_fat_mm: float = 0.0
+    pericardial_fat_mm: float = 0.0
+    cardiophrenic_pad: tuple | None = None       # (centre, semi axes) of the fat pad
+    stomach: tuple | None = None                 # (centre, semi axes, gas fraction)
+    spleen: tuple | None = None                  # (centre, semi axes)
 
     # ---- derived geometry -----------------------------------------------------------------
     def t_of(self, z: float) -> float:
@@ -292,7 +309,46 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
     )
     anatomy = Anatomy(**anat)
     anatomy.lung_vessels = _vessel_trees(rng, anatomy)
+    _sample_abdomen_and_fat(rng, anatomy)
     return anatomy
+
+
+def _sample_abdomen_and_fat(rng: np.random.Generator, anat: Anatomy) -> None:
+    """Fat planes, diaphragm and the organs under the left dome (drawn last: the rest stays as it was)."""
+    anat.extrapleural_mm = _u(rng, EXTRAPLEURAL_FAT_MM)
+    anat.diaphragm_mm = _u(rng, DIAPHRAGM_MM)
+    anat.subphrenic_fat_mm = _u(rng, SUBPHRENIC_FAT_MM)
+    anat.pericardial_fat_mm = _u(rng, PERICARDIAL_FAT_MM)
+    e0 = anat.heart_axes[0]
+    apex = anat.heart_centre + 0.75 * anat.heart_semi[0] * e0
+    pad = _u(rng, CARDIOPHRENIC_PAD_MM)
+    anat.cardiophrenic_pad = (np.array([apex[0], apex[1] - 5.0, anat.dome_top["left"] + 0.3 * pad]), np.array([pad * 1.4, pad, pad * 0.8]))
+    z_left = anat.dome_top["left"]
+    semi = np.array([_u(rng, r) for r in STOMACH_SEMI_MM])
+    centre = np.array([anat.cx + _u(rng, (45.0, 65.0)), anat.cy - _u(rng, (10.0, 30.0)), z_left - anat.diaphragm_mm - semi[2] * _u(rng, (0.55, 0.8))])
+    anat.stomach = (centre, semi, _u(rng, STOMACH_GAS_FRACTION))
+    semi = np.array([_u(rng, r) for r in SPLEEN_SEMI_MM])
+    centre = np.array([anat.cx + _u(rng, (75.0, 95.0)), anat.cy + _u(rng, (35.0, 55.0)), z_left - anat.diaphragm_mm - semi[2] * _u(rng, (0.6, 0.9))])
+    anat.spleen = (centre, semi)
+
+
+def _paint_left_upper_abdomen(tissue: np.ndarray, grid: Grid, anat: Anatomy) -> None:
+    """Stomach (soft-tissue wall and contents, gas anteriorly) and spleen under the left dome."""
+    abdominal = lambda s: np.isin(s, (C.ABDOMEN, C.LIVER, C.FAT))  # noqa: E731
+    centre, semi, gas_fraction = anat.stomach
+    stomach = ellipsoid(grid, centre, semi)
+    paint(tissue, stomach, C.ABDOMEN, lambda s: s == C.ABDOMEN)  # the subphrenic fat stays above it
+    if stomach is not None:
+        sl, mask = stomach
+        y = grid.axis_mm("y")[sl[1]][None, :, None]
+        inner = ellipsoid(grid, centre, semi - 3.0)
+        if inner is not None:
+            gas = np.zeros_like(mask)
+            gas_sl = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(inner[0], sl))
+            gas[gas_sl] = inner[1]
+            gas &= y < centre[1] - semi[1] * (1.0 - 2.0 * gas_fraction)
+            paint(tissue, (sl, gas), C.AIR, lambda s: s == C.ABDOMEN)
+    paint(tissue, ellipsoid(grid, *anat.spleen), C.LIVER, abdominal)
 
 
 def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
@@ -402,7 +458,12 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
         below = cav & (z < dome)
         sl[below & (X < anat.cx + 25.0)] = C.LIVER
         sl[below & (X >= anat.cx + 25.0)] = C.ABDOMEN
-        cavity[k] = cav & ~below
+        pleural_fat = cav & ~below & (r > rc - anat.extrapleural_mm)
+        sl[pleural_fat] = C.FAT
+        sl[below & (z >= dome - anat.diaphragm_mm)] = C.MUSCLE
+        sl[below & (z < dome - anat.diaphragm_mm) & (z >= dome - anat.diaphragm_mm - anat.subphrenic_fat_mm)
+           & (X >= anat.cx + 25.0)] = C.FAT
+        cavity[k] = cav & ~below & ~pleural_fat
         # mediastinal column: sternum to spine, between the lungs
         hw = anat.column_half_width * (0.85 if t > 0.8 else 1.0)
         ymid, hh = 0.5 * (y_col_front + y_col_back), 0.5 * (y_col_back - y_col_front) + 3.0
@@ -449,9 +510,16 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
     soft = (tissue == C.LUNG) | (tissue == C.MUSCLE)
     tissue[region & soft] = C.MED_FAT
 
-    in_cavity = lambda sub: np.isin(sub, (C.LUNG, C.MED_FAT, C.MUSCLE, C.LIVER, C.ABDOMEN))  # noqa: E731
+    # Pericardial fat around the heart and the epicardial fat pad on the diaphragm (mediastinum).
+    in_chest = lambda sub: sub == C.LUNG  # noqa: E731
+    paint(tissue, ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes, pad_mm=anat.pericardial_fat_mm),
+          C.MED_FAT, in_chest)
+    paint(tissue, ellipsoid(grid, *anat.cardiophrenic_pad), C.MED_FAT, in_chest)
+    # The heart rests on the diaphragm inside the ribcage: it fills only the thoracic cavity.
+    in_cavity = lambda sub: np.isin(sub, (C.LUNG, C.MED_FAT))  # noqa: E731
     paint(tissue, heart, C.HEART_BLOOD, in_cavity)
-    paint(tissue, lv_out, C.MYOCARDIUM, lambda s: np.isin(s, (C.LUNG, C.MED_FAT, C.MUSCLE, C.LIVER, C.ABDOMEN, C.HEART_BLOOD)))
+    paint(tissue, lv_out, C.MYOCARDIUM, lambda s: np.isin(s, (C.LUNG, C.MED_FAT, C.HEART_BLOOD)))
+    _paint_left_upper_abdomen(tissue, grid, anat)
     paint(tissue, lv_in, C.HEART_BLOOD, lambda s: s == C.MYOCARDIUM)
     thoracic = lambda s: np.isin(s, (C.LUNG, C.MED_FAT, C.MUSCLE))  # noqa: E731
     abdominal = lambda s: np.isin(s, (C.LIVER, C.ABDOMEN))  # noqa: E731
