@@ -11,6 +11,7 @@ overlays it. The same function exports the derived ground truth (``algorithm_typ
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,16 +126,30 @@ def build_seg(
         )
         for c in SEGMENT_CLASSES
     ]
-    return hd.seg.Segmentation(
-        source_images=list(ct_datasets), pixel_array=labels.astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(), series_number=int(series_number), sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="colearn-pipeline",
-        manufacturer_model_name=str((algorithm or {}).get("name", "colearn-pipeline"))[:64],
-        software_versions=software_version or str((algorithm or {}).get("version", "")) or "-",
-        device_serial_number="-", content_label=content_label, series_description=series_description,
-        content_description=series_description[:64], omit_empty_frames=True,
-    )
+    with warnings.catch_warnings():  # highdicom sets SpacingBetweenSlices from float arithmetic (17 chars)
+        warnings.filterwarnings("ignore", message=r"The value length \(\d+\) exceeds .* VR DS")
+        seg = hd.seg.Segmentation(
+            source_images=list(ct_datasets), pixel_array=labels.astype(np.uint8),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(), series_number=int(series_number), sop_instance_uid=hd.UID(),
+            instance_number=1, manufacturer="colearn-pipeline",
+            manufacturer_model_name=str((algorithm or {}).get("name", "colearn-pipeline"))[:64],
+            software_versions=software_version or str((algorithm or {}).get("version", "")) or "-",
+            device_serial_number="-", content_label=content_label, series_description=series_description,
+            content_description=series_description[:64], omit_empty_frames=True,
+        )
+    _shorten_decimal_strings(seg)
+    return seg
+
+
+def _shorten_decimal_strings(seg: Dataset) -> None:
+    """Re-encode the shared pixel measures as valid DS (at most 16 characters)."""
+    from pydicom.valuerep import DS
+
+    for measures in seg.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence", []):
+        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+            if keyword in measures:
+                setattr(measures, keyword, DS(float(getattr(measures, keyword)), auto_format=True))
 
 
 def write_seg(seg: Dataset, out: str | os.PathLike) -> Path:
