@@ -189,6 +189,13 @@ def test_unreadable_series_names_the_file(phantom, tiny_bundle, tmp_path, capsys
     assert manifest.loc[0, "status"] == "quarantined" and manifest.loc[0, "file"] == "003.dcm"
 
 
+def test_folder_without_dicom_says_so(tiny_bundle, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")
+    assert main([str(tmp_path / "in"), "--model", str(tiny_bundle[1]), "--out", str(tmp_path / "out")]) == 1
+    assert "no DICOM study found in the input; 1 files skipped" in capsys.readouterr().err
+
+
 def test_files_given_one_by_one_are_a_study(phantom, tiny_bundle, tmp_path):
     _, pseudonym, ct_files, pet_files = phantom
     out = tmp_path / "out"
