@@ -24,6 +24,13 @@ demo: $(STAMP)
 	@echo "Figures:             data/08_reporting/*.png"
 	@echo "Preprocess manifest: data/08_reporting/preprocess_manifest.csv"
 	@echo "MLflow runs:         make mlflow-ui, then open http://127.0.0.1:5000"
+	$(VENV)/bin/colearn-phantom --size demo --studies 1 --seed 1 --quiet data/01_raw/predict
+	$(VENV)/bin/kedro run --env demo --pipeline predict
+	@echo
+	@echo "Held-back study segmented from its DICOM (no report) by the colearn net:"
+	@echo "  DICOM SEG: $$(ls data/07_model_output/predict/seg/*.seg.dcm)"
+	@echo "  summary:   $$(ls data/07_model_output/predict/summary/*.json)"
+	@echo "  manifest:  data/07_model_output/predict/manifest.csv"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests

@@ -1,0 +1,144 @@
+"""``colearn-predict``: segment PET-CT studies from their DICOM files with a trained net.
+
+``colearn-predict STUDY_DIR_OR_FILES --model MODEL --out OUT_DIR`` reads every study found in
+the folder (or the files) by its tags, segments every thorax slice and writes, per study named
+by its pseudonym, the labels on the CT grid (NIfTI), a DICOM SEG and a JSON + CSV summary.
+MODEL is a bundle file or an MLflow model URI (``runs:/<id>/model``, ``models:/<name>/<version>``).
+The exit status is 0 when every study was segmented, 1 when a study was set aside (the reason is
+printed), 2 for a bad model or bad arguments.
+
+``colearn-predict --study data/05_model_input/<p>.npz --model M --out pred.nii.gz`` still maps
+one model-input NPZ's slices back onto its CT grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+#: Where the default parameters are looked for (the working directory, then this checkout).
+PARAMS_FILE = Path("conf") / "base" / "parameters_predict.yml"
+
+
+def default_params_file() -> Path | None:
+    """``conf/base/parameters_predict.yml`` of the working directory or of the source checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (base / PARAMS_FILE).is_file():
+            return base / PARAMS_FILE
+    return None
+
+
+def read_params(path: str | os.PathLike | None) -> dict:
+    """The ``predict`` section of a parameters YAML file."""
+    path = Path(path) if path else default_params_file()
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"parameters file {path or PARAMS_FILE} not found (give --params)")
+    return dict((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("predict") or {})
+
+
+def _input_root(inputs: Sequence[str], stack) -> str:
+    """One folder to discover: the folder given, or a temporary folder linking the files given."""
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        return inputs[0]
+    missing = [p for p in inputs if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"input {missing[0]} is neither a folder nor a file")
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="colearn-predict-"))
+    for i, p in enumerate(inputs):
+        os.symlink(os.path.abspath(p), os.path.join(tmp, f"{i:05d}_{Path(p).name}"))
+    return tmp
+
+
+def _predict_npz(args, model, bundle) -> int:
+    from colearn_pipeline.inference.segment import labels_to_ct_volume, predict_model_input, write_label_nifti
+
+    with np.load(args.study, allow_pickle=False) as npz:
+        study = {k: npz[k] for k in npz.files}
+    labels = predict_model_input(model, study, args._device, args.batch_size)
+    out = write_label_nifti(labels_to_ct_volume(labels, study), study, args.out)
+    counts = np.bincount(labels.ravel(), minlength=4)
+    print(f"{out}: {bundle['net']} labels on the CT grid {tuple(int(v) for v in study['ct_shape_zyx'])};"
+          f" predicted pixels per class {counts.tolist()}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="colearn-predict", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="STUDY_DIR_OR_FILES", help="a study folder (any layout) or DICOM files")
+    p.add_argument("--model", required=True, help="bundle file, runs:/<id>/model or models:/<name>/<version>")
+    p.add_argument("--out", required=True, help="output folder (or the output NIfTI with --study)")
+    p.add_argument("--study", help="a model-input NPZ instead of DICOM (labels of its slices only)")
+    p.add_argument("--params", help=f"parameters YAML with a 'predict' section (default {PARAMS_FILE})")
+    p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda:0, ... (default: params)")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: params)")
+    return p
+
+
+def _report(rows: list[dict], out: Path) -> None:
+    for r in rows:
+        if r["status"] == "ok":
+            paths = r["_paths"]
+            print(f"{r['pseudonym']}: thorax slices {r['thorax_slices']}, {r['n_tumours']} tumour component(s), "
+                  f"{r['tumour_ml']} mL\n  SEG:     {paths['seg']}\n  summary: {paths['summary_json']} "
+                  f"({paths['summary_csv'].name})\n  labels:  {paths['labels']}")
+        else:
+            print(f"colearn-predict: {r['pseudonym']}: {r['file']}: {r['reason']}", file=sys.stderr)
+    print(f"manifest: {out / 'manifest.csv'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    import contextlib
+    import logging
+
+    from colearn_pipeline.datasets._atomic import atomic_write
+    from colearn_pipeline.inference.cohort import manifest_table, predict_folder
+    from colearn_pipeline.inference.models import ModelLoadError, load_bundle
+    from colearn_pipeline.training.loop import load_model, resolve_device
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.inputs and not args.study:
+        print("colearn-predict: error: give a study folder or DICOM files (or --study NPZ)", file=sys.stderr)
+        return 2
+    try:
+        params = read_params(args.params)
+        bundle, provenance = load_bundle(args.model)
+        device = resolve_device(args.device or params.get("device", "auto"))
+        model = load_model(bundle, device)
+    except (FileNotFoundError, ModelLoadError, ValueError, RuntimeError, KeyError) as exc:
+        print(f"colearn-predict: error: {exc}", file=sys.stderr)
+        return 2
+    args._device = device
+    args.batch_size = args.batch_size or int(params.get("batch_size", 8))
+    if args.study:
+        return _predict_npz(args, model, bundle)
+    params = {**params, "batch_size": args.batch_size, "_device": device}
+    out = Path(args.out)
+    with contextlib.ExitStack() as stack:
+        try:
+            root = _input_root(args.inputs, stack)
+        except FileNotFoundError as exc:
+            print(f"colearn-predict: error: {exc}", file=sys.stderr)
+            return 2
+        rows, found = predict_folder(root, model, bundle, provenance, params, out)
+    if not rows:
+        why = f"; {len(found.skipped)} files skipped, e.g. {found.skipped[0][1]}" if found.skipped else ""
+        print(f"colearn-predict: error: no DICOM study found in the input{why}", file=sys.stderr)
+        return 1
+    table = manifest_table(rows)
+    atomic_write(out / "manifest.csv", lambda tmp: table.to_csv(tmp, index=False))
+    _report(rows, out)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

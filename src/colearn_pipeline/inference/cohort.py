@@ -1,0 +1,134 @@
+"""Segment every study under a folder: read, segment, export; a bad study is set aside with its reason.
+
+Used by ``colearn-predict`` and by the ``predict`` Kedro pipeline. Each study's outputs are
+written into one folder, in their final format, named by pseudonym only:
+``<pseudonym>.nii.gz`` (labels on the CT grid), ``<pseudonym>.seg.dcm`` (DICOM SEG),
+``<pseudonym>.summary.json`` and ``<pseudonym>.summary.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from colearn_pipeline import __version__
+from colearn_pipeline.datasets._atomic import atomic_write
+from colearn_pipeline.dicom.discovery import Discovery, StudyFiles, discover
+from colearn_pipeline.dicom.errors import DicomSeriesError
+from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY
+from colearn_pipeline.inference.seg import LabelMapError, build_seg, write_seg
+from colearn_pipeline.inference.segment import segment_volume
+from colearn_pipeline.inference.study import load_study
+from colearn_pipeline.inference.summary import summarise_labels, summary_table
+
+logger = logging.getLogger(__name__)
+
+#: Output file suffixes, per output.
+OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "summary_json": ".summary.json",
+                   "summary_csv": ".summary.csv"}
+#: Manifest columns.
+MANIFEST_COLUMNS = ["pseudonym", "status", "reason", "file", "series_selection", "suv_convention",
+                    "ct_shape_zyx", "thorax_slices", "n_tumours", "tumour_ml", "seconds"]
+
+
+def algorithm_identification(bundle: Mapping[str, Any], provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The SEG's algorithm identification: the net, its version (package + training fingerprint), the MLflow run."""
+    source = str(provenance.get("source") or "")
+    return {
+        "name": f"colearn-pipeline {bundle['net']}",
+        "version": f"{__version__} fingerprint {str(bundle.get('fingerprint', ''))[:16] or '-'}",
+        "source": "colearn-pipeline",
+        "parameters": {
+            "net": bundle["net"],
+            "mlflow_run_id": provenance.get("mlflow_run_id") or "-",
+            "model_uri": source if source.startswith(("runs:/", "models:/")) else "-",
+            "epochs": bundle.get("epochs", "-"),
+            "input_hw": "x".join(str(v) for v in bundle["input_hw"]),
+        },
+    }
+
+
+def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: Mapping[str, Any],
+                  provenance: Mapping[str, Any], params: Mapping[str, Any], out_dir: str | os.PathLike) -> dict:
+    """Read, segment and export one study into ``out_dir``; return its manifest row (raises on bad input)."""
+    data = load_study(root, study, params)
+    ct = data.ct
+    labels = segment_volume(
+        model, ct.array, data.suv_ct, data.slice_index, bundle["input_hw"],
+        batch_size=int(params.get("batch_size", 8)), device=params.get("_device", "cpu"),
+    )
+    summary = summarise_labels(labels, data.suv_ct, ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction)
+    summary = {"study": data.pseudonym, "net": bundle["net"], "model": provenance.get("mlflow_run_id") or "file",
+               "thorax_slices": [int(data.slice_index[0]), int(data.slice_index[-1])], **summary}
+    seg_conf = dict(params.get("seg") or {})
+    seg = build_seg(labels, ct.datasets, algorithm=algorithm_identification(bundle, provenance),
+                    series_number=int(seg_conf.get("series_number", 9901)),
+                    series_description=str(seg_conf.get("series_description", "colearn-pipeline segmentation")),
+                    content_label=str(seg_conf.get("content_label", "COLEARN")), software_version=__version__)
+    out = Path(out_dir)
+    paths = {k: out / f"{data.pseudonym}{s}" for k, s in OUTPUT_SUFFIXES.items()}
+    from colearn_pipeline.datasets import NiftiDataset
+
+    NiftiDataset(str(paths["labels"])).save(ct.to_sitk(labels))
+    write_seg(seg, paths["seg"])
+    atomic_write(paths["summary_json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    table = summary_table(data.pseudonym, summary)
+    atomic_write(paths["summary_csv"], lambda tmp: table.to_csv(tmp, index=False))
+    return {
+        "series_selection": data.selection, "suv_convention": data.suv_convention,
+        "ct_shape_zyx": list(ct.shape_zyx), "thorax_slices": f"{data.slice_index[0]}-{data.slice_index[-1]}",
+        "n_tumours": summary["n_tumours"], "tumour_ml": summary["tumour_ml"], "_paths": paths,
+    }
+
+
+def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapping[str, Any],
+                   provenance: Mapping[str, Any], params: Mapping[str, Any],
+                   out_dir: str | os.PathLike) -> tuple[list[dict], Discovery]:
+    """Segment every study found under ``root`` (by tags) into ``out_dir``; never raises for bad input.
+
+    Returns
+    -------
+    rows : list of dict
+        One per study: ``pseudonym``, ``status`` (``"ok"`` / ``"quarantined"``), ``reason``,
+        ``file`` and the study's figures; ``"_paths"`` (output paths) on ok rows.
+    discovery : Discovery
+        What the scan found (``skipped`` files, for a message when no study is found).
+    """
+    root = os.fspath(root)
+    found = discover(root, key=str(params.get("pseudonym_key") or DEFAULT_PSEUDONYM_KEY))
+    rows = []
+    for pseudonym in sorted(found.studies):
+        study = found.studies[pseudonym]
+        start = time.perf_counter()
+        row: dict[str, Any] = {"pseudonym": pseudonym, "status": "quarantined", "reason": "", "file": ""}
+        try:
+            row.update(segment_study(root, study, model, bundle, provenance, params, out_dir))
+            row["status"] = "ok"
+        except (DicomSeriesError, LabelMapError) as exc:
+            row.update(reason=study.redact(exc.problem), file=study.redact(exc.file))
+        except Exception as exc:  # one study's unexpected failure must not stop the others
+            logger.debug("study %s failed", pseudonym, exc_info=True)
+            row.update(reason=study.redact(f"unexpected {type(exc).__name__}: {exc}"), file="-")
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        rows.append(row)
+        if row["status"] == "ok":
+            logger.info("predict: %s ok: slices %s, %d tumour components, %.1f s", pseudonym,
+                        row["thorax_slices"], row["n_tumours"], row["seconds"])
+        else:
+            logger.warning("predict: %s quarantined: %s: %s", pseudonym, row["file"], row["reason"])
+    return rows, found
+
+
+def manifest_table(rows: list[dict]) -> pd.DataFrame:
+    """The manifest as a table (:data:`MANIFEST_COLUMNS`, private keys dropped)."""
+    clean = [{c: (str(r[c]) if isinstance(r.get(c), list) else r.get(c)) for c in MANIFEST_COLUMNS} for r in rows]
+    return pd.DataFrame(clean, columns=MANIFEST_COLUMNS).replace({np.nan: None})
