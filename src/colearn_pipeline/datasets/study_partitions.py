@@ -215,9 +215,11 @@ class StudyPartitionsDataset(AbstractDataset[Mapping[str, StudyOutput], StudyPar
         return {"path": str(self._path), "records_dir": str(self._records), "members": self._members}
 
 
-def _remove_empty_parent(paths) -> None:
+def _remove_empty_parent(paths, levels: int = 3) -> None:
+    """Remove the staging folders of moved files while they are empty (study, stage, run)."""
     for parent in {Path(p).parent for p in paths}:
-        try:
-            parent.rmdir()  # the study's staging folder, once empty
-        except OSError:
-            pass
+        for folder in [parent, *parent.parents][:levels]:
+            try:
+                folder.rmdir()
+            except OSError:
+                break

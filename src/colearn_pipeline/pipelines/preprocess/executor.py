@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Staging folders of runs: ``.preprocess-staging-<pid>-<token>``.
 STAGING_PREFIX = ".preprocess-staging-"
-#: Test hook: ``<stage>:<pseudonym>`` makes that study's worker kill itself (SIGKILL) in that stage.
+#: Test hook: ``<stage>:<pseudonym>`` in the run's environment makes that study's worker kill
+#: itself (SIGKILL) in that stage, as the out-of-memory killer would.
 KILL_HOOK_ENV = "COLEARN_PREPROCESS_TEST_KILL"
 #: Modules a local worker process starts with (imported once, in the fork server).
 WORKER_PRELOAD = ["colearn_pipeline.pipelines.preprocess.study"]
@@ -73,7 +74,7 @@ class StudyTaskError(RuntimeError):
 
 @dataclass(frozen=True)
 class StudyTask:
-    """One study's work in one stage (picklable: sent to a worker).
+    """One study's work in one stage (picklable: sent to a worker); see :func:`make_task`.
 
     ``func(staging_dir=..., **kwargs)`` returns ``{"row": {...}, "staged": {member: path}}``.
     ``redact`` lists patient identifiers to remove from messages (kept in memory only).
@@ -85,12 +86,20 @@ class StudyTask:
     kwargs: dict[str, Any]
     staging_dir: str
     redact: tuple[str, ...] = field(default=(), repr=False)
+    kill_worker: bool = False  # test hook (KILL_HOOK_ENV, read in the parent): the worker kills itself
 
     def clean(self, text: str) -> str:
         out = str(text)
         for ident in sorted(self.redact, key=len, reverse=True):
             out = out.replace(ident, "<redacted>") if ident else out
         return out
+
+
+def make_task(pseudonym: str, stage: str, func: Callable[..., dict], kwargs: dict[str, Any], staging_dir: str,
+              redact: Iterable[str] = ()) -> StudyTask:
+    """A :class:`StudyTask`, with the test hook :data:`KILL_HOOK_ENV` read from this process's environment."""
+    kill = os.environ.get(KILL_HOOK_ENV) == f"{stage}:{pseudonym}"
+    return StudyTask(pseudonym, stage, func, kwargs, staging_dir, tuple(redact), kill)
 
 
 def _input_error(exc: Exception) -> tuple[str, str]:
@@ -101,7 +110,7 @@ def _input_error(exc: Exception) -> tuple[str, str]:
 
 def execute(task: StudyTask, threads: int) -> dict[str, Any]:
     """Run one task (in a worker); bad input becomes a ``quarantined`` result, anything else raises."""
-    if os.environ.get(KILL_HOOK_ENV) == f"{task.stage}:{task.pseudonym}":
+    if task.kill_worker:
         os.kill(os.getpid(), signal.SIGKILL)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
     start, cpu = time.perf_counter(), _cpu_seconds()

@@ -9,6 +9,8 @@ record of the stage carries the same fingerprint (and whose files are on disk) i
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,7 +23,7 @@ from colearn_pipeline.datasets.study_partitions import (
     StudyPartition,
     StudyPartitions,
 )
-from colearn_pipeline.pipelines.preprocess.executor import StudyTask, run_tasks, staging_folder
+from colearn_pipeline.pipelines.preprocess.executor import make_task, run_tasks, staging_folder
 from colearn_pipeline.pipelines.preprocess.params import ExecutorParams, digest
 
 logger = logging.getLogger(__name__)
@@ -90,16 +92,20 @@ def run_stage(stage: str, inputs: Mapping[str, StudyPartitions], stored: StudyPa
             outputs[pseudonym] = StudyOutput(UNCHANGED, fingerprint=fingerprint)
             continue
         fingerprints[pseudonym] = fingerprint
-        tasks.append(StudyTask(pseudonym, stage, func, kwargs, str(staging / stage / pseudonym),
-                               tuple((redact or {}).get(pseudonym, ()))))
+        tasks.append(make_task(pseudonym, stage, func, kwargs, str(staging / stage / pseudonym),
+                               (redact or {}).get(pseudonym, ())))
     results = run_tasks(tasks, executor)
     for task in tasks:
         result = results[task.pseudonym]
+        if result["status"] != OK:
+            shutil.rmtree(task.staging_dir, ignore_errors=True)  # e.g. what a killed worker left
         outputs[task.pseudonym] = StudyOutput(
             result["status"], fingerprint=fingerprints[task.pseudonym] if result["status"] != FAILED else None,
             reason=result["reason"], file=result["file"], row=result["row"], staged=result["staged"],
         )
         _log(stage, task.pseudonym, outputs[task.pseudonym])
+    if not any(o.status == OK for o in outputs.values()):
+        _rmdir_chain(staging / stage)
     counts = {s: sum(o.status == s for o in outputs.values()) for s in (OK, UNCHANGED, QUARANTINED, FAILED)}
     logger.info("preprocess %s: %d studies: %d computed ok, %d unchanged, %d quarantined, %d failed", stage,
                 len(outputs), counts[OK], counts[UNCHANGED], counts[QUARANTINED], counts[FAILED])
@@ -113,3 +119,11 @@ def _log(stage: str, pseudonym: str, out: StudyOutput) -> None:
         logger.warning("preprocess %s: %s quarantined: %s: %s", stage, pseudonym, out.file, out.reason)
     else:
         logger.error("preprocess %s: %s failed: %s", stage, pseudonym, out.reason)
+
+
+def _rmdir_chain(folder: Path) -> None:
+    for path in (folder, folder.parent):
+        try:
+            path.rmdir()
+        except OSError:
+            return
