@@ -11,13 +11,12 @@ study's run can end in:
 
 Any other exception is a bug of ours: the run stops with the study's traceback. SIGINT and SIGTERM
 stop the workers and remove the staging folder; a later run removes the staging folder left by a
-run that was killed with SIGKILL. Local workers die with the run (Linux ``PR_SET_PDEATHSIG``).
+run that was killed with SIGKILL. Local workers watch the run's process and exit when it is gone.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -162,19 +161,22 @@ def _run_here(task: StudyTask, threads: int) -> dict[str, Any]:
     try:
         return execute(task, threads)
     except Exception as exc:
-        raise StudyTaskError(f"{task.pseudonym}: stage {task.stage}: unexpected {type(exc).__name__}: {task.clean(str(exc))}") from exc
+        raise StudyTaskError(f"{task.pseudonym}: stage {task.stage}: unexpected {type(exc).__name__}: "
+                             f"{task.clean(str(exc))}\n{task.clean(traceback.format_exc())}") from exc
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
+def _die_with_run(run_pid: int) -> None:
+    """Exit when the run's process is gone, even after SIGKILL (the fork server outlives it for a while)."""
+    def watch() -> None:
+        while _pid_alive(run_pid):
+            time.sleep(0.5)
+        os._exit(137)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
-def _child(conn, task: StudyTask, threads: int) -> None:
-    _die_with_parent()
+def _child(conn, task: StudyTask, threads: int, run_pid: int) -> None:
+    _die_with_run(run_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it kills us on Ctrl-C
     try:
         message = ("ok", execute(task, threads))
@@ -196,7 +198,8 @@ def _run_local(tasks: list[StudyTask], params: ExecutorParams) -> dict[str, dict
             while pending and len(running) < int(params.workers):
                 task, attempt = pending.popleft()
                 receive, send = context.Pipe(duplex=False)
-                proc = context.Process(target=_child, args=(send, task, params.threads_per_worker), daemon=True)
+                proc = context.Process(target=_child, args=(send, task, params.threads_per_worker, os.getpid()),
+                                       daemon=True)
                 proc.start()
                 send.close()
                 running[proc.sentinel] = (proc, receive, task, attempt)
