@@ -15,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
+from colearn_pipeline.pipelines.preprocess import executor
 from colearn_pipeline.pipelines.preprocess.executor import STAGING_PREFIX, StudyError, StudyTaskError, make_task, run_tasks
 from colearn_pipeline.pipelines.preprocess.params import ExecutorParams, build
 
@@ -137,7 +138,11 @@ def test_dask_local_cluster_gives_the_same_outputs_as_the_local_pool(tmp_path):
     raw = tmp_path / "raw"
     generate_cohort(raw, n_studies=4, seed=9, size="tiny", workers=2)
     local = run_preprocess_catalog(raw, tmp_path / "local", workers=2)
-    dask = run_preprocess_catalog(raw, tmp_path / "dask", workers=2, executor={"kind": "dask"})
+    try:
+        dask = run_preprocess_catalog(raw, tmp_path / "dask", workers=2, executor={"kind": "dask"})
+    finally:
+        for key in list(executor._DASK):
+            executor._close_dask(key)
     assert local["manifest"]["summary"]["ok"] == dask["manifest"]["summary"]["ok"] == 4
     ours, theirs = _content_digest(tmp_path / "local"), _content_digest(tmp_path / "dask")
     assert len(ours) == 4 * 8 and ours == theirs

@@ -233,37 +233,57 @@ def _run_local(tasks: list[StudyTask], params: ExecutorParams) -> dict[str, dict
     return results
 
 
-def _run_dask(tasks: list[StudyTask], params: ExecutorParams) -> dict[str, dict[str, Any]]:
-    """Submit every study to a Dask cluster (the configured scheduler, or a LocalCluster)."""
+_DASK: dict[tuple, Any] = {}
+
+
+def dask_client(params: ExecutorParams):
+    """The run's Dask client: to the configured scheduler, or to a LocalCluster started once per run."""
     import dask
-    from distributed import Client, LocalCluster, as_completed
-    from distributed.scheduler import KilledWorker
+    from distributed import Client, LocalCluster
 
     address = params.dask_scheduler or os.environ.get(params.dask_scheduler_env) or None
-    results: dict[str, dict[str, Any]] = {}
-    cluster = client = None
-    with dask.config.set({"distributed.scheduler.allowed-failures": int(params.retries)}):
-        try:
+    key = (address, int(params.workers), int(params.retries))
+    if key not in _DASK:
+        with dask.config.set({"distributed.scheduler.allowed-failures": int(params.retries)}):
+            cluster = None
             if address is None:
                 cluster = LocalCluster(n_workers=max(1, int(params.workers)), threads_per_worker=1, processes=True,
                                        dashboard_address=None)
             client = Client(address or cluster)
-            futures = {client.submit(execute, t, params.threads_per_worker, pure=False,
-                                     key=f"preprocess-{t.stage}-{t.pseudonym}-{secrets.token_hex(4)}"): t for t in tasks}
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    results[task.pseudonym] = future.result()
-                except KilledWorker as exc:
-                    results[task.pseudonym] = _failed(task, f"worker died ({type(exc).__name__})")
-                except Exception as exc:
-                    raise StudyTaskError(f"{task.pseudonym}: stage {task.stage}: unexpected {type(exc).__name__}: "
-                                         f"{task.clean(str(exc))}") from exc
-        finally:
-            if client is not None:
-                client.close()
-            if cluster is not None:
-                cluster.close()
+        _DASK[key] = (client, cluster)
+        atexit.register(_close_dask, key)
+    return _DASK[key][0]
+
+
+def _close_dask(key: tuple) -> None:
+    client, cluster = _DASK.pop(key, (None, None))
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _run_dask(tasks: list[StudyTask], params: ExecutorParams) -> dict[str, dict[str, Any]]:
+    """Submit every study to the Dask cluster; a study whose worker died ``retries + 1`` times is failed."""
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    client = dask_client(params)
+    results: dict[str, dict[str, Any]] = {}
+    futures = {client.submit(execute, t, params.threads_per_worker, pure=False,
+                             key=f"preprocess-{t.stage}-{t.pseudonym}-{secrets.token_hex(4)}"): t for t in tasks}
+    try:
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                results[task.pseudonym] = future.result()
+            except KilledWorker as exc:
+                results[task.pseudonym] = _failed(task, f"worker died ({type(exc).__name__})")
+            except Exception as exc:
+                raise StudyTaskError(f"{task.pseudonym}: stage {task.stage}: unexpected {type(exc).__name__}: "
+                                     f"{task.clean(str(exc))}") from exc
+    finally:
+        client.cancel([f for f in futures if not f.done()])
     return results
 
 
