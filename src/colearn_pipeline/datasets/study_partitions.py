@@ -183,7 +183,9 @@ class StudyPartitionsDataset(AbstractDataset[Mapping[str, StudyOutput], StudyPar
             return
         record = out.record(pseudonym)
         if out.status == FAILED:
-            record["previous"] = dict(old) if old else None  # earlier outputs stay where they are
+            if old and old.get("status") == FAILED:
+                old = old.get("previous")
+            record["previous"] = dict(old) if old else None  # the earlier outputs, which stay where they are
             self._write_record(pseudonym, record)
             return
         self._record_path(pseudonym).unlink(missing_ok=True)
