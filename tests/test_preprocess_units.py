@@ -148,3 +148,23 @@ def test_model_input_keys_and_dtypes():
     assert out["labels"].dtype == np.uint8 and out["labels"][1].max() == 3
     assert out["slice_index"].dtype == np.int32 and out["ct_shape_zyx"].tolist() == [5, 20, 24]
     assert str(out["study"]) == "study-x" and out["direction"].shape == (9,)
+
+
+def test_run_fails_on_a_failed_study_or_no_ok_study_and_warns_above_the_quarantined_fraction(caplog):
+    from colearn_pipeline.pipelines.preprocess.manifest import PreprocessRunError, check_outcome
+
+    block = _params()["manifest"]
+
+    def manifest(*statuses):
+        rows = [{"pseudonym": f"study-{i}", "status": s} for i, s in enumerate(statuses)]
+        return {"summary": {"studies": len(rows), "ok": statuses.count("ok"),
+                            "quarantined": statuses.count("quarantined")}, "studies": rows}
+
+    check_outcome(manifest("ok", "ok", "ok", "ok", "ok"), block)
+    assert "quarantined (above" not in caplog.text
+    check_outcome(manifest("ok", "quarantined"), block)  # quarantined is not a failure of the run ...
+    assert "1 of 2 studies quarantined (above 20 %)" in caplog.text  # ... but is loud above the fraction
+    with pytest.raises(PreprocessRunError, match="1 studies failed.*study-1"):
+        check_outcome(manifest("ok", "failed"), block)
+    with pytest.raises(PreprocessRunError, match="no study came out ok"):
+        check_outcome(manifest("quarantined", "quarantined"), block)
