@@ -53,6 +53,8 @@ def run_pipeline(raw: Path, out: Path, **executor) -> dict:
 
     from colearn_pipeline.pipelines.preprocess import create_pipeline
 
+    for name in ("colearn_pipeline", "kedro", "distributed"):  # after kedro's import, which sets its logging
+        logging.getLogger(name).setLevel(logging.ERROR)
     conf = ROOT / "conf" / "base"
     catalog_conf = yaml.safe_load((conf / "catalog_preprocess.yml").read_text())
     for entry in catalog_conf.values():
@@ -71,7 +73,11 @@ def run_pipeline(raw: Path, out: Path, **executor) -> dict:
     SequentialRunner().run(create_pipeline(), catalog)
     seconds = time.perf_counter() - start
     rows = json.loads((out / "08_reporting" / "preprocess_manifest.json").read_text())["studies"]
-    return {"seconds": seconds, "rows": rows}
+    cpu: dict[str, float] = {}
+    for record in out.rglob(".records/*/*.json"):
+        row = json.loads(record.read_text()).get("row") or {}
+        cpu[record.stem] = cpu.get(record.stem, 0.0) + sum(v for k, v in row.items() if k.startswith("cpu_"))
+    return {"seconds": seconds, "rows": rows, "cpu": cpu}
 
 
 def _sorted_by_position(files: list[str]) -> list[str]:
@@ -114,6 +120,7 @@ def pipeline_run(raw: Path, out: Path, **executor) -> dict:
     ok = [r for r in rows if r["status"] == "ok"]
     stages = {k[2:-2]: float(np.mean([r[k] or 0.0 for r in ok])) for k in ok[0] if k.startswith("t_")} if ok else {}
     return {"seconds": run["seconds"], "ok": len(ok), "stages": stages, "studies": len(rows),
+            "cpu": float(np.mean([run["cpu"].get(r["pseudonym"], 0.0) for r in ok])) if ok else 0.0,
             "peak_mb": max((r["peak_rss_mb"] or 0.0 for r in ok), default=0.0),
             "quarantined": [(r["pseudonym"], r["reason"]) for r in rows if r["status"] != "ok"]}
 
@@ -173,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             per_study = run["seconds"] / run["ok"]
             print(f"pipeline, {w} local worker(s): {run['ok'] / run['seconds']:.3f} studies/s, {per_study:.3f} s/study "
                   f"(wall, whole pipeline), ratio to SimpleITK read {per_study / read_per_study:.1f}x, "
-                  f"peak RSS of a worker {run['peak_mb']:.0f} MB")
+                  f"peak RSS of a worker {run['peak_mb']:.0f} MB, worker CPU {run['cpu']:.3f} s/study")
         stages = runs[1]["stages"]
         print("stages, mean s/study (1 worker): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
         print(f"read_series stage (pydicom, checks, CT write) vs SimpleITK read: {stages['read_series'] / read_per_study:.1f}x")
