@@ -158,7 +158,21 @@ def test_study_partitions_interrupted_commit_is_never_taken_for_a_finished_one(t
         ds.save({"study-a": StudyOutput("ok", "fp-2", staged={"ct_hu": str(tmp_path / "missing.nii.gz")})})
     loaded = ds.load()
     assert "study-a" not in loaded.records  # no record: the next run recomputes it, never trusts the files
+    assert loaded["study-a"].fingerprint is None and loaded["study-a"].status == "None"
     assert (tmp_path / "data/ct_hu/study-a.nii.gz").exists()  # and nothing was deleted
+
+
+def test_model_input_files_put_there_by_hand_are_partitions(tmp_path):
+    """train_eval reads `model_input`; NPZ files placed without a preprocess run are its partitions too."""
+    from colearn_pipeline.datasets import StudyPartitionsDataset
+
+    np.savez(tmp_path / "study-0000000001.npz", labels=np.zeros((1, 2, 2), np.uint8))
+    (tmp_path / "notes.txt").write_text("not a partition")
+    ds = StudyPartitionsDataset(path=str(tmp_path), records_dir=str(tmp_path / ".records/model_input"),
+                                members={"model_input": "{pseudonym}.npz"})
+    loaded = ds.load()
+    assert list(loaded) == ["study-0000000001"] and loaded.records == {}
+    assert loaded["study-0000000001"]()["labels"].shape == (1, 2, 2)
 
 
 def test_raw_datasets_read_by_tags_and_refuse_a_writer_elsewhere(tmp_path):

@@ -158,13 +158,28 @@ class StudyPartitionsDataset(AbstractDataset[Mapping[str, StudyOutput], StudyPar
                 continue  # an unreadable record counts as none: the study is recomputed
         return out
 
+    def _unrecorded(self, records: Mapping[str, dict]) -> list[str]:
+        """Studies whose files are on disk without a record (put there by hand, or an interrupted commit)."""
+        if not self._members:
+            return []
+        pattern = next(iter(self._members.values()))
+        head, tail = pattern.split("{pseudonym}", 1)
+        found = Path(self._path).glob(pattern.replace("{pseudonym}", "*"))
+        names = {str(p.relative_to(Path(self._path)))[len(head):-len(tail) or None] for p in found}
+        return sorted(n for n in names if n not in records)
+
     def load(self) -> StudyPartitions:
-        """Records of every study, and a lazy partition for each study whose files are all on disk."""
+        """Records of every study, and a lazy partition for each study whose files are all on disk.
+
+        Files without a record are partitions too (with an empty record and no fingerprint, so a
+        stage recomputes them), e.g. model input placed in ``data/05_model_input`` by hand.
+        """
         records = self.read_records()
         partitions = {}
-        for pseudonym, record in records.items():
+        for pseudonym in [*records, *self._unrecorded(records)]:
+            record = records.get(pseudonym, {"status": None, "fingerprint": None, "row": {}})
             paths = self._paths(pseudonym)
-            if record.get("status") in (OK, FAILED) and all(os.path.isfile(p) for p in paths.values()):
+            if record.get("status") in (OK, FAILED, None) and all(os.path.isfile(p) for p in paths.values()):
                 partitions[pseudonym] = StudyPartition(pseudonym, paths, record)
         return StudyPartitions(partitions, records)
 
