@@ -116,6 +116,7 @@ def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_fil
         "decay_correction": conv.decay_correction, "reference_time_source": conv.reference_time_source,
         "suv_factor": float(np.median(factors)), "suv_factor_min": float(factors.min()),
         "suv_factor_max": float(factors.max()), "suv_notes": "; ".join(str(n) for n in conv.details.get("notes", [])),
+        "pet_geometry": _geometry(pet),
     }
     image = pet.to_sitk(suv_pet)
     if truth_dir and (Path(truth_dir) / "suv.nii.gz").is_file():
@@ -140,9 +141,14 @@ def suv_error_against_truth(truth_path: Path, suv_pet: sitk.Image, min_suv: floa
 
 def pet_to_ct_stage(*, staging_dir: str, suv_pet: StudyPartition, geometry: Mapping, interpolator: str,
                     outside_value: float) -> dict:
-    """SUV resampled from the PET grid onto the CT grid in physical space (``suv``)."""
+    """SUV resampled from the PET grid onto the CT grid in physical space (``suv``).
+
+    Both grids come from the DICOM geometry kept in the records (float64), not from the NIfTI
+    headers (float32), so the result does not depend on how the PET was stored.
+    """
     reference = image_on(geometry, np.zeros(geometry["shape_zyx"], np.uint8))
-    suv_ct = resample_to_reference(suv_pet.load(), reference, interpolator, outside_value)
+    moving = image_on(suv_pet.record["row"]["pet_geometry"], _array(suv_pet))
+    suv_ct = resample_to_reference(moving, reference, interpolator, outside_value)
     suv_ct = sitk.Cast(suv_ct, sitk.sitkFloat32)
     return {"row": {}, "staged": {"suv": write_nifti(suv_ct, Path(staging_dir) / "suv.nii.gz")}}
 
