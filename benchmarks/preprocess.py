@@ -126,18 +126,23 @@ def pipeline_run(raw: Path, out: Path, **executor) -> dict:
 
 
 def nifti_write_seconds(out: Path, pseudonym: str) -> dict[str, tuple[float, float]]:
-    """Seconds and MB to write one study's NIfTI files (every stage) uncompressed and at gzip levels 1 and 6."""
-    images = [sitk.ReadImage(str(p)) for p in sorted(out.rglob(f"{pseudonym}.nii.gz"))]
+    """Seconds and MB to write one study's NIfTI files (every stage): SimpleITK .nii.gz vs as the pipeline does."""
+    from colearn_pipeline.pipelines.preprocess.study import write_nifti
+
+    paths = sorted(p for p in out.rglob(f"{pseudonym}.nii*") if ".records" not in p.parts)
+    images = [sitk.ReadImage(str(p)) for p in paths]
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, suffix, compress, level in (("uncompressed .nii", ".nii", False, -1),
-                                               ("gzip level 1 (ours)", ".nii.gz", True, 1),
-                                               ("gzip level 6 (SimpleITK default)", ".nii.gz", True, 6)):
+        for label in ("all .nii.gz by SimpleITK (before)", "as the pipeline writes (.nii.gz gzip 1, SUV .nii)"):
             start = time.perf_counter()
-            paths = [str(Path(tmp) / f"{i}{suffix}") for i in range(len(images))]
-            for image, path in zip(images, paths):
-                sitk.WriteImage(image, path, compress, level)
-            result[label] = (time.perf_counter() - start, sum(os.path.getsize(p) for p in paths) / 1e6)
+            written = []
+            for i, (image, path) in enumerate(zip(images, paths)):
+                if label.startswith("all"):
+                    written.append(str(Path(tmp) / f"{i}.nii.gz"))
+                    sitk.WriteImage(image, written[-1], True)
+                else:
+                    written.append(write_nifti(image, Path(tmp) / f"{i}{''.join(path.suffixes)}"))
+            result[label] = (time.perf_counter() - start, sum(os.path.getsize(p) for p in written) / 1e6)
     return result
 
 

@@ -115,7 +115,7 @@ def _content_digest(out: Path) -> dict[str, str]:
         if ".records" in path.parts or not path.is_file():
             continue
         h = hashlib.sha256()
-        if path.name.endswith(".nii.gz"):
+        if path.name.endswith((".nii.gz", ".nii")):
             img = sitk.ReadImage(str(path))
             h.update(sitk.GetArrayViewFromImage(img).tobytes())
             h.update(repr((img.GetSpacing(), img.GetOrigin(), img.GetDirection(), img.GetPixelIDTypeAsString())).encode())

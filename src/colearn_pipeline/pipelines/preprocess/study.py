@@ -10,7 +10,9 @@ returns ``{"row": manifest fields, "staged": {member: file}}``. A problem of the
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,17 +29,25 @@ from colearn_pipeline.groundtruth import select_slices
 from colearn_pipeline.pipelines.preprocess.executor import StudyError
 from colearn_pipeline.suv import SuvError, suv_conversion
 
-#: gzip level of the NIfTI outputs: level 1 writes a paper-size study's volumes several times faster
-#: than SimpleITK's default (-1, i.e. 6) for a few per cent more disk.
+#: gzip level of ``.nii.gz`` outputs. SimpleITK's NIfTI writer ignores the level it is given, so we
+#: write ``.nii`` and gzip it ourselves: level 1 is about 40 % faster than its level 6 on CT.
 NIFTI_COMPRESSION_LEVEL = 1
 #: Bits of the stored lung partition: lungs, and the airway removed from them.
 LUNG_BIT, AIRWAY_BIT = 1, 2
 
 
 def write_nifti(image: sitk.Image, path: str | os.PathLike) -> str:
-    """Write ``image`` to ``path`` (``.nii.gz`` at :data:`NIFTI_COMPRESSION_LEVEL`); return the path."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path), True, NIFTI_COMPRESSION_LEVEL)
+    """Write ``image`` to ``path``: ``.nii`` as is, ``.nii.gz`` at :data:`NIFTI_COMPRESSION_LEVEL`; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".nii"):
+        sitk.WriteImage(image, str(path), False)
+        return str(path)
+    plain = path.with_name(path.name.removesuffix(".gz"))
+    sitk.WriteImage(image, str(plain), False)
+    with open(plain, "rb") as src, gzip.open(path, "wb", compresslevel=NIFTI_COMPRESSION_LEVEL) as dst:
+        shutil.copyfileobj(src, dst, 1 << 22)
+    plain.unlink()
     return str(path)
 
 
@@ -121,7 +131,7 @@ def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_fil
     image = pet.to_sitk(suv_pet)
     if truth_dir and (Path(truth_dir) / "suv.nii.gz").is_file():
         row.update(suv_error_against_truth(Path(truth_dir) / "suv.nii.gz", image, qa_min_suv))
-    return {"row": row, "staged": {"suv_pet": write_nifti(image, Path(staging_dir) / "suv_pet.nii.gz")}}
+    return {"row": row, "staged": {"suv_pet": write_nifti(image, Path(staging_dir) / "suv_pet.nii")}}
 
 
 def suv_error_against_truth(truth_path: Path, suv_pet: sitk.Image, min_suv: float) -> dict[str, Any]:
@@ -150,7 +160,7 @@ def pet_to_ct_stage(*, staging_dir: str, suv_pet: StudyPartition, geometry: Mapp
     moving = image_on(suv_pet.record["row"]["pet_geometry"], _array(suv_pet))
     suv_ct = resample_to_reference(moving, reference, interpolator, outside_value)
     suv_ct = sitk.Cast(suv_ct, sitk.sitkFloat32)
-    return {"row": {}, "staged": {"suv": write_nifti(suv_ct, Path(staging_dir) / "suv.nii.gz")}}
+    return {"row": {}, "staged": {"suv": write_nifti(suv_ct, Path(staging_dir) / "suv.nii")}}
 
 
 def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, keywords: Mapping) -> dict:
