@@ -3,11 +3,14 @@
 Prints, in one run:
 
 * the time SimpleITK alone (``ImageSeriesReader``, the same CT and PET files) takes per study;
-* the pipeline's studies per second with 1 and with 2 workers, and its time per study divided
-  by SimpleITK's read time (the ratio: how much the validation, SUV, resampling, ground truth,
-  resizing and writing cost on top of reading the pixels);
-* the peak resident memory of each worker process;
-* the speed-up from 1 to 2 workers.
+* the pipeline's studies per second with 1 and with 2 local workers, and its time per study
+  divided by SimpleITK's read time (the ratio: how much the validation, SUV, resampling, ground
+  truth, resizing and writing cost on top of reading the pixels);
+* the mean seconds per study of each stage, and the read stage against SimpleITK's read;
+* the peak resident memory of a worker (the largest over studies and stages);
+* the speed-up from 1 to 2 workers;
+* a second, unchanged run (every study skipped by every stage) against the first;
+* a Dask ``LocalCluster`` of 2 workers against the local pool of 2.
 
 Usage::
 
@@ -15,14 +18,14 @@ Usage::
     .venv/bin/python benchmarks/preprocess.py --studies 6 --size tiny
     .venv/bin/python benchmarks/preprocess.py --cohort data/01_raw  # an existing raw folder
 
-The pipeline part is :func:`colearn_pipeline.pipelines.preprocess.cohort.run_cohort` (discovery,
-per-study processing in worker processes, staged outputs); the catalog's final compressed
-writes are not included.
+The pipeline part is the whole preprocess pipeline run through the project's catalog (all data
+paths moved to a temporary folder), written outputs and manifest included.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -39,18 +42,42 @@ import SimpleITK as sitk  # noqa: E402
 import yaml  # noqa: E402
 
 from colearn_pipeline.dicom.discovery import discover, select_ct_pet  # noqa: E402
-from colearn_pipeline.pipelines.preprocess.cohort import run_cohort  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _params(raw: Path, workers: int) -> dict:
-    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_preprocess.yml").read_text())["preprocess"]
-    params.update(
-        raw_dicom_dir=str(raw / "dicom"), reports_dir=str(raw / "reports"),
-        phantom_truth_dir=str(raw / "phantom_truth"), pseudonym_map_path=None, workers=workers,
-    )
-    return params
+def run_pipeline(raw: Path, out: Path, **executor) -> dict:
+    """Run the preprocess pipeline once through the project's catalog, data paths moved under ``out``."""
+    from kedro.io import DataCatalog
+    from kedro.runner import SequentialRunner
+
+    from colearn_pipeline.pipelines.preprocess import create_pipeline
+
+    for name in ("colearn_pipeline", "kedro", "distributed"):  # after kedro's import, which sets its logging
+        logging.getLogger(name).setLevel(logging.ERROR)
+    conf = ROOT / "conf" / "base"
+    catalog_conf = yaml.safe_load((conf / "catalog_preprocess.yml").read_text())
+    for entry in catalog_conf.values():
+        for key in ("path", "filepath", "records_dir"):
+            if key in entry and entry[key].startswith("data/"):
+                entry[key] = str(out / entry[key].removeprefix("data/"))
+    catalog_conf["raw_dicom"]["path"], catalog_conf["raw_reports"]["path"] = str(raw / "dicom"), str(raw / "reports")
+    catalog_conf["preprocess_pseudonym_map"]["filepath"] = str(out / "pseudonym_map.csv")
+    params = yaml.safe_load((conf / "parameters_preprocess.yml").read_text())["preprocess"]
+    params["phantom_qa"]["truth_dir"] = str(raw / "phantom_truth")
+    params["executor"].update(staging_dir=str(out), **executor)
+    catalog = DataCatalog.from_config(catalog_conf)
+    for name, block in params.items():
+        catalog[f"params:preprocess.{name}"] = block
+    start = time.perf_counter()
+    SequentialRunner().run(create_pipeline(), catalog)
+    seconds = time.perf_counter() - start
+    rows = json.loads((out / "08_reporting" / "preprocess_manifest.json").read_text())["studies"]
+    cpu: dict[str, float] = {}
+    for record in out.rglob(".records/*/*.json"):
+        row = json.loads(record.read_text()).get("row") or {}
+        cpu[record.stem] = cpu.get(record.stem, 0.0) + sum(v for k, v in row.items() if k.startswith("cpu_"))
+    return {"seconds": seconds, "rows": rows, "cpu": cpu}
 
 
 def _sorted_by_position(files: list[str]) -> list[str]:
@@ -86,23 +113,37 @@ def simpleitk_read_seconds(raw: Path, repeats: int) -> tuple[float, int]:
     return best, len(series) // 2
 
 
-def pipeline_run(raw: Path, workers: int) -> dict:
-    """Run the cohort once; return seconds, ok studies and each worker's peak memory."""
-    staging = tempfile.mkdtemp(prefix="colearn-bench-")
-    try:
-        start = time.perf_counter()
-        rows, _ = run_cohort(_params(raw, workers), staging)
-        seconds = time.perf_counter() - start
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def pipeline_run(raw: Path, out: Path, **executor) -> dict:
+    """Run the cohort once; return seconds, ok studies, mean stage seconds and the largest worker memory."""
+    run = run_pipeline(raw, out, **executor)
+    rows = run["rows"]
     ok = [r for r in rows if r["status"] == "ok"]
-    stages = {k: float(np.mean([r[k] for r in ok])) for k in ok[0] if k.startswith("t_")} if ok else {}
-    peaks: dict[int, float] = {}
-    for r in ok:
-        peaks[r["worker_pid"]] = max(peaks.get(r["worker_pid"], 0.0), r["peak_rss_mb"])
-    cpu = float(sum(r["cpu_seconds"] for r in ok))
-    return {"seconds": seconds, "ok": len(ok), "stages": stages, "cpu": cpu, "studies": len(rows), "peaks_mb": sorted(peaks.values()),
+    stages = {k[2:-2]: float(np.mean([r[k] or 0.0 for r in ok])) for k in ok[0] if k.startswith("t_")} if ok else {}
+    return {"seconds": run["seconds"], "ok": len(ok), "stages": stages, "studies": len(rows),
+            "cpu": float(np.mean([run["cpu"].get(r["pseudonym"], 0.0) for r in ok])) if ok else 0.0,
+            "peak_mb": max((r["peak_rss_mb"] or 0.0 for r in ok), default=0.0),
             "quarantined": [(r["pseudonym"], r["reason"]) for r in rows if r["status"] != "ok"]}
+
+
+def nifti_write_seconds(out: Path, pseudonym: str) -> dict[str, tuple[float, float]]:
+    """Seconds and MB to write one study's NIfTI files (every stage): SimpleITK .nii.gz vs as the pipeline does."""
+    from colearn_pipeline.pipelines.preprocess.study import write_nifti
+
+    paths = sorted(p for p in out.rglob(f"{pseudonym}.nii*") if ".records" not in p.parts)
+    images = [sitk.ReadImage(str(p)) for p in paths]
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in ("all .nii.gz by SimpleITK (before)", "as the pipeline writes (.nii.gz gzip 1, SUV .nii)"):
+            start = time.perf_counter()
+            written = []
+            for i, (image, path) in enumerate(zip(images, paths)):
+                if label.startswith("all"):
+                    written.append(str(Path(tmp) / f"{i}.nii.gz"))
+                    sitk.WriteImage(image, written[-1], True)
+                else:
+                    written.append(write_nifti(image, Path(tmp) / f"{i}{''.join(path.suffixes)}"))
+            result[label] = (time.perf_counter() - start, sum(os.path.getsize(p) for p in written) / 1e6)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2, help="SimpleITK read repeats (best is kept)")
     args = parser.parse_args(argv)
-    logging.getLogger("colearn_pipeline").setLevel(logging.ERROR)
+    for name in ("colearn_pipeline", "kedro", "distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     tmp = None
     raw = args.cohort
@@ -125,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         generate_cohort(raw, n_studies=args.studies, seed=args.seed, size=args.size)
         print(f"phantom cohort: {args.studies} {args.size} studies written in {time.perf_counter() - start:.1f} s")
+    work = Path(tempfile.mkdtemp(prefix="colearn-bench-out-"))
     try:
         read_s, n_read = simpleitk_read_seconds(raw, args.repeats)
-        runs = {w: pipeline_run(raw, w) for w in (1, 2)}
+        runs = {w: pipeline_run(raw, work / f"local{w}", workers=w) for w in (1, 2)}
+        again = pipeline_run(raw, work / "local2", workers=2)
+        dask = pipeline_run(raw, work / "dask2", workers=2, kind="dask")
         n_ok = runs[1]["ok"]
         if n_ok == 0:
             print("no study finished:", runs[1]["quarantined"])
@@ -138,19 +183,26 @@ def main(argv: list[str] | None = None) -> int:
               f"({1 / read_per_study:.2f} studies/s)")
         for w, run in runs.items():
             per_study = run["seconds"] / run["ok"]
-            peaks = ", ".join(f"{p:.0f}" for p in run["peaks_mb"])
-            print(f"pipeline, {w} worker(s): {run['ok'] / run['seconds']:.3f} studies/s, {per_study:.3f} s/study "
-                  f"(wall, incl. worker start), ratio to SimpleITK read {per_study / read_per_study:.1f}x, "
-                  f"peak RSS per worker [MB]: {peaks}; worker CPU {run['cpu'] / run['ok']:.3f} s/study, "
-                  f"CPU obtained {run['cpu'] / run['seconds']:.2f} of {w} core(s)")
+            print(f"pipeline, {w} local worker(s): {run['ok'] / run['seconds']:.3f} studies/s, {per_study:.3f} s/study "
+                  f"(wall, whole pipeline), ratio to SimpleITK read {per_study / read_per_study:.1f}x, "
+                  f"peak RSS of a worker {run['peak_mb']:.0f} MB, worker CPU {run['cpu']:.3f} s/study")
         stages = runs[1]["stages"]
-        print("pipeline stages, mean s/study (1 worker): " + ", ".join(f"{k[2:-2]} {v:.3f}" for k, v in stages.items()))
-        print(f"pipeline read+validate (pydicom) vs SimpleITK read: {stages['t_read_s'] / read_per_study:.1f}x")
-        print(f"speed-up 1 -> 2 workers: {runs[1]['seconds'] / runs[2]['seconds']:.2f}x "
-              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: other processes share them)")
+        print("stages, mean s/study (1 worker): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
+        print(f"read_series stage (pydicom, checks, CT write) vs SimpleITK read: {stages['read_series'] / read_per_study:.1f}x")
+        print(f"speed-up 1 -> 2 workers: {runs[1]['seconds'] / runs[2]['seconds']:.2f}x")
+        print(f"unchanged second run (2 workers): {again['seconds']:.1f} s = "
+              f"{100 * again['seconds'] / runs[2]['seconds']:.0f} % of the first")
+        print(f"Dask LocalCluster, 2 workers: {dask['ok'] / dask['seconds']:.3f} studies/s = "
+              f"{runs[2]['seconds'] / dask['seconds']:.2f}x the local pool of 2 (cluster start included)")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)")
+        first_ok = next(r["pseudonym"] for r in json.loads(
+            (work / "local1" / "08_reporting" / "preprocess_manifest.json").read_text())["studies"] if r["status"] == "ok")
+        for label, (seconds, mb) in nifti_write_seconds(work / "local1", first_ok).items():
+            print(f"NIfTI files of one study (7 volumes), {label}: {seconds:.2f} s, {mb:.1f} MB")
         if runs[1]["quarantined"]:
             print("quarantined:", runs[1]["quarantined"])
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -294,12 +294,45 @@ def write_thorax_study(
             "tumour_mm": (-60.0, 0.0, 0.0)}
 
 
-def run_preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides) -> dict:
-    """Run the preprocess pipeline through the project's catalog, every data path moved under ``out``.
+def preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides):
+    """The project's preprocess catalog and parameters with every data path moved under ``out``.
 
     ``raw`` holds ``dicom/``, ``reports/`` and optionally ``phantom_truth/``. The project's
     ``conf/base/catalog_preprocess.yml`` and ``parameters_preprocess.yml`` are used as they are,
-    except that ``data/`` becomes ``out`` and the raw paths point into ``raw``.
+    except that ``data/`` becomes ``out``, the raw paths point into ``raw`` and the pseudonym map
+    goes to ``out/local``. ``overrides``: ``{stage: {key: value}}`` merged into ``preprocess.<stage>``.
+
+    Returns
+    -------
+    catalog : kedro.io.DataCatalog
+    params : dict
+        The ``preprocess`` parameters used.
+    """
+    import yaml
+    from kedro.io import DataCatalog
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "base"
+    catalog_conf = yaml.safe_load((conf / "catalog_preprocess.yml").read_text())
+    for entry in catalog_conf.values():
+        for key in ("path", "filepath", "records_dir"):
+            if key in entry and entry[key].startswith("data/"):
+                entry[key] = str(out / entry[key].removeprefix("data/"))
+    catalog_conf["raw_dicom"]["path"] = str(raw / "dicom")
+    catalog_conf["raw_reports"]["path"] = str(raw / "reports")
+    catalog_conf["preprocess_pseudonym_map"]["filepath"] = str(out / "local" / "pseudonym_map.csv")
+    params = yaml.safe_load((conf / "parameters_preprocess.yml").read_text())["preprocess"]
+    params["phantom_qa"]["truth_dir"] = str(raw / "phantom_truth")
+    params["executor"].update(workers=workers, staging_dir=str(out / "02_intermediate"))
+    for stage, change in overrides.items():
+        params[stage].update(change)
+    catalog = DataCatalog.from_config(catalog_conf)
+    for stage, block in params.items():
+        catalog[f"params:preprocess.{stage}"] = block
+    return catalog, params
+
+
+def run_preprocess_catalog(raw: Path, out: Path, workers: int = 1, pipeline=None, **overrides) -> dict:
+    """Run the preprocess pipeline (or ``pipeline``) through the project's catalog, paths moved under ``out``.
 
     Returns
     -------
@@ -310,27 +343,11 @@ def run_preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides) 
     import json
     import logging
 
-    import yaml
-    from kedro.io import DataCatalog
     from kedro.runner import SequentialRunner
 
     from colearn_pipeline.pipelines.preprocess import create_pipeline
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "base"
-    catalog_conf = yaml.safe_load((conf / "catalog_preprocess.yml").read_text())
-    for entry in catalog_conf.values():
-        for key in ("path", "filepath"):
-            if key in entry:
-                entry[key] = str(out / entry[key].removeprefix("data/"))
-    params = yaml.safe_load((conf / "parameters_preprocess.yml").read_text())["preprocess"]
-    params.update(
-        raw_dicom_dir=str(raw / "dicom"), reports_dir=str(raw / "reports"),
-        phantom_truth_dir=str(raw / "phantom_truth"), pseudonym_map_path=str(out / "local" / "pseudonym_map.csv"),
-        workers=workers, staging_dir=str(out / "02_intermediate"),
-    )
-    params.update(overrides)
-    catalog = DataCatalog.from_config(catalog_conf)
-    catalog["params:preprocess"] = params
+    catalog, params = preprocess_catalog(raw, out, workers, **overrides)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setLevel(logging.INFO)
@@ -339,7 +356,7 @@ def run_preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides) 
     root_logger.setLevel(logging.INFO)
     root_logger.addHandler(handler)
     try:
-        SequentialRunner().run(create_pipeline(), catalog)
+        SequentialRunner().run(pipeline or create_pipeline(), catalog)
     finally:
         root_logger.removeHandler(handler)
         root_logger.setLevel(old_level)

@@ -109,3 +109,89 @@ def test_replacing_partitioned_dataset_removes_only_stale_partitions(tmp_path):
     assert part.load()["study-b"]()["x"].tolist() == [2.0, 2.0]
     with pytest.raises(ValueError, match="overwrite"):
         ReplacingPartitionedDataset(path=str(folder), dataset="colearn_pipeline.datasets.NpzDataset", overwrite=True)
+
+
+def _staged_image(folder, value: float):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ct_hu.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 3, 4), value, np.float32)), str(path))
+    return str(path)
+
+
+def test_study_partitions_commit_load_lazily_and_keep_failed_outputs(tmp_path):
+    from colearn_pipeline.datasets import StudyOutput, StudyPartitionsDataset
+
+    ds = StudyPartitionsDataset(path=str(tmp_path / "data"), records_dir=str(tmp_path / "data/.records/x"),
+                                members={"ct_hu": "ct_hu/{pseudonym}.nii.gz"})
+    staging = tmp_path / "staging"
+    ds.save({
+        "study-a": StudyOutput("ok", "fp-a", row={"n": 1}, staged={"ct_hu": _staged_image(staging / "a", 1.0)}),
+        "study-b": StudyOutput("ok", "fp-b", staged={"ct_hu": _staged_image(staging / "b", 2.0)}),
+        "study-c": StudyOutput("quarantined", "fp-c", reason="bad header", file="ct/1.dcm"),
+    })
+    assert not staging.exists() or not any(staging.iterdir())  # staged files moved, their folders removed
+    loaded = ds.load()
+    assert sorted(loaded) == ["study-a", "study-b"] and sorted(loaded.records) == ["study-a", "study-b", "study-c"]
+    assert loaded.records["study-c"]["reason"] == "bad header"
+    part = loaded["study-a"]
+    assert part.fingerprint == "fp-a" and part.record["row"] == {"n": 1}
+    assert sitk.GetArrayFromImage(part()).max() == 1.0  # loaded only when called
+    # next run: a is unchanged, b's worker died (its earlier file stays), c is gone from the raw data
+    ds.save({"study-a": StudyOutput("unchanged", "fp-a"),
+             "study-b": StudyOutput("failed", reason="worker died")})
+    loaded = ds.load()
+    assert sorted(loaded.records) == ["study-a", "study-b"]
+    assert loaded.records["study-b"]["status"] == "failed" and loaded.records["study-b"]["previous"]["fingerprint"] == "fp-b"
+    assert sitk.GetArrayFromImage(loaded["study-b"]()).max() == 2.0
+    # quarantined now: its files go
+    ds.save({"study-a": StudyOutput("quarantined", "fp-a2", reason="r", file="f"), "study-b": StudyOutput("unchanged", None)})
+    assert not (tmp_path / "data/ct_hu/study-a.nii.gz").exists() and "study-a" not in ds.load()
+
+
+def test_study_partitions_interrupted_commit_is_never_taken_for_a_finished_one(tmp_path):
+    from colearn_pipeline.datasets import StudyOutput, StudyPartitionsDataset
+
+    ds = StudyPartitionsDataset(path=str(tmp_path / "data"), records_dir=str(tmp_path / "rec"),
+                                members={"ct_hu": "ct_hu/{pseudonym}.nii.gz"})
+    ds.save({"study-a": StudyOutput("ok", "fp-1", staged={"ct_hu": _staged_image(tmp_path / "s1", 1.0)})})
+    with pytest.raises(Exception):  # the staged file vanished: the commit fails half way
+        ds.save({"study-a": StudyOutput("ok", "fp-2", staged={"ct_hu": str(tmp_path / "missing.nii.gz")})})
+    loaded = ds.load()
+    assert "study-a" not in loaded.records  # no record: the next run recomputes it, never trusts the files
+    assert loaded["study-a"].fingerprint is None and loaded["study-a"].status == "None"
+    assert (tmp_path / "data/ct_hu/study-a.nii.gz").exists()  # and nothing was deleted
+
+
+def test_model_input_files_put_there_by_hand_are_partitions(tmp_path):
+    """train_eval reads `model_input`; NPZ files placed without a preprocess run are its partitions too."""
+    from colearn_pipeline.datasets import StudyPartitionsDataset
+
+    np.savez(tmp_path / "study-0000000001.npz", labels=np.zeros((1, 2, 2), np.uint8))
+    (tmp_path / "notes.txt").write_text("not a partition")
+    ds = StudyPartitionsDataset(path=str(tmp_path), records_dir=str(tmp_path / ".records/model_input"),
+                                members={"model_input": "{pseudonym}.npz"})
+    loaded = ds.load()
+    assert list(loaded) == ["study-0000000001"] and loaded.records == {}
+    assert loaded["study-0000000001"]()["labels"].shape == (1, 2, 2)
+
+
+def test_raw_datasets_read_by_tags_and_refuse_a_writer_elsewhere(tmp_path):
+    import json
+
+    from colearn_pipeline.datasets import DicomTreeDataset, ReportsDataset
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "a.json").write_text(json.dumps({"study_instance_uid": "1.2.3", "findings": [{"position_mm": [1, 2, 3]}]}))
+    (reports / "b.json").write_text("{not json")
+    loaded = ReportsDataset(str(reports)).load()
+    assert loaded["findings"]["1.2.3"] == [{"position_mm": [1, 2, 3]}] and len(loaded["digests"]["1.2.3"]) == 64
+    assert loaded["problems"][0][0] == "reports/b.json" and "unusable report" in loaded["problems"][0][1]
+    ReportsDataset(str(reports)).save(str(reports))  # the writer wrote where the catalog reads: fine
+    with pytest.raises(DatasetError, match="catalog reads"):
+        ReportsDataset(str(reports)).save(str(tmp_path / "elsewhere"))
+    (tmp_path / "dicom").mkdir()
+    tree = DicomTreeDataset(str(tmp_path / "dicom")).load()
+    assert tree.discover("k") is tree.discover("k") and not tree.discover("k").studies
+    with pytest.raises(DatasetError, match="no DICOM folder"):
+        DicomTreeDataset(str(tmp_path / "none")).load()

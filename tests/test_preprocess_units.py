@@ -1,4 +1,4 @@
-"""Unit tests of the preprocess helpers: parameters, seeds, storage, model input, manifest order."""
+"""Unit tests of the preprocess helpers: strict parameters, seeds, storage, model input, conf consistency."""
 
 from __future__ import annotations
 
@@ -10,52 +10,111 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from colearn_pipeline.dicom.series import SeriesVolume
 from colearn_pipeline.groundtruth import segment_lungs, segment_mediastinum, segment_tumours
-from colearn_pipeline.pipelines.preprocess.study import (
-    StudyError,
-    build_model_input,
-    ct_storage_array,
-    findings_to_seeds,
-    groundtruth_params,
-    merge_params,
+from colearn_pipeline.pipelines.preprocess.executor import StudyError
+from colearn_pipeline.pipelines.preprocess.params import (
+    ExecutorParams,
+    GroundTruthParams,
+    ModelInputParams,
+    ParameterError,
+    build,
+    groundtruth_keywords,
 )
+from colearn_pipeline.pipelines.preprocess.study import build_model_input, ct_storage_array, findings_to_seeds
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+FUNCTIONS = {"lungs": segment_lungs, "mediastinum": segment_mediastinum, "tumours": segment_tumours}
 
 
 def _params(env: str = "base") -> dict:
     return yaml.safe_load((CONF / env / "parameters_preprocess.yml").read_text())["preprocess"]
 
 
-def test_groundtruth_parameters_are_keywords_of_the_functions():
-    """Every key of the groundtruth sections reaches a real keyword (a typo would be silently ignored otherwise)."""
-    gt = _params()["groundtruth"]
-    for section, func in (("lungs", segment_lungs), ("mediastinum", segment_mediastinum), ("tumours", segment_tumours)):
-        accepted = set(inspect.signature(func).parameters)
-        assert set(gt[section]) <= accepted, (section, set(gt[section]) - accepted)
-    assert gt["tumours"]["peak_fraction"] == 0.4  # the paper's 40 % of peak SUV
+def test_every_stage_block_of_conf_builds_strictly():
+    """Every block of conf/base and conf/demo builds its dataclass (no key missing, none unknown)."""
+    from colearn_pipeline.pipelines.preprocess import params as p
+
+    classes = {"executor": p.ExecutorParams, "discover_studies": p.DiscoverParams, "read_series": p.ReadSeriesParams,
+               "suv": p.SuvParams, "pet_to_ct": p.PetToCtParams, "phantom_qa": p.PhantomQaParams,
+               "model_input": p.ModelInputParams, "manifest": p.ManifestParams}
+    for env in ("base", "demo"):
+        conf = _params(env)
+        assert set(conf) == set(classes) | set(FUNCTIONS), env
+        for name, cls in classes.items():
+            build(cls, conf[name], f"preprocess.{name}")
+        for stage in FUNCTIONS:
+            GroundTruthParams.from_conf(stage, conf[stage])
 
 
-def test_per_study_overrides_merge_and_unknown_sections_fail():
-    params = {"groundtruth": {"tumours": {"peak_fraction": 0.4, "max_radius_mm": 50.0},
-                              "overrides": {"study-a": {"tumours": {"peak_fraction": 0.5}}}}}
-    assert groundtruth_params(params, "study-a")["tumours"] == {"peak_fraction": 0.5, "max_radius_mm": 50.0}
-    assert groundtruth_params(params, "study-b")["tumours"]["peak_fraction"] == 0.4
-    params["groundtruth"]["overrides"]["study-c"] = {"tumour": {"peak_fraction": 0.5}}
-    with pytest.raises(StudyError, match="unknown groundtruth override sections"):
-        groundtruth_params(params, "study-c")
-    assert merge_params({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+def test_unknown_or_missing_key_fails_with_its_name():
+    block = _params()["model_input"]
+    with pytest.raises(ParameterError, match=r"preprocess\.model_input\.model_sise"):
+        build(ModelInputParams, {**block, "model_sise": [1, 1]}, "preprocess.model_input")
+    short = {k: v for k, v in block.items() if k != "compress"}
+    with pytest.raises(ParameterError, match=r"missing key\(s\) preprocess\.model_input\.compress"):
+        build(ModelInputParams, short, "preprocess.model_input")
+    with pytest.raises(ParameterError, match="kind"):
+        build(ExecutorParams, {**_params()["executor"], "kind": "slurm"}, "preprocess.executor")
+    params = build(ModelInputParams, block, "preprocess.model_input")
+    with pytest.raises(AttributeError):
+        params.compress = True  # frozen
+
+
+def test_groundtruth_blocks_are_exactly_the_function_keywords():
+    """A ground-truth block must hold every keyword of its science function (and no other), checked at run time."""
+    conf = _params()
+    for stage, func in FUNCTIONS.items():
+        accepted = {n for n, p in inspect.signature(func).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        assert set(conf[stage]) - {"overrides"} == groundtruth_keywords(stage) <= accepted
+        with pytest.raises(ParameterError, match=f"preprocess.{stage}.no_such_key"):
+            GroundTruthParams.from_conf(stage, {**conf[stage], "no_such_key": 1})
+        first = sorted(groundtruth_keywords(stage))[0]
+        with pytest.raises(ParameterError, match=f"preprocess.{stage}.{first}"):
+            GroundTruthParams.from_conf(stage, {k: v for k, v in conf[stage].items() if k != first})
+    assert conf["tumours"]["peak_fraction"] == 0.4  # the paper's 40 % of peak SUV
+
+
+def test_per_study_overrides_apply_to_their_study_only_and_unknown_keys_fail():
+    block = {**_params()["tumours"], "overrides": {"study-a": {"peak_fraction": 0.5}}}
+    params = GroundTruthParams.from_conf("tumours", block)
+    assert params.for_study("study-a")["peak_fraction"] == 0.5
+    assert params.for_study("study-b")["peak_fraction"] == 0.4
+    assert params.for_study("study-a")["max_radius_mm"] == block["max_radius_mm"]
+    block["overrides"] = {"study-c": {"peak_fractoin": 0.5}}
+    with pytest.raises(ParameterError, match=r"overrides\.study-c.*peak_fractoin"):
+        GroundTruthParams.from_conf("tumours", block)
 
 
 #: What the demo environment changes in the preprocess parameters (everything else is repeated as in base).
-DEMO_CHANGES = {"model_size": [128, 128]}
+DEMO_CHANGES = {"model_input": {"model_size": [128, 128]}}
 
 
 def test_demo_environment_repeats_base_except_its_changes():
     base, demo = _params(), _params("demo")
-    assert {k: v for k, v in demo.items() if k not in DEMO_CHANGES} == {k: v for k, v in base.items() if k not in DEMO_CHANGES}
-    assert {k: demo[k] for k in DEMO_CHANGES} == DEMO_CHANGES
+    assert set(base) == set(demo)
+    for block in base:
+        changed = DEMO_CHANGES.get(block, {})
+        assert {k: v for k, v in demo[block].items() if k not in changed} == \
+            {k: v for k, v in base[block].items() if k not in changed}, block
+        assert {k: demo[block][k] for k in changed} == changed
+
+
+def test_groundtruth_blocks_mirror_the_function_defaults():
+    """conf/base mirrors the ground-truth code's defaults: change both together.
+
+    Site- or cohort-specific tuning goes in another environment (conf/<env>/parameters_preprocess.yml)
+    or in a block's ``overrides`` per study, never silently diverges in base. ``superior_at_high_z``
+    is null in conf: the lungs stage derives it from the CT direction.
+    """
+    conf = _params()
+    drift = []
+    for stage, func in FUNCTIONS.items():
+        for name in groundtruth_keywords(stage) - {"superior_at_high_z"}:
+            default = inspect.signature(func).parameters[name].default
+            if conf[stage][name] != default:
+                drift.append(f"{stage}.{name}: yml {conf[stage][name]!r} != code {default!r}")
+    assert not drift, "\n".join(drift)
+    assert conf["lungs"]["superior_at_high_z"] is None
 
 
 def test_findings_to_seeds_uses_the_ct_geometry():
@@ -79,58 +138,33 @@ def test_ct_storage_is_lossless():
 
 
 def test_model_input_keys_and_dtypes():
-    ct = SeriesVolume(
-        array=np.random.default_rng(0).normal(size=(5, 20, 24)).astype(np.float32), datasets=[], files=[],
-        spacing_xyz_mm=(1.0, 1.0, 3.0), origin_xyz_mm=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
-        study="study-x",
-    )
+    ct = np.random.default_rng(0).normal(size=(5, 20, 24)).astype(np.float32)
+    geometry = {"spacing_xyz_mm": (1.0, 1.0, 3.0), "origin_xyz_mm": (0.0, 0.0, 0.0), "direction": (1, 0, 0, 0, 1, 0, 0, 0, 1)}
     labels = np.zeros((5, 20, 24), np.uint8)
     labels[2, 5:10, 5:10] = 3
-    out = build_model_input(ct, ct.array * 2, labels, np.array([1, 2]), (32, 32))
+    out = build_model_input(ct.astype(np.int16), ct * 2, labels, np.array([1, 2]), (32, 32), geometry, "study-x")
     assert out["ct_hu"].shape == out["suv"].shape == out["labels"].shape == (2, 32, 32)
+    assert out["ct_hu"].dtype == out["suv"].dtype == np.float32
     assert out["labels"].dtype == np.uint8 and out["labels"][1].max() == 3
     assert out["slice_index"].dtype == np.int32 and out["ct_shape_zyx"].tolist() == [5, 20, 24]
     assert str(out["study"]) == "study-x" and out["direction"].shape == (9,)
 
 
-def test_groundtruth_section_mirrors_the_function_defaults():
-    """conf/base mirrors the ground-truth code's defaults: change both together.
+def test_run_fails_on_a_failed_study_or_no_ok_study_and_warns_above_the_quarantined_fraction(caplog):
+    from colearn_pipeline.pipelines.preprocess.manifest import PreprocessRunError, check_outcome
 
-    Site- or cohort-specific tuning goes in another environment (conf/<env>/parameters_preprocess.yml)
-    or in ``groundtruth.overrides`` per study, never silently diverges in base.
-    """
-    skip = {"return_info", "seeds_zyx", "airway_mask", "allowed_mask", "threshold_hu", "superior_at_high_z"}
-    gt = _params()["groundtruth"]
-    drift = []
-    for section, func in (("lungs", segment_lungs), ("mediastinum", segment_mediastinum), ("tumours", segment_tumours)):
-        for name, p in inspect.signature(func).parameters.items():
-            if p.default is inspect.Parameter.empty or name in skip:
-                continue
-            if gt[section].get(name, "<missing>") != p.default:
-                drift.append(f"{section}.{name}: yml {gt[section].get(name, '<missing>')!r} != code {p.default!r}")
-    assert not drift, "\n".join(drift)
+    block = _params()["manifest"]
 
+    def manifest(*statuses):
+        rows = [{"pseudonym": f"study-{i}", "status": s} for i, s in enumerate(statuses)]
+        return {"summary": {"studies": len(rows), "ok": statuses.count("ok"),
+                            "quarantined": statuses.count("quarantined")}, "studies": rows}
 
-def test_unexpected_failure_quarantines_and_missing_report_can_be_allowed(tmp_path):
-    """In-process run (workers 0): a bad override fails its study only; allow_missing_report works."""
-    from dicom_fixtures import write_thorax_study
-
-    from colearn_pipeline.dicom import pseudonymise
-    from colearn_pipeline.pipelines.preprocess.cohort import run_cohort
-
-    bad = write_thorax_study(tmp_path / "dicom" / "a", reports_dir=tmp_path / "reports")
-    unreported = write_thorax_study(tmp_path / "dicom" / "b", with_report=False)
-    params = _params()
-    params.update(
-        raw_dicom_dir=str(tmp_path / "dicom"), reports_dir=str(tmp_path / "reports"), phantom_truth_dir=None,
-        workers=0, allow_missing_report=True, slice_selection={"classes": ["lung"], "min_voxels": 1},
-    )
-    params["groundtruth"]["overrides"] = {pseudonymise(bad["study_uid"]): {"tumours": {"no_such_setting": 1}}}
-    rows, extra = run_cohort(params, str(tmp_path / "staging"))
-    by = {r["pseudonym"]: r for r in rows}
-    failed = by[pseudonymise(bad["study_uid"])]
-    assert failed["status"] == "quarantined" and failed["reason"].startswith("unexpected TypeError")
-    ok = by[pseudonymise(unreported["study_uid"])]
-    assert ok["status"] == "ok" and ok["n_findings"] is None and ok["voxels_tumour"] == 0 and ok["slices_kept"] > 0
-    assert set(ok["_staged"]) == {"ct_hu", "suv", "labels", "model_input"}
-    assert extra["study_uids"][ok["pseudonym"]] == unreported["study_uid"]
+    check_outcome(manifest("ok", "ok", "ok", "ok", "ok"), block)
+    assert "quarantined (above" not in caplog.text
+    check_outcome(manifest("ok", "quarantined"), block)  # quarantined is not a failure of the run ...
+    assert "1 of 2 studies quarantined (above 20 %)" in caplog.text  # ... but is loud above the fraction
+    with pytest.raises(PreprocessRunError, match="1 studies failed.*study-1"):
+        check_outcome(manifest("ok", "failed"), block)
+    with pytest.raises(PreprocessRunError, match="no study came out ok"):
+        check_outcome(manifest("quarantined", "quarantined"), block)

@@ -1,10 +1,9 @@
-"""``kedro viz build`` runs headless and its export holds the lineage of train_eval."""
+"""``kedro viz build`` runs headless and its export holds the lineage of preprocess and train_eval."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,7 @@ def test_kedro_viz_build_exports_train_eval_nodes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     api = root / "build" / "api"
     pipelines = {p.name for p in (api / "pipelines").iterdir()}
-    assert {"train_eval", "validate", "__default__"} <= pipelines
+    assert {"phantom", "preprocess", "train_eval", "validate", "__default__"} <= pipelines
     data = json.loads((api / "pipelines" / "train_eval").read_text())
     tasks = {n["name"] for n in data["nodes"] if n["type"] == "task"}
     assert {"split_studies", "assemble_train_set", "assemble_test_set", "train", "evaluate",
@@ -32,6 +31,28 @@ def test_kedro_viz_build_exports_train_eval_nodes(tmp_path):
     default = json.loads((api / "pipelines" / "__default__").read_text())
     default_tasks = {n["name"] for n in default["nodes"] if n["type"] == "task"}
     assert "build_table_ii" in default_tasks
-    for name in ("phantom", "preprocess"):  # upstream lineage, where those pipelines are registered
-        if name in pipelines:
-            assert any(n["type"] == "task" for n in json.loads((api / "pipelines" / name).read_text())["nodes"])
+    assert {"generate_phantom_cohort", "discover_studies", "build_model_input"} <= default_tasks
+
+
+@pytest.mark.slow
+def test_kedro_viz_build_shows_the_preprocess_stages_with_their_parameters(tmp_path):
+    from test_preprocess_stages import STAGE_NODES
+
+    root = make_project(tmp_path / "p", n_studies=0)
+    proc = subprocess.run([KEDRO, "viz", "build"], cwd=root, env=project_env(root), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((root / "build" / "api" / "pipelines" / "preprocess").read_text())
+    by_id = {n["id"]: n for n in data["nodes"]}
+    tasks = {n["name"] for n in data["nodes"] if n["type"] == "task"}
+    assert set(STAGE_NODES) <= tasks, set(STAGE_NODES) - tasks
+    params = {n["name"] for n in data["nodes"] if n["type"] == "parameters"}
+    for stage in ("executor", "discover_studies", "read_series", "suv", "pet_to_ct", "lungs", "mediastinum",
+                  "tumours", "model_input", "manifest"):
+        assert any(p.endswith(f"preprocess.{stage}") for p in params), (stage, params)
+    datasets = {n["name"] for n in data["nodes"] if n["type"] == "data"}
+    assert {"raw_dicom", "raw_reports", "preprocess_lungs", "preprocess_tumours", "model_input"} <= datasets
+    tumour_node = next(n for n in data["nodes"] if n["type"] == "task" and n["name"] == "segment_tumours")
+    feeding = {by_id[e["source"]]["name"] for e in data["edges"] if e["target"] == tumour_node["id"]}
+    assert any(name.endswith("preprocess.tumours") for name in feeding), feeding
+    assert "preprocess_suv" in feeding

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from colearn_pipeline.phantom import DEFAULT_N_STUDIES, DEFAULT_SEED, DEFAULT_SIZE, generate_cohort
@@ -36,3 +37,20 @@ def generate_phantom_cohort(phantom: dict[str, Any]) -> dict[str, Any]:
         **overrides,
         **p,
     )
+
+
+def write_phantom_cohort(phantom: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """:func:`generate_phantom_cohort`, returning also the raw folders it wrote.
+
+    Returns
+    -------
+    summary : dict
+        The ``phantom_cohort`` dataset.
+    dicom_dir, reports_dir : str
+        ``<out_dir>/dicom`` and ``<out_dir>/reports``: saved as ``raw_dicom`` and ``raw_reports``,
+        whose datasets check that the catalog reads them from there. Preprocess takes these as
+        inputs, so Kedro runs it after the cohort exists.
+    """
+    summary = generate_phantom_cohort(phantom)
+    out_dir = str(phantom.get("out_dir", DEFAULT_OUT_DIR))
+    return summary, os.path.join(out_dir, "dicom"), os.path.join(out_dir, "reports")

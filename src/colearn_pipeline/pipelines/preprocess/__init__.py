@@ -1,4 +1,4 @@
-"""The preprocess pipeline: DICOM -> SUV -> one grid -> semi-automatic ground truth -> model input."""
+"""The preprocess pipeline: DICOM -> SUV -> one grid -> semi-automatic ground truth -> model input, stage by stage."""
 
 from colearn_pipeline.pipelines.preprocess.pipeline import create_pipeline
 

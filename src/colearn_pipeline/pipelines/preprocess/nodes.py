@@ -1,131 +1,244 @@
-"""Thin Kedro node of the preprocess pipeline."""
+"""Thin Kedro nodes of the preprocess pipeline: one per stage of the paper's section III-A.
+
+Each per-study node takes its upstream partitions, its own stored partitions (``*_state``: the
+fingerprints of earlier runs), its parameter block and the executor block, and returns
+``{pseudonym: StudyOutput}``; the work itself is in :mod:`.study`, run by :mod:`.executor`.
+"""
 
 from __future__ import annotations
 
-import atexit
-import csv
 import logging
-import math
-import shutil
-import tempfile
-from pathlib import Path
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from colearn_pipeline.datasets._atomic import atomic_write
-from colearn_pipeline.groundtruth import LABELS
-from colearn_pipeline.pipelines.preprocess.cohort import run_cohort
+from colearn_pipeline.datasets.raw import DicomTree
+from colearn_pipeline.datasets.study_partitions import OK, QUARANTINED, StudyOutput, StudyPartitions
+from colearn_pipeline.dicom.discovery import select_ct_pet
+from colearn_pipeline.dicom.errors import DicomSeriesError
+from colearn_pipeline.pipelines.preprocess import study
+from colearn_pipeline.pipelines.preprocess.params import (
+    DiscoverParams,
+    ExecutorParams,
+    GroundTruthParams,
+    ModelInputParams,
+    PetToCtParams,
+    PhantomQaParams,
+    ReadSeriesParams,
+    SuvParams,
+    build,
+    digest,
+)
+from colearn_pipeline.pipelines.preprocess.stages import run_stage
 
 logger = logging.getLogger(__name__)
 
-#: Timed stages of a study (``t_<stage>_s`` columns).
-STAGES = ("read", "suv", "resample", "groundtruth", "qa", "write")
-#: Manifest columns, in CSV order (lists are written as JSON-like text in the CSV).
-MANIFEST_COLUMNS = [
-    "pseudonym", "status", "reason", "file", "scanner_convention", "suv_type", "suv_units", "decay_correction",
-    "reference_time_source", "suv_factor", "suv_factor_min", "suv_factor_max", "suv_notes", "series_selection",
-    "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings", "slices_kept",
-    "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
-    *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
-    "suv_voxels_compared", "seconds", "cpu_seconds", *[f"t_{t}_s" for t in STAGES], "peak_rss_mb", "worker_pid",
-]
-
-#: Integer columns (nullable in the table: quarantined studies have no value).
-INT_COLUMNS = [
-    "n_findings", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
-    "suv_voxels_compared", "worker_pid",
-]
+#: Skipped files logged one by one; the rest are counted (all are in the manifest).
+MAX_SKIPPED_LOGGED = 20
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
+def _file_identity(root: str, files: list[str]) -> list:
+    out = []
+    for path in sorted(files):
+        st = os.stat(path)
+        out.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
+    return out
 
 
-def _write_pseudonym_map(path: str, study_uids: dict[str, str]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            out = csv.writer(handle)
-            out.writerow(["pseudonym", "study_instance_uid"])
-            for pseudonym in sorted(study_uids):
-                out.writerow([pseudonym, study_uids[pseudonym]])
-
-    atomic_write(path, write)
-
-
-def preprocess_cohort(params: dict[str, Any], *upstream: Any):
-    """Turn the raw DICOM studies into NIfTI volumes, model input and a manifest.
-
-    Parameters
-    ----------
-    params : dict
-        ``params:preprocess`` (conf/base/parameters_preprocess.yml).
-    *upstream
-        Outputs of upstream pipelines used only for ordering (e.g. ``phantom_cohort``); ignored.
+def discover_studies(raw_dicom: DicomTree, raw_reports: dict[str, Any], discover: dict[str, Any]):
+    """Discover the studies by tags, match their reports, and refuse those without usable series or report.
 
     Returns
     -------
-    ct_hu, suv, labels : dict
-        ``{pseudonym: pathlib.Path}``: NIfTI files on the CT grid staged by the workers; the
-        catalog's datasets move them into place (no study is held in memory here).
-    model_input : dict
-        ``{pseudonym: pathlib.Path}``: staged NPZ files (docs/architecture.md contract).
-    manifest_table : pandas.DataFrame
-        One row per study (CSV).
-    manifest : dict
-        Rows plus the skipped files, report problems and a summary (JSON).
+    studies : dict
+        ``{pseudonym: StudyOutput}`` (records only): the raw files' fingerprint, series selection, findings.
+    discovery : dict
+        Skipped files (redacted) and report problems, for the manifest.
+    pseudonym_map : pandas.DataFrame
+        Pseudonym -> StudyInstanceUID (for conf/local only; never under data/).
     """
-    staging_parent = params.get("staging_dir") or None
-    if staging_parent:
-        Path(staging_parent).mkdir(parents=True, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".preprocess-staging-", dir=staging_parent)
-    atexit.register(shutil.rmtree, staging, True)
-    rows, extra = run_cohort(params, staging)
-    outputs: dict[str, dict[str, Path]] = {"ct_hu": {}, "suv": {}, "labels": {}, "model_input": {}}
-    for row in rows:
-        staged = row.pop("_staged", None)
-        if row["status"] == "ok" and staged:
-            for key in outputs:
-                outputs[key][row["pseudonym"]] = Path(staged[key])
-    clean_rows = [{k: _clean(row.get(k)) for k in MANIFEST_COLUMNS} for row in rows]
-    table = pd.DataFrame(clean_rows, columns=MANIFEST_COLUMNS)
-    for col in ("ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index"):
-        table[col] = table[col].map(lambda v: "" if v is None else " ".join(str(x) for x in v))
-    for col in INT_COLUMNS:
-        table[col] = table[col].astype("Int64")
-    ok = [r for r in clean_rows if r["status"] == "ok"]
+    params = build(DiscoverParams, discover, "preprocess.discover_studies")
+    found = raw_dicom.discover(params.pseudonym_key)
+    out: dict[str, StudyOutput] = {}
+    for pseudonym in sorted(found.studies):
+        files = found.studies[pseudonym]
+        uid = files.study_uid
+        findings = raw_reports["findings"].get(uid)
+        identity = {"report": raw_reports["digests"].get(uid), "params": asdict(params)}
+        try:
+            ct, pet, note = select_ct_pet(files, raw_dicom.root)
+        except DicomSeriesError as exc:
+            out[pseudonym] = StudyOutput(QUARANTINED, digest(identity), exc.problem, exc.file)
+            continue
+        identity["files"] = _file_identity(raw_dicom.root, ct.files + pet.files)
+        row = {"series_selection": note, "n_findings": None if findings is None else len(findings)}
+        problem = None
+        if findings is None and not params.allow_missing_report:
+            problem = "no diagnostic report for this study: no tumour seeds"
+        elif findings == [] and not params.allow_missing_report:
+            problem = "the report lists no findings: no tumour seeds"
+        if problem:
+            out[pseudonym] = StudyOutput(QUARANTINED, digest(identity), problem, "reports/", row)
+        else:
+            out[pseudonym] = StudyOutput(OK, digest(identity), row={**row, "findings": findings or []})
+    for pseudonym, o in out.items():
+        if o.status == QUARANTINED:
+            logger.warning("preprocess discover_studies: %s quarantined: %s: %s", pseudonym, o.file, o.reason)
+    identifiers = set().union(*(s._identifiers for s in found.studies.values())) if found.studies else set()
 
-    def mean(key: str) -> float | None:
-        vals = [r[key] for r in ok if r.get(key) is not None]
-        return float(np.mean(vals)) if vals else None
+    def redact(text: str) -> str:
+        for ident in sorted(identifiers, key=len, reverse=True):
+            text = text.replace(ident, "<redacted>")
+        return text
 
-    summary = {
-        "studies": len(rows),
-        "ok": len(ok),
-        "quarantined": len(rows) - len(ok),
-        "workers": int(params.get("workers", 1)),
-        "seconds": extra["seconds"],
-        "slices_kept": int(sum(r["slices_kept"] or 0 for r in ok)),
-        **{f"mean_dice_{n}": mean(f"dice_{n}") for n, v in LABELS.items() if v},
-        "max_suv_median_rel_error": max((r["suv_median_rel_error"] for r in ok if r["suv_median_rel_error"] is not None), default=None),
-        "max_suv_max_rel_error": max((r["suv_max_rel_error"] for r in ok if r["suv_max_rel_error"] is not None), default=None),
-    }
-    manifest = {
-        "summary": summary,
-        "studies": clean_rows,
-        "skipped_files": extra["skipped_files"],
-        "report_problems": extra["report_problems"],
-    }
-    logger.info(
-        "preprocess: %d ok, %d quarantined, %d slices in %.1f s", summary["ok"], summary["quarantined"],
-        summary["slices_kept"], summary["seconds"],
+    skipped = [{"file": redact(f), "reason": r} for f, r in found.skipped]
+    for item in skipped[:MAX_SKIPPED_LOGGED]:
+        logger.warning("preprocess: skipped %s: %s", item["file"], item["reason"])
+    if len(skipped) > MAX_SKIPPED_LOGGED:
+        logger.warning("preprocess: %d more files skipped (see the manifest)", len(skipped) - MAX_SKIPPED_LOGGED)
+    problems = [{"file": f, "reason": r} for f, r in raw_reports["problems"]]
+    for item in problems:
+        logger.warning("preprocess: %s: %s", item["file"], item["reason"])
+    logger.info("preprocess discover_studies: %d studies, %d files skipped", len(out), len(skipped))
+    pseudonym_map = pd.DataFrame(
+        sorted((p, s.study_uid) for p, s in found.studies.items()), columns=["pseudonym", "study_instance_uid"]
     )
-    map_path = params.get("pseudonym_map_path")
-    if map_path:
-        _write_pseudonym_map(str(map_path), extra["study_uids"])
-    return outputs["ct_hu"], outputs["suv"], outputs["labels"], outputs["model_input"], table, manifest
+    return out, {"skipped_files": skipped, "report_problems": problems}, pseudonym_map
+
+
+def read_series(raw_dicom: DicomTree, studies: StudyPartitions, stored: StudyPartitions, discover: dict,
+                read: dict, executor: dict) -> dict[str, StudyOutput]:
+    """Read and check the CT and PET series of each study (``ct_hu`` on the CT grid, both grids recorded)."""
+    key = build(DiscoverParams, discover, "preprocess.discover_studies").pseudonym_key
+    tolerances = asdict(build(ReadSeriesParams, read, "preprocess.read_series"))
+    found = raw_dicom.discover(key)
+    redact = {p: tuple(sorted(s._identifiers)) for p, s in found.studies.items()}
+
+    def plan(pseudonym, parts):
+        files = found.studies[pseudonym]
+        ct, pet, _ = select_ct_pet(files, raw_dicom.root)
+        folders = {os.path.relpath(os.path.dirname(f), raw_dicom.root) for f in ct.files + pet.files}
+        beside = [files.redact(f) for f, _ in found.skipped if os.path.dirname(f) in folders]
+        corrupt = [(files.redact(f), files.redact(r)) for f, r in files.corrupt]
+        kwargs = dict(pseudonym=pseudonym, root=raw_dicom.root, ct_files=list(ct.files), pet_files=list(pet.files),
+                      corrupt=corrupt, skipped_beside=beside, tolerances=tolerances)
+        return tolerances, study.read_series_stage, kwargs
+
+    return run_stage("read_series", {"studies": studies}, stored, plan, _executor(executor), redact)
+
+
+def convert_to_suv(raw_dicom: DicomTree, series: StudyPartitions, stored: StudyPartitions, discover: dict,
+                   read: dict, suv: dict, phantom_qa: dict, executor: dict) -> dict[str, StudyOutput]:
+    """PET activity -> SUV on the PET grid (the PET series is read again for its headers)."""
+    key = build(DiscoverParams, discover, "preprocess.discover_studies").pseudonym_key
+    tolerances = asdict(build(ReadSeriesParams, read, "preprocess.read_series"))
+    suv_params = build(SuvParams, suv, "preprocess.suv")
+    qa = build(PhantomQaParams, phantom_qa, "preprocess.phantom_qa")
+    found = raw_dicom.discover(key)
+
+    def plan(pseudonym, parts):
+        _, pet, _ = select_ct_pet(found.studies[pseudonym], raw_dicom.root)
+        truth = _truth_dir(qa, pseudonym)
+        kwargs = dict(pseudonym=pseudonym, root=raw_dicom.root, pet_files=list(pet.files), tolerances=tolerances,
+                      suv_type=suv_params.suv_type, truth_dir=truth, qa_min_suv=qa.min_suv)
+        return [suv_params.suv_type, truth, qa.min_suv], study.convert_to_suv_stage, kwargs
+
+    redact = {p: tuple(sorted(s._identifiers)) for p, s in found.studies.items()}
+    return run_stage("suv", {"series": series}, stored, plan, _executor(executor), redact)
+
+
+def resample_pet_to_ct(series: StudyPartitions, suv_pet: StudyPartitions, stored: StudyPartitions, pet_to_ct: dict,
+                       executor: dict) -> dict[str, StudyOutput]:
+    """SUV onto the CT grid in physical space: one grid for CT, SUV and labels."""
+    params = build(PetToCtParams, pet_to_ct, "preprocess.pet_to_ct")
+
+    def plan(pseudonym, parts):
+        kwargs = dict(suv_pet=parts["suv_pet"], geometry=parts["series"].record["row"]["ct_geometry"],
+                      interpolator=params.interpolator, outside_value=params.outside_value)
+        return asdict(params), study.pet_to_ct_stage, kwargs
+
+    return run_stage("pet_to_ct", {"series": series, "suv_pet": suv_pet}, stored, plan, _executor(executor))
+
+
+def segment_lungs(series: StudyPartitions, stored: StudyPartitions, lungs: dict, executor: dict) -> dict[str, StudyOutput]:
+    """Lungs by the adaptive threshold (Hu et al.), airway removed; per-study overrides applied."""
+    params = GroundTruthParams.from_conf("lungs", lungs)
+
+    def plan(pseudonym, parts):
+        keywords = params.for_study(pseudonym)
+        kwargs = dict(ct_hu=parts["series"], geometry=parts["series"].record["row"]["ct_geometry"], keywords=keywords)
+        return keywords, study.lungs_stage, kwargs
+
+    return run_stage("lungs", {"series": series}, stored, plan, _executor(executor))
+
+
+def segment_mediastinum(series: StudyPartitions, lungs: StudyPartitions, stored: StudyPartitions, mediastinum: dict,
+                        executor: dict) -> dict[str, StudyOutput]:
+    """Mediastinum between the lungs; per-study overrides applied."""
+    params = GroundTruthParams.from_conf("mediastinum", mediastinum)
+
+    def plan(pseudonym, parts):
+        keywords = params.for_study(pseudonym)
+        kwargs = dict(ct_hu=parts["series"], lungs=parts["lungs"], keywords=keywords,
+                      geometry=parts["series"].record["row"]["ct_geometry"])
+        return keywords, study.mediastinum_stage, kwargs
+
+    return run_stage("mediastinum", {"series": series, "lungs": lungs}, stored, plan, _executor(executor))
+
+
+def segment_tumours(studies: StudyPartitions, series: StudyPartitions, suv: StudyPartitions, stored: StudyPartitions,
+                    tumours: dict, executor: dict) -> dict[str, StudyOutput]:
+    """Tumours: 40 % of peak SUV grown from the report's findings; per-study overrides applied."""
+    params = GroundTruthParams.from_conf("tumours", tumours)
+
+    def plan(pseudonym, parts):
+        keywords = params.for_study(pseudonym)
+        kwargs = dict(pseudonym=pseudonym, suv=parts["suv"], findings=parts["studies"].record["row"]["findings"],
+                      geometry=parts["series"].record["row"]["ct_geometry"], keywords=keywords)
+        return keywords, study.tumours_stage, kwargs
+
+    inputs = {"suv": suv, "studies": studies, "series": series}
+    return run_stage("tumours", inputs, stored, plan, _executor(executor))
+
+
+def compose_labels(series: StudyPartitions, lungs: StudyPartitions, mediastinum: StudyPartitions,
+                   tumours: StudyPartitions, stored: StudyPartitions, phantom_qa: dict,
+                   executor: dict) -> dict[str, StudyOutput]:
+    """One label volume per study (lung 1, mediastinum 2, tumour 3), Dice against the phantom's truth where present."""
+    qa = build(PhantomQaParams, phantom_qa, "preprocess.phantom_qa")
+
+    def plan(pseudonym, parts):
+        truth = _truth_dir(qa, pseudonym)
+        kwargs = dict(lungs=parts["lungs"], mediastinum=parts["mediastinum"], tumours=parts["tumours"],
+                      geometry=parts["series"].record["row"]["ct_geometry"], truth_dir=truth)
+        return truth, study.labels_stage, kwargs
+
+    inputs = {"tumours": tumours, "lungs": lungs, "mediastinum": mediastinum, "series": series}
+    return run_stage("labels", inputs, stored, plan, _executor(executor))
+
+
+def build_model_input(series: StudyPartitions, suv: StudyPartitions, labels: StudyPartitions, stored: StudyPartitions,
+                      model_input: dict, executor: dict) -> dict[str, StudyOutput]:
+    """Slice selection and the per-study model input (docs/architecture.md)."""
+    params = build(ModelInputParams, model_input, "preprocess.model_input")
+
+    def plan(pseudonym, parts):
+        kwargs = dict(pseudonym=pseudonym, ct_hu=parts["series"], suv=parts["suv"], labels=parts["labels"],
+                      geometry=parts["series"].record["row"]["ct_geometry"], **asdict(params))
+        return asdict(params), study.model_input_stage, kwargs
+
+    return run_stage("model_input", {"labels": labels, "series": series, "suv": suv}, stored, plan, _executor(executor))
+
+
+def _executor(block: Mapping) -> ExecutorParams:
+    return build(ExecutorParams, block, "preprocess.executor")
+
+
+def _truth_dir(qa: PhantomQaParams, pseudonym: str) -> str | None:
+    if not qa.truth_dir:
+        return None
+    path = os.path.join(qa.truth_dir, pseudonym)
+    return path if os.path.isdir(path) else None

@@ -1,40 +1,53 @@
-"""Wiring of the preprocess pipeline (one node processes the whole cohort, studies in parallel)."""
+"""Wiring of the preprocess pipeline: one node per stage of the paper's section III-A.
 
-from collections.abc import Sequence
+raw_dicom + raw_reports -> discover_studies -> read_series -> convert_to_suv -> resample_pet_to_ct
+-> segment_lungs -> segment_mediastinum -> segment_tumours -> compose_labels -> build_model_input
+-> write_manifest -> check_preprocess_outcome. Every per-study node also reads its own stored
+partitions (``*_state``, the same files as its output) to skip studies whose fingerprint is unchanged.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
-from colearn_pipeline.pipelines.preprocess.nodes import preprocess_cohort
+from colearn_pipeline.pipelines.preprocess import manifest as m
+from colearn_pipeline.pipelines.preprocess import nodes as n
 
-#: Outputs, in the order :func:`preprocess_cohort` returns them (declared in catalog_preprocess.yml).
-OUTPUTS = [
-    "preprocess_ct_hu",
-    "preprocess_suv",
-    "preprocess_labels",
-    "model_input",
-    "preprocess_manifest_table",
-    "preprocess_manifest",
-]
+EXECUTOR = "params:preprocess.executor"
 
 
-def create_pipeline(upstream: Sequence[str] = (), **kwargs) -> Pipeline:
-    """Return the preprocess pipeline.
+def _stage(func, inputs: list[str], output: str, name: str) -> Node:
+    return Node(func=func, inputs=[*inputs[:-1], f"{output}_state", *_params(inputs[-1]), EXECUTOR],
+                outputs=output, name=name, tags=["preprocess"])
 
-    Parameters
-    ----------
-    upstream : sequence of str
-        Datasets the node must wait for without reading them, e.g. ``["phantom_cohort"]`` when
-        the phantom pipeline writes the raw cohort in the same run (``__default__``). The
-        registered ``preprocess`` pipeline has none, so it runs on any raw folder.
-    """
-    return Pipeline(
-        [
-            Node(
-                func=preprocess_cohort,
-                inputs=["params:preprocess", *upstream],
-                outputs=OUTPUTS,
-                name="preprocess_cohort",
-                tags=["preprocess"],
-            )
-        ]
-    )
+
+def _params(names: str) -> list[str]:
+    return [f"params:preprocess.{p}" for p in names.split()]
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Return the preprocess pipeline (its raw inputs are the catalog's ``raw_dicom`` and ``raw_reports``)."""
+    return Pipeline([
+        Node(n.discover_studies, ["raw_dicom", "raw_reports", "params:preprocess.discover_studies"],
+             ["preprocess_studies", "preprocess_discovery", "preprocess_pseudonym_map"], name="discover_studies",
+             tags=["preprocess"]),
+        _stage(n.read_series, ["raw_dicom", "preprocess_studies", "discover_studies read_series"],
+               "preprocess_series", "read_series"),
+        _stage(n.convert_to_suv, ["raw_dicom", "preprocess_series", "discover_studies read_series suv phantom_qa"],
+               "preprocess_suv_pet", "convert_to_suv"),
+        _stage(n.resample_pet_to_ct, ["preprocess_series", "preprocess_suv_pet", "pet_to_ct"],
+               "preprocess_suv", "resample_pet_to_ct"),
+        _stage(n.segment_lungs, ["preprocess_series", "lungs"], "preprocess_lungs", "segment_lungs"),
+        _stage(n.segment_mediastinum, ["preprocess_series", "preprocess_lungs", "mediastinum"],
+               "preprocess_mediastinum", "segment_mediastinum"),
+        _stage(n.segment_tumours, ["preprocess_studies", "preprocess_series", "preprocess_suv", "tumours"],
+               "preprocess_tumours", "segment_tumours"),
+        _stage(n.compose_labels, ["preprocess_series", "preprocess_lungs", "preprocess_mediastinum",
+                                  "preprocess_tumours", "phantom_qa"], "preprocess_labels", "compose_labels"),
+        _stage(n.build_model_input, ["preprocess_series", "preprocess_suv", "preprocess_labels", "model_input"],
+               "model_input", "build_model_input"),
+        Node(m.write_manifest, ["preprocess_discovery", "preprocess_studies", "preprocess_series",
+                                "preprocess_suv_pet", "preprocess_suv", "preprocess_lungs", "preprocess_mediastinum",
+                                "preprocess_tumours", "preprocess_labels", "model_input"],
+             ["preprocess_manifest_table", "preprocess_manifest"], name="write_manifest", tags=["preprocess"]),
+        Node(m.check_outcome, ["preprocess_manifest", "params:preprocess.manifest"], None,
+             name="check_preprocess_outcome", tags=["preprocess"]),
+    ])

@@ -1,137 +1,191 @@
-"""One study from DICOM files to model input (paper section III-A), run inside a worker process.
+"""One study, one stage: the functions the workers run (paper section III-A, stage by stage).
 
-:func:`process_study` never raises for bad input: every problem of the study becomes a
-quarantined manifest row naming the study (pseudonym), the file and the problem, so the rest of
-the cohort goes on. Outputs are written, in their final format, to a staging folder by the worker
-(so compression runs in parallel); the Kedro node hands the staged files to the catalog's
-datasets, which move them atomically into the data layers.
+Each ``*_stage`` function takes the study's upstream partitions (loaded here, in the worker), the
+stage's parameters and ``staging_dir``; it writes its outputs there in their final format and
+returns ``{"row": manifest fields, "staged": {member: file}}``. A problem of the input raises
+:class:`~colearn_pipeline.pipelines.preprocess.executor.StudyError`,
+:class:`~colearn_pipeline.dicom.errors.DicomSeriesError` or :class:`~colearn_pipeline.suv.SuvError`
+(the study is quarantined); anything else is a bug and stops the run.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
+import gzip
 import os
-import resource
-import sys
-import time
+import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
+from colearn_pipeline.datasets.study_partitions import StudyPartition
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.grid import inside, physical_to_index_zyx, resample_to_reference, resize_slices
-from colearn_pipeline.dicom.series import SeriesVolume, read_series
-from colearn_pipeline.groundtruth import LABELS, derive_labels, dice, select_slices
+from colearn_pipeline.dicom.series import read_series
+from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_lungs, segment_mediastinum, segment_tumours
+from colearn_pipeline.groundtruth import select_slices
+from colearn_pipeline.pipelines.preprocess.executor import StudyError
 from colearn_pipeline.suv import SuvError, suv_conversion
 
-logger = logging.getLogger(__name__)
+#: gzip level of ``.nii.gz`` outputs. SimpleITK's NIfTI writer ignores the level it is given, so we
+#: write ``.nii`` and gzip it ourselves: level 1 is about 40 % faster than its level 6 on CT.
+NIFTI_COMPRESSION_LEVEL = 1
+#: Bits of the stored lung partition: lungs, and the airway removed from them.
+LUNG_BIT, AIRWAY_BIT = 1, 2
 
-#: The groundtruth sections passed to :func:`colearn_pipeline.groundtruth.derive_labels`.
-GROUNDTRUTH_SECTIONS = ("lungs", "mediastinum", "tumours")
-#: Staged file names, per output.
-STAGED = {"ct_hu": "ct_hu.nii.gz", "suv": "suv.nii.gz", "labels": "labels.nii.gz", "model_input": "model_input.npz"}
+
+def write_nifti(image: sitk.Image, path: str | os.PathLike) -> str:
+    """Write ``image`` to ``path``: ``.nii`` as is, ``.nii.gz`` at :data:`NIFTI_COMPRESSION_LEVEL`; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".nii"):
+        sitk.WriteImage(image, str(path), False)
+        return str(path)
+    plain = path.with_name(path.name.removesuffix(".gz"))
+    sitk.WriteImage(image, str(plain), False)
+    with open(plain, "rb") as src, gzip.open(path, "wb", compresslevel=NIFTI_COMPRESSION_LEVEL) as dst:
+        shutil.copyfileobj(src, dst, 1 << 22)
+    plain.unlink()
+    return str(path)
 
 
-@dataclass
-class StudyJob:
-    """Everything a worker needs for one study (plain data, picklable).
+def image_on(geometry: Mapping[str, Any], array: np.ndarray) -> sitk.Image:
+    """Wrap a ``(z, y, x)`` array with a grid's geometry (``spacing_xyz_mm``, ``origin_xyz_mm``, ``direction``)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing([float(v) for v in geometry["spacing_xyz_mm"]])
+    image.SetOrigin([float(v) for v in geometry["origin_xyz_mm"]])
+    image.SetDirection([float(v) for v in geometry["direction"]])
+    return image
 
-    Attributes
-    ----------
-    pseudonym : str
-    root : str
-        The raw DICOM folder (files are named relative to it in messages).
-    ct_files, pet_files : list of str
-    selection : str
-        How the CT and PET series were chosen (for the manifest).
-    findings : list of dict or None
-        The report's findings (``position_mm``, ``kind``, ``text``); None when there is no report.
-    truth_dir : str or None
-        ``phantom_truth/<pseudonym>`` when it exists (QA only).
-    staging_dir : str
-        Where this study's outputs are staged.
-    params : dict
-        The ``preprocess`` parameters.
-    corrupt : list of (str, str)
-        Files of the study whose header is damaged, with reasons.
-    identifiers : list of str
-        Patient identifiers to redact from messages (never written).
-    skipped_beside : list of str
-        Unreadable or non-DICOM files in the folders of this study's series (named in the reason
-        when the study is quarantined: one of them may be the missing slice).
+
+def _array(partition: StudyPartition, member: str | None = None, dtype=None) -> np.ndarray:
+    array = sitk.GetArrayFromImage(partition.load(member))
+    return array if dtype is None else array.astype(dtype, copy=False)
+
+
+def _geometry(volume) -> dict[str, Any]:
+    return {
+        "shape_zyx": [int(v) for v in volume.shape_zyx],
+        "spacing_xyz_mm": [float(v) for v in volume.spacing_xyz_mm],
+        "origin_xyz_mm": [float(v) for v in volume.origin_xyz_mm],
+        "direction": [float(v) for v in volume.direction],
+    }
+
+
+def ct_storage_array(ct_hu: np.ndarray) -> np.ndarray:
+    """CT as int16 when that is lossless (integer HU within int16), else unchanged (float32).
+
+    CT rescale slopes are 1 and intercepts integers on every scanner we know, so the NIfTI is
+    stored as int16: half the bytes and about 5x faster to gzip than float32.
     """
-
-    pseudonym: str
-    root: str
-    ct_files: list[str]
-    pet_files: list[str]
-    selection: str
-    findings: list[dict] | None
-    truth_dir: str | None
-    staging_dir: str
-    params: dict
-    corrupt: list[tuple[str, str]] = field(default_factory=list)
-    identifiers: list[str] = field(default_factory=list, repr=False)
-    skipped_beside: list[str] = field(default_factory=list)
-
-    def redact(self, text: str) -> str:
-        """Replace patient identifiers in ``text``."""
-        out = str(text)
-        for ident in sorted(self.identifiers, key=len, reverse=True):
-            if ident:
-                out = out.replace(ident, "<redacted>")
-        return out
+    info = np.iinfo(np.int16)
+    if ct_hu.size and ct_hu.min() >= info.min and ct_hu.max() <= info.max and np.array_equal(np.rint(ct_hu), ct_hu):
+        return ct_hu.astype(np.int16)
+    return ct_hu
 
 
-class StudyError(ValueError):
-    """A study-level problem found while processing (no seeds, finding outside the CT, ...)."""
+def read_series_stage(*, staging_dir: str, pseudonym: str, root: str, ct_files: list[str], pet_files: list[str],
+                      corrupt: list[tuple[str, str]], skipped_beside: list[str], tolerances: Mapping) -> dict:
+    """Read and check the CT and PET series; stage the CT in HU (``ct_hu``) and record both grids."""
+    try:
+        if corrupt:
+            raise DicomSeriesError(pseudonym, corrupt[0][0], corrupt[0][1])
+        ct = read_series(ct_files, pseudonym, root=root, **tolerances)
+        pet = read_series(pet_files, pseudonym, root=root, **tolerances)
+    except DicomSeriesError as exc:
+        if not skipped_beside:
+            raise
+        raise DicomSeriesError(exc.study, exc.file, f"{exc.problem} (skipped beside this series: "
+                                                    f"{', '.join(skipped_beside[:3])})") from exc
+    staged = {"ct_hu": write_nifti(ct.to_sitk(ct_storage_array(ct.array)), Path(staging_dir) / "ct_hu.nii.gz")}
+    row = {
+        "ct_shape_zyx": list(ct.shape_zyx), "pet_shape_zyx": list(pet.shape_zyx),
+        "ct_spacing_xyz_mm": [round(v, 4) for v in ct.spacing_xyz_mm],
+        "pet_spacing_xyz_mm": [round(v, 4) for v in pet.spacing_xyz_mm],
+        "ct_geometry": _geometry(ct),
+    }
+    return {"row": row, "staged": staged}
 
-    def __init__(self, study: str, file: str, problem: str) -> None:
-        self.study, self.file, self.problem = study, file, problem
-        super().__init__(f"{study}: {file}: {problem}")
 
-    def __reduce__(self):
-        return (type(self), (self.study, self.file, self.problem))
+def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_files: list[str], tolerances: Mapping,
+                         suv_type: str, truth_dir: str | None, qa_min_suv: float) -> dict:
+    """PET activity -> SUV on the PET grid (QIBA vendor-neutral, :func:`colearn_pipeline.suv.suv_conversion`)."""
+    pet = read_series(pet_files, pseudonym, root=root, **tolerances)
+    try:
+        conv = suv_conversion(pet.datasets, suv_type=suv_type, source=pseudonym)
+    except SuvError as exc:
+        by_name = {os.path.basename(f): os.path.relpath(f, root) for f in pet.files}
+        file = by_name.get(exc.file, exc.file) if exc.file else os.path.relpath(pet.files[0], root)
+        raise StudyError(pseudonym, file, f"SUV: {exc.tag}: {exc.problem}" if exc.tag else f"SUV: {exc.problem}") from exc
+    factors = np.asarray(conv.slice_factors, dtype=np.float64)
+    suv_pet = (pet.array.astype(np.float64) * factors[:, None, None]).astype(np.float32)
+    row = {
+        "scanner_convention": conv.convention, "suv_type": conv.suv_type, "suv_units": conv.units,
+        "decay_correction": conv.decay_correction, "reference_time_source": conv.reference_time_source,
+        "suv_factor": float(np.median(factors)), "suv_factor_min": float(factors.min()),
+        "suv_factor_max": float(factors.max()), "suv_notes": "; ".join(str(n) for n in conv.details.get("notes", [])),
+        "pet_geometry": _geometry(pet),
+    }
+    image = pet.to_sitk(suv_pet)
+    if truth_dir and (Path(truth_dir) / "suv.nii.gz").is_file():
+        row.update(suv_error_against_truth(Path(truth_dir) / "suv.nii.gz", image, qa_min_suv))
+    return {"row": row, "staged": {"suv_pet": write_nifti(image, Path(staging_dir) / "suv_pet.nii")}}
 
 
-def merge_params(base: Mapping, override: Mapping | None) -> dict:
-    """Recursive dictionary merge: ``override``'s leaves replace ``base``'s."""
-    out = copy.deepcopy(dict(base))
-    for key, value in (override or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_params(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def suv_error_against_truth(truth_path: Path, suv_pet: sitk.Image, min_suv: float) -> dict[str, Any]:
+    """Median and largest relative SUV error against the phantom's truth, over voxels whose true SUV > ``min_suv``."""
+    truth_img = sitk.ReadImage(str(truth_path), sitk.sitkFloat32)
+    ours = sitk.GetArrayFromImage(suv_pet)
+    truth = sitk.GetArrayFromImage(truth_img)
+    if truth.shape != ours.shape or not np.allclose(truth_img.GetOrigin(), suv_pet.GetOrigin(), atol=1e-3):
+        truth = sitk.GetArrayFromImage(resample_to_reference(truth_img, suv_pet))
+    mask = truth > min_suv
+    if not mask.any():
+        return {"suv_median_rel_error": None, "suv_max_rel_error": None, "suv_voxels_compared": 0}
+    rel = np.abs(ours[mask].astype(np.float64) - truth[mask]) / truth[mask]
+    return {"suv_median_rel_error": float(np.median(rel)), "suv_max_rel_error": float(np.max(rel)),
+            "suv_voxels_compared": int(mask.sum())}
 
 
-def groundtruth_params(params: Mapping, pseudonym: str) -> dict:
-    """The ``groundtruth`` sections for one study, with its overrides merged in.
+def pet_to_ct_stage(*, staging_dir: str, suv_pet: StudyPartition, geometry: Mapping, interpolator: str,
+                    outside_value: float) -> dict:
+    """SUV resampled from the PET grid onto the CT grid in physical space (``suv``).
 
-    Parameters
-    ----------
-    params : mapping
-        The ``preprocess`` parameters; ``groundtruth.overrides.<pseudonym>`` holds the study's
-        changes (the paper's "minor manual adjustments of the thresholding parameters").
-    pseudonym : str
-
-    Returns
-    -------
-    dict
-        ``{"lungs": {...}, "mediastinum": {...}, "tumours": {...}}``.
+    Both grids come from the DICOM geometry kept in the records (float64), not from the NIfTI
+    headers (float32), so the result does not depend on how the PET was stored.
     """
-    gt = dict(params.get("groundtruth") or {})
-    base = {name: dict(gt.get(name) or {}) for name in GROUNDTRUTH_SECTIONS}
-    override = (gt.get("overrides") or {}).get(pseudonym) or {}
-    unknown = set(override) - set(GROUNDTRUTH_SECTIONS)
-    if unknown:
-        raise StudyError(pseudonym, "parameters_preprocess.yml", f"unknown groundtruth override sections {sorted(unknown)}")
-    return merge_params(base, override)
+    reference = image_on(geometry, np.zeros(geometry["shape_zyx"], np.uint8))
+    moving = image_on(suv_pet.record["row"]["pet_geometry"], _array(suv_pet))
+    suv_ct = resample_to_reference(moving, reference, interpolator, outside_value)
+    suv_ct = sitk.Cast(suv_ct, sitk.sitkFloat32)
+    return {"row": {}, "staged": {"suv": write_nifti(suv_ct, Path(staging_dir) / "suv.nii")}}
+
+
+def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, keywords: Mapping) -> dict:
+    """Lungs (:func:`colearn_pipeline.groundtruth.segment_lungs`); the airway removed from them is kept too."""
+    kwargs = dict(keywords)
+    if kwargs.get("superior_at_high_z") is None:
+        kwargs["superior_at_high_z"] = bool(geometry["direction"][8] >= 0)  # LPS: +z is superior
+    ct = _array(ct_hu, dtype=np.float32)
+    lungs, info = segment_lungs(ct, geometry["spacing_xyz_mm"], return_info=True, **kwargs)
+    airway = info.pop("airway_mask")
+    encoded = (np.asarray(lungs, bool) * np.uint8(LUNG_BIT)) | (np.asarray(airway, bool) * np.uint8(AIRWAY_BIT))
+    path = write_nifti(image_on(geometry, encoded.astype(np.uint8)), Path(staging_dir) / "lungs.nii.gz")
+    row = {f"lungs_{k}": v for k, v in info.items() if isinstance(v, (int, float, bool)) or v is None}
+    return {"row": row, "staged": {"lungs": path}}
+
+
+def mediastinum_stage(*, staging_dir: str, ct_hu: StudyPartition, lungs: StudyPartition, geometry: Mapping,
+                      keywords: Mapping) -> dict:
+    """Mediastinum between the lungs (:func:`colearn_pipeline.groundtruth.segment_mediastinum`)."""
+    ct = _array(ct_hu, dtype=np.float32)
+    encoded = _array(lungs)
+    mask = segment_mediastinum(ct, (encoded & LUNG_BIT) > 0, geometry["spacing_xyz_mm"],
+                               airway_mask=(encoded & AIRWAY_BIT) > 0, **dict(keywords))
+    path = write_nifti(image_on(geometry, np.asarray(mask, bool).astype(np.uint8)), Path(staging_dir) / "mediastinum.nii.gz")
+    return {"row": {}, "staged": {"mediastinum": path}}
 
 
 def findings_to_seeds(findings: Sequence[Mapping], ct_image: sitk.Image, pseudonym: str, report: str = "report") -> np.ndarray:
@@ -158,245 +212,68 @@ def findings_to_seeds(findings: Sequence[Mapping], ct_image: sitk.Image, pseudon
     ok = inside(idx, ct_image.GetSize()[::-1])
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
-        raise StudyError(
-            pseudonym, report,
-            f"finding {i} ({findings[i].get('kind', '?')}) at {points[i]} mm lies outside the CT volume",
-        )
+        raise StudyError(pseudonym, report,
+                         f"finding {i} ({findings[i].get('kind', '?')}) at {points[i]} mm lies outside the CT volume")
     return idx
 
 
-def _rel_error_stats(ours: np.ndarray, truth: np.ndarray, min_suv: float) -> tuple[float, float, int]:
-    mask = truth > min_suv
-    if not mask.any():
-        return float("nan"), float("nan"), 0
-    rel = np.abs(ours[mask].astype(np.float64) - truth[mask]) / truth[mask]
-    return float(np.median(rel)), float(np.max(rel)), int(mask.sum())
+def tumours_stage(*, staging_dir: str, pseudonym: str, suv: StudyPartition, findings: list[dict], geometry: Mapping,
+                  keywords: Mapping) -> dict:
+    """Tumours: 40 % of peak SUV around the report's findings (:func:`colearn_pipeline.groundtruth.segment_tumours`)."""
+    seeds = findings_to_seeds(findings, image_on(geometry, np.zeros(geometry["shape_zyx"], np.uint8)), pseudonym)
+    mask, info = segment_tumours(_array(suv, dtype=np.float32), seeds, geometry["spacing_xyz_mm"], **dict(keywords))
+    path = write_nifti(image_on(geometry, np.asarray(mask, bool).astype(np.uint8)), Path(staging_dir) / "tumours.nii.gz")
+    row = {"n_findings": len(findings), "tumours_capped": int(sum(bool(t.get("capped")) for t in info)),
+           "tumours_empty": int(sum(int(t.get("voxels", 0)) == 0 for t in info))}
+    return {"row": row, "staged": {"tumours": path}}
 
 
-def phantom_qa(
-    truth_dir: str, labels: np.ndarray, suv_pet: SeriesVolume, suv_pet_array: np.ndarray, min_suv: float
-) -> dict:
-    """Dice per class of the derived labels and SUV relative error against the phantom's truth.
-
-    Parameters
-    ----------
-    truth_dir : str
-        ``phantom_truth/<pseudonym>`` with ``labels.nii.gz`` (CT grid) and ``suv.nii.gz`` (PET grid).
-    labels : numpy.ndarray
-        Derived labels on the CT grid.
-    suv_pet : SeriesVolume
-        The PET series (its grid).
-    suv_pet_array : numpy.ndarray
-        Our SUV on the PET grid.
-    min_suv : float
-        Only voxels whose true SUV exceeds it count in the SUV error.
-
-    Returns
-    -------
-    dict
-        ``dice_<class>`` per non-background class, ``suv_median_rel_error``,
-        ``suv_max_rel_error``, ``suv_voxels_compared``.
-    """
-    out: dict[str, Any] = {}
-    lab_path = Path(truth_dir) / "labels.nii.gz"
-    if lab_path.is_file():
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(lab_path)))
+def labels_stage(*, staging_dir: str, lungs: StudyPartition, mediastinum: StudyPartition, tumours: StudyPartition,
+                 geometry: Mapping, truth_dir: str | None) -> dict:
+    """The label volume (0 background, 1 lung, 2 mediastinum, 3 tumour), and its Dice against phantom truth."""
+    labels = compose_labels((_array(lungs) & LUNG_BIT) > 0, _array(mediastinum) > 0, _array(tumours) > 0)
+    counts = np.bincount(labels.ravel(), minlength=len(LABELS))
+    row: dict[str, Any] = {f"voxels_{name}": int(counts[value]) for name, value in LABELS.items()}
+    truth_path = Path(truth_dir) / "labels.nii.gz" if truth_dir else None
+    if truth_path is not None and truth_path.is_file():
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truth_path)))
         if truth.shape != labels.shape:
-            raise StudyError(suv_pet.study, "phantom_truth/labels.nii.gz", f"shape {truth.shape} != CT {labels.shape}")
-        for name, value in LABELS.items():
-            if value:
-                out[f"dice_{name}"] = dice(labels == value, truth == value)
-    suv_path = Path(truth_dir) / "suv.nii.gz"
-    if suv_path.is_file():
-        truth_img = sitk.ReadImage(str(suv_path), sitk.sitkFloat32)
-        truth = sitk.GetArrayFromImage(truth_img)
-        if truth.shape != suv_pet_array.shape or not np.allclose(truth_img.GetOrigin(), suv_pet.origin_xyz_mm, atol=1e-3):
-            truth = sitk.GetArrayFromImage(resample_to_reference(truth_img, suv_pet.to_sitk(suv_pet_array)))
-        med, mx, n = _rel_error_stats(suv_pet_array, truth, min_suv)
-        out.update(suv_median_rel_error=med, suv_max_rel_error=mx, suv_voxels_compared=n)
-    return out
+            raise StudyError("-", "phantom_truth/labels.nii.gz", f"shape {truth.shape} != CT {labels.shape}")
+        row.update({f"dice_{n}": dice(labels == v, truth == v) for n, v in LABELS.items() if v})
+    path = write_nifti(image_on(geometry, labels.astype(np.uint8)), Path(staging_dir) / "labels.nii.gz")
+    return {"row": row, "staged": {"labels": path}}
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0**2
-
-
-def ct_storage_array(ct_hu: np.ndarray) -> np.ndarray:
-    """CT as int16 when that is lossless (integer HU within int16), else unchanged (float32).
-
-    CT rescale slopes are 1 and intercepts integers on every scanner we know, so the NIfTI is
-    stored as int16: half the bytes and about 5x faster to gzip than float32.
-    """
-    info = np.iinfo(np.int16)
-    if ct_hu.size and ct_hu.min() >= info.min and ct_hu.max() <= info.max and np.array_equal(np.rint(ct_hu), ct_hu):
-        return ct_hu.astype(np.int16)
-    return ct_hu
-
-
-def _write_staged(job: StudyJob, ct: SeriesVolume, suv_ct: np.ndarray, labels: np.ndarray, model_input: dict) -> dict:
-    """Write the study's outputs, in their final format, to its staging folder (in the worker)."""
-    from colearn_pipeline.datasets import NiftiDataset, NpzDataset
-
-    out = Path(job.staging_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {k: str(out / v) for k, v in STAGED.items()}
-    NiftiDataset(paths["ct_hu"]).save(ct.to_sitk(ct_storage_array(ct.array)))
-    NiftiDataset(paths["suv"]).save(ct.to_sitk(suv_ct))
-    NiftiDataset(paths["labels"]).save(ct.to_sitk(labels.astype(np.uint8)))
-    NpzDataset(paths["model_input"], compress=bool(job.params.get("model_input_compress", False))).save(model_input)
-    return paths
-
-
-def build_model_input(
-    ct: SeriesVolume, suv_ct: np.ndarray, labels: np.ndarray, slice_index: np.ndarray, model_size: Sequence[int]
-) -> dict[str, np.ndarray]:
+def build_model_input(ct_hu: np.ndarray, suv: np.ndarray, labels: np.ndarray, slice_index: np.ndarray,
+                      model_size: Sequence[int], geometry: Mapping, pseudonym: str) -> dict[str, np.ndarray]:
     """The model-input arrays of docs/architecture.md (keys and dtypes exactly as the contract)."""
     idx = np.asarray(slice_index, dtype=np.int32)
     return {
-        "ct_hu": resize_slices(ct.array[idx], model_size, "image").astype(np.float32),
-        "suv": resize_slices(suv_ct[idx], model_size, "image").astype(np.float32),
+        "ct_hu": resize_slices(ct_hu[idx].astype(np.float32), model_size, "image").astype(np.float32),
+        "suv": resize_slices(suv[idx], model_size, "image").astype(np.float32),
         "labels": resize_slices(labels[idx].astype(np.uint8), model_size, "label").astype(np.uint8),
         "slice_index": idx,
-        "ct_shape_zyx": np.asarray(ct.shape_zyx, dtype=np.int64),
-        "spacing_xyz_mm": np.asarray(ct.spacing_xyz_mm, dtype=np.float64),
-        "origin_xyz_mm": np.asarray(ct.origin_xyz_mm, dtype=np.float64),
-        "direction": np.asarray(ct.direction, dtype=np.float64),
-        "study": np.array(ct.study),
+        "ct_shape_zyx": np.asarray(labels.shape, dtype=np.int64),
+        "spacing_xyz_mm": np.asarray(geometry["spacing_xyz_mm"], dtype=np.float64),
+        "origin_xyz_mm": np.asarray(geometry["origin_xyz_mm"], dtype=np.float64),
+        "direction": np.asarray(geometry["direction"], dtype=np.float64),
+        "study": np.array(pseudonym),
     }
 
 
-def _base_row(job: StudyJob) -> dict[str, Any]:
-    return {
-        "pseudonym": job.pseudonym,
-        "status": "quarantined",
-        "reason": "",
-        "file": "",
-        "series_selection": job.selection,
-        "n_findings": None if job.findings is None else len(job.findings),
-    }
+def model_input_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition, suv: StudyPartition,
+                      labels: StudyPartition, geometry: Mapping, model_size: Sequence[int], compress: bool,
+                      slice_classes: Sequence[str], slice_min_voxels: int) -> dict:
+    """Slice selection (the thorax slices holding the ROIs) and the per-study model input (NPZ)."""
+    from colearn_pipeline.datasets.npz import NpzDataset
 
-
-class _Clock:
-    """Per-stage wall times written into the manifest row as ``t_<stage>_s``."""
-
-    def __init__(self, row: dict) -> None:
-        self.row, self.last = row, time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.row[f"t_{stage}_s"] = round(now - self.last, 3)
-        self.last = now
-
-
-def _run(job: StudyJob, row: dict[str, Any]) -> dict[str, str]:
-    p = job.params
-    tol = dict(p.get("series_validation") or {})
-    if job.corrupt:
-        rel, why = job.corrupt[0]
-        raise DicomSeriesError(job.pseudonym, rel, why)
-    if job.findings is None and not p.get("allow_missing_report", False):
-        raise StudyError(job.pseudonym, "reports/", "no diagnostic report for this study: no tumour seeds")
-    clock = _Clock(row)
-    ct = read_series(job.ct_files, job.pseudonym, root=job.root, **tol)
-    pet = read_series(job.pet_files, job.pseudonym, root=job.root, **tol)
-    clock.lap("read")
-    row.update(
-        ct_shape_zyx=list(ct.shape_zyx), pet_shape_zyx=list(pet.shape_zyx),
-        ct_spacing_xyz_mm=[round(v, 4) for v in ct.spacing_xyz_mm],
-        pet_spacing_xyz_mm=[round(v, 4) for v in pet.spacing_xyz_mm],
-    )
-    # -- SUV (QIBA vendor-neutral, via colearn_pipeline.suv)
-    try:
-        conv = suv_conversion(pet.datasets, suv_type=p.get("suv_type", "bw"), source=job.pseudonym)
-    except SuvError as exc:
-        by_name = {os.path.basename(f): os.path.relpath(f, job.root) for f in pet.files}
-        file = by_name.get(exc.file, exc.file) if exc.file else os.path.relpath(pet.files[0], job.root)
-        problem = f"SUV: {exc.tag}: {exc.problem}" if exc.tag else f"SUV: {exc.problem}"
-        raise StudyError(job.pseudonym, file, problem) from exc
-    factors = np.asarray(conv.slice_factors, dtype=np.float64)
-    suv_pet = (pet.array.astype(np.float64) * factors[:, None, None]).astype(np.float32)
-    row.update(
-        scanner_convention=conv.convention, suv_type=conv.suv_type, suv_units=conv.units,
-        decay_correction=conv.decay_correction, reference_time_source=conv.reference_time_source,
-        suv_factor=float(np.median(factors)), suv_factor_min=float(factors.min()), suv_factor_max=float(factors.max()),
-        suv_notes="; ".join(str(n) for n in conv.details.get("notes", [])),
-    )
-    pet.array = suv_pet  # the PET grid now holds SUV; the Bq/mL array is released
-    # -- one grid: SUV onto the CT grid in physical space
-    clock.lap("suv")
-    ct_img = ct.to_sitk()
-    suv_ct = sitk.GetArrayFromImage(
-        resample_to_reference(pet.to_sitk(), ct_img, p.get("pet_interpolator", "linear"), p.get("pet_outside_value", 0.0))
-    ).astype(np.float32)
-    # -- ground truth from the report's findings
-    seeds = findings_to_seeds(job.findings or [], ct_img, job.pseudonym)
-    if len(seeds) == 0 and not p.get("allow_missing_report", False):
-        raise StudyError(job.pseudonym, "reports/", "the report lists no findings: no tumour seeds")
-    gt = groundtruth_params(p, job.pseudonym)
-    gt["lungs"].setdefault("superior_at_high_z", bool(ct.direction[8] >= 0))  # LPS: +z is superior
-    clock.lap("resample")
-    labels, info = derive_labels(ct.array, suv_ct, seeds, ct.spacing_xyz_mm, **gt)
-    clock.lap("groundtruth")
-    for name in LABELS:
-        row[f"voxels_{name}"] = int(info["voxels"][name])
-    tum_info = info.get("tumours") or []
-    row["tumours_capped"] = int(sum(bool(t.get("capped")) for t in tum_info))
-    row["tumours_empty"] = int(sum(int(t.get("voxels", 0)) == 0 for t in tum_info))
-    sel = p.get("slice_selection") or {}
-    classes = sel.get("classes", ["tumour"])
-    slice_index = select_slices(labels, classes, min_voxels=int(sel.get("min_voxels", 1)))
+    label_array = _array(labels)
+    slice_index = select_slices(label_array, list(slice_classes), min_voxels=int(slice_min_voxels))
     if slice_index.size == 0:
-        raise StudyError(job.pseudonym, "-", f"no axial slice contains the classes {list(classes)}")
-    row["slices_kept"] = int(slice_index.size)
-    row["slice_index"] = [int(i) for i in slice_index]
-    # -- QA against the phantom's truth (never used to derive anything)
-    if job.truth_dir:
-        row.update(phantom_qa(job.truth_dir, labels, pet, suv_pet, float(p.get("qa_min_suv", 0.5))))
-    clock.lap("qa")
-    model_input = build_model_input(ct, suv_ct, labels, slice_index, p.get("model_size", (256, 256)))
-    staged = _write_staged(job, ct, suv_ct, labels, model_input)
-    clock.lap("write")
-    return staged
-
-
-def process_study(job: StudyJob) -> dict[str, Any]:
-    """Process one study; return its manifest row (and staged output paths under ``"_staged"``).
-
-    Parameters
-    ----------
-    job : StudyJob
-
-    Returns
-    -------
-    dict
-        The manifest row: ``status`` ``"ok"`` or ``"quarantined"`` with ``reason`` and ``file``;
-        never raises for a problem of the input.
-    """
-    start = time.perf_counter()
-    cpu_start = _cpu_seconds()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, int(job.params.get("threads_per_worker", 1))))
-    row = _base_row(job)
-    try:
-        row["_staged"] = _run(job, row)
-        row["status"] = "ok"
-    except (DicomSeriesError, StudyError) as exc:
-        row.update(reason=job.redact(exc.problem), file=job.redact(exc.file))
-    except SuvError as exc:
-        row.update(reason=job.redact(f"SUV: {exc.tag}: {exc.problem}" if exc.tag else f"SUV: {exc.problem}"),
-                   file=job.redact(exc.file or "PET series"))
-    except Exception as exc:  # an unexpected failure of one study must not stop the cohort
-        logger.debug("study %s failed", job.pseudonym, exc_info=True)
-        row.update(reason=job.redact(f"unexpected {type(exc).__name__}: {exc}"), file="-")
-    if row["status"] != "ok" and job.skipped_beside:
-        row["reason"] += f" (skipped beside this series: {', '.join(job.skipped_beside[:3])})"
-    row["seconds"] = round(time.perf_counter() - start, 3)
-    row["cpu_seconds"] = round(_cpu_seconds() - cpu_start, 3)
-    row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-    row["worker_pid"] = os.getpid()
-    return row
+        raise StudyError(pseudonym, "-", f"no axial slice contains the classes {list(slice_classes)}")
+    arrays = build_model_input(_array(ct_hu), _array(suv, dtype=np.float32), label_array, slice_index,
+                               model_size, geometry, pseudonym)
+    path = str(Path(staging_dir) / "model_input.npz")
+    NpzDataset(path, compress=bool(compress)).save(arrays)
+    return {"row": {"slices_kept": int(slice_index.size), "slice_index": [int(i) for i in slice_index]},
+            "staged": {"model_input": path}}

@@ -1,0 +1,124 @@
+"""The manifest nodes: one row per study from the stored records of every stage, and the run's verdict."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from colearn_pipeline.datasets.study_partitions import FAILED, OK, QUARANTINED, StudyPartitions
+from colearn_pipeline.groundtruth import LABELS
+from colearn_pipeline.pipelines.preprocess.params import ManifestParams, build
+
+logger = logging.getLogger(__name__)
+
+#: Stages in pipeline order (``t_<stage>_s`` columns: wall seconds of the run that computed them).
+STAGES = ("read_series", "suv", "pet_to_ct", "lungs", "mediastinum", "tumours", "labels", "model_input")
+#: Manifest columns, in CSV order (lists are written as space-separated text in the CSV).
+MANIFEST_COLUMNS = [
+    "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
+    "decay_correction", "reference_time_source", "suv_factor", "suv_factor_min", "suv_factor_max", "suv_notes",
+    "series_selection", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
+    "slices_kept", "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
+    *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
+    "suv_voxels_compared", "seconds", *[f"t_{s}_s" for s in STAGES], "peak_rss_mb",
+]
+#: Integer columns (nullable in the table: quarantined studies have no value).
+INT_COLUMNS = [
+    "n_findings", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
+    "suv_voxels_compared",
+]
+LIST_COLUMNS = ("ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def study_row(pseudonym: str, records: dict[str, dict | None]) -> dict[str, Any]:
+    """One manifest row: the stages' fields merged; status and reason of the first stage that was not ok."""
+    row: dict[str, Any] = {"pseudonym": pseudonym, "status": OK, "reason": "", "file": "", "stage": ""}
+    for stage, record in records.items():
+        if record is None:
+            row.update(status=FAILED, reason="not processed by this stage", stage=stage, file="-")
+            break
+        fields = dict(record.get("row") or {})
+        if record.get("status") == FAILED and record.get("previous"):
+            fields = dict(record["previous"].get("row") or {})  # the earlier outputs kept on disk
+        row.update({k: v for k, v in fields.items() if k in MANIFEST_COLUMNS})
+        if record.get("status") != OK:
+            row.update(status=record.get("status"), reason=record.get("reason", ""), file=record.get("file", ""),
+                       stage=stage)
+            break
+    times = [row.get(f"t_{s}_s") for s in STAGES]
+    row["seconds"] = round(sum(t for t in times if t is not None), 3) if any(t is not None for t in times) else None
+    peaks = [v for s in STAGES for k, v in ((records.get(s) or {}).get("row") or {}).items() if k == f"peak_rss_{s}_mb"]
+    row["peak_rss_mb"] = max(peaks) if peaks else None
+    return {k: _clean(row.get(k)) for k in MANIFEST_COLUMNS}
+
+
+def write_manifest(discovery: dict, studies: StudyPartitions, series: StudyPartitions, suv_pet: StudyPartitions,
+                   suv: StudyPartitions, lungs: StudyPartitions, mediastinum: StudyPartitions,
+                   tumours: StudyPartitions, labels: StudyPartitions, model_input: StudyPartitions):
+    """The manifest of the cohort as the stored records say it is (so it matches what is on disk).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per study (CSV).
+    manifest : dict
+        ``summary``, ``studies`` (rows), ``skipped_files``, ``report_problems`` (JSON).
+    """
+    stages = {"discover_studies": studies, "read_series": series, "suv": suv_pet, "pet_to_ct": suv, "lungs": lungs,
+              "mediastinum": mediastinum, "tumours": tumours, "labels": labels, "model_input": model_input}
+    rows = [study_row(p, {s: d.records.get(p) for s, d in stages.items()}) for p in sorted(studies.records)]
+    table = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    for col in LIST_COLUMNS:
+        table[col] = table[col].map(lambda v: "" if v is None else " ".join(str(x) for x in v))
+    for col in INT_COLUMNS:
+        table[col] = table[col].astype("Int64")
+    ok = [r for r in rows if r["status"] == OK]
+
+    def mean(key: str) -> float | None:
+        vals = [r[key] for r in ok if r.get(key) is not None]
+        return float(np.mean(vals)) if vals else None
+
+    summary = {
+        "studies": len(rows), "ok": len(ok),
+        "quarantined": sum(r["status"] == QUARANTINED for r in rows),
+        "failed": sum(r["status"] == FAILED for r in rows),
+        "slices_kept": int(sum(r["slices_kept"] or 0 for r in ok)),
+        **{f"mean_dice_{n}": mean(f"dice_{n}") for n, v in LABELS.items() if v},
+        "max_suv_median_rel_error": max((r["suv_median_rel_error"] for r in ok if r["suv_median_rel_error"] is not None), default=None),
+        "max_suv_max_rel_error": max((r["suv_max_rel_error"] for r in ok if r["suv_max_rel_error"] is not None), default=None),
+    }
+    logger.info("preprocess: %d ok, %d quarantined, %d failed, %d slices", summary["ok"], summary["quarantined"],
+                summary["failed"], summary["slices_kept"])
+    manifest = {"summary": summary, "studies": rows, **discovery}
+    return table, manifest
+
+
+class PreprocessRunError(RuntimeError):
+    """The run produced no usable study, or a study failed for a reason other than its input."""
+
+
+def check_outcome(manifest: dict, params: dict) -> None:
+    """Fail the run when a study ``failed`` or none is ok; warn loudly above the quarantined fraction."""
+    settings = build(ManifestParams, params, "preprocess.manifest")
+    summary = manifest["summary"]
+    failed = [r["pseudonym"] for r in manifest["studies"] if r["status"] == FAILED]
+    if summary["studies"] and summary["quarantined"] / summary["studies"] > settings.max_quarantined_fraction:
+        logger.warning("preprocess: !!! %d of %d studies quarantined (above %.0f %%): check the manifest !!!",
+                       summary["quarantined"], summary["studies"], 100 * settings.max_quarantined_fraction)
+    if failed:
+        raise PreprocessRunError(f"preprocess: {len(failed)} studies failed (not their input's fault): "
+                                 f"{', '.join(failed)}; earlier outputs of them were kept; see the manifest")
+    if summary["ok"] == 0:
+        raise PreprocessRunError(f"preprocess: no study came out ok ({summary['studies']} studies); see the manifest")

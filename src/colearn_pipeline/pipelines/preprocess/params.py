@@ -1,0 +1,181 @@
+"""Strict parameters of the preprocess stages: one frozen dataclass per ``preprocess.<stage>`` block.
+
+A block with an unknown or a missing key fails with that key's name: every default lives in
+``conf/base/parameters_preprocess.yml``, none in code. The ground-truth stages (lungs,
+mediastinum, tumours) take the keyword parameters of their science function
+(:mod:`colearn_pipeline.groundtruth`) as they are, so their keys are checked against that
+function's signature, plus ``overrides``: per study (pseudonym) changes of those keywords.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from colearn_pipeline.groundtruth import segment_lungs, segment_mediastinum, segment_tumours
+
+
+class ParameterError(ValueError):
+    """A ``preprocess`` parameter block with an unknown, missing or malformed key."""
+
+
+def _check_keys(block: Mapping | None, expected: set[str], where: str) -> dict:
+    if not isinstance(block, Mapping):
+        raise ParameterError(f"{where}: expected a mapping of parameters, got {type(block).__name__}")
+    unknown = sorted(set(block) - expected)
+    missing = sorted(expected - set(block))
+    if unknown:
+        raise ParameterError(f"{where}: unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}")
+    if missing:
+        raise ParameterError(f"{where}: missing key(s) {', '.join(f'{where}.{k}' for k in missing)}")
+    return dict(block)
+
+
+def build(cls: type, block: Mapping | None, where: str):
+    """Build the frozen dataclass ``cls`` from a conf block, refusing unknown or missing keys.
+
+    Parameters
+    ----------
+    cls : dataclass type
+    block : mapping
+        The conf block, e.g. ``params:preprocess.suv``.
+    where : str
+        Its dotted name (``preprocess.suv``), used in messages.
+    """
+    values = _check_keys(block, {f.name for f in dataclasses.fields(cls)}, where)
+    for f in dataclasses.fields(cls):
+        if isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+def digest(value: Any) -> str:
+    """A short stable hash of JSON-able data (parameters, fingerprints)."""
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class ExecutorParams:
+    """Where the per-study work of every stage runs (``preprocess.executor``)."""
+
+    kind: str                       # "local" (process pool) or "dask"
+    workers: int                    # local: processes at a time (0: in this process); dask: LocalCluster size
+    threads_per_worker: int         # SimpleITK threads inside a worker
+    dask_scheduler: str | None      # address of a running scheduler; null: env var or a LocalCluster
+    dask_scheduler_env: str         # environment variable that may hold the scheduler address
+    retries: int                    # a study whose worker died is tried again this many times
+    staging_dir: str                # parent of the run's staging folder (same disk as the outputs)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "dask"):
+            raise ParameterError(f"preprocess.executor.kind: 'local' or 'dask', got {self.kind!r}")
+        if int(self.workers) < 0 or int(self.retries) < 0 or int(self.threads_per_worker) < 1:
+            raise ParameterError("preprocess.executor: workers and retries >= 0, threads_per_worker >= 1")
+
+
+@dataclass(frozen=True)
+class DiscoverParams:
+    """``preprocess.discover_studies``."""
+
+    pseudonym_key: str              # HMAC key of the pseudonyms
+    allow_missing_report: bool      # true: a study without report goes on without tumour seeds
+
+
+@dataclass(frozen=True)
+class ReadSeriesParams:
+    """``preprocess.read_series``: checks of :func:`colearn_pipeline.dicom.series.read_series`."""
+
+    orientation_tolerance: float
+    duplicate_tolerance_mm: float
+    spacing_relative_tolerance: float
+    inplane_tolerance_mm: float
+
+
+@dataclass(frozen=True)
+class SuvParams:
+    """``preprocess.suv``."""
+
+    suv_type: str                   # bw (the paper), lbm, bsa, ibw
+
+
+@dataclass(frozen=True)
+class PetToCtParams:
+    """``preprocess.pet_to_ct``: PET SUV resampled onto the CT grid in physical space."""
+
+    interpolator: str
+    outside_value: float
+
+
+@dataclass(frozen=True)
+class PhantomQaParams:
+    """``preprocess.phantom_qa``: comparison with the phantom's truth (never used to derive anything)."""
+
+    truth_dir: str | None           # phantom_truth/<pseudonym>; ignored when absent
+    min_suv: float                  # SUV error over voxels whose true SUV exceeds this
+
+
+@dataclass(frozen=True)
+class ModelInputParams:
+    """``preprocess.model_input``: slice selection and the model's arrays."""
+
+    model_size: tuple[int, int]
+    compress: bool
+    slice_classes: tuple[str, ...]
+    slice_min_voxels: int
+
+
+@dataclass(frozen=True)
+class ManifestParams:
+    """``preprocess.manifest``."""
+
+    max_quarantined_fraction: float  # a louder warning above this fraction of quarantined studies
+
+
+#: Ground-truth stage -> its science function.
+GROUNDTRUTH_FUNCTIONS: dict[str, Callable] = {
+    "lungs": segment_lungs,
+    "mediastinum": segment_mediastinum,
+    "tumours": segment_tumours,
+}
+#: Keywords of the science functions that are data, not parameters.
+_DATA_KEYWORDS = {"return_info", "seeds_zyx", "airway_mask", "allowed_mask"}
+
+
+def groundtruth_keywords(stage: str) -> set[str]:
+    """The tunable keyword parameters of a ground-truth stage's function."""
+    sig = inspect.signature(GROUNDTRUTH_FUNCTIONS[stage])
+    return {n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and n not in _DATA_KEYWORDS}
+
+
+@dataclass(frozen=True)
+class GroundTruthParams:
+    """``preprocess.<lungs|mediastinum|tumours>``: keywords of the science function, and per-study overrides."""
+
+    stage: str
+    keywords: Mapping[str, Any]
+    overrides: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def from_conf(cls, stage: str, block: Mapping | None) -> GroundTruthParams:
+        where = f"preprocess.{stage}"
+        expected = groundtruth_keywords(stage)
+        values = _check_keys(block, expected | {"overrides"}, where)
+        overrides = dict(values.pop("overrides") or {})
+        for pseudonym, change in overrides.items():
+            if not isinstance(change, Mapping):
+                raise ParameterError(f"{where}.overrides.{pseudonym}: expected a mapping")
+            unknown = sorted(set(change) - expected)
+            if unknown:
+                raise ParameterError(f"{where}.overrides.{pseudonym}: unknown key(s) {', '.join(unknown)}")
+        return cls(stage, MappingProxyType(values), MappingProxyType({k: dict(v) for k, v in overrides.items()}))
+
+    def for_study(self, pseudonym: str) -> dict[str, Any]:
+        """The keywords for one study: the block with that study's overrides applied."""
+        return {**self.keywords, **self.overrides.get(pseudonym, {})}

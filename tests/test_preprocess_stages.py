@@ -1,0 +1,149 @@
+"""The preprocess stages on a tiny phantom cohort: incremental runs, --from-nodes, a killed worker, staging.
+
+A cohort of three ``tiny`` phantom studies is generated once; each test copies two or three of them
+into its own raw folder and runs the pipeline through the project's catalog (paths moved to a
+temporary folder), as ``kedro run --pipeline=preprocess`` would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from dicom_fixtures import run_preprocess_catalog
+
+from colearn_pipeline.pipelines.preprocess import create_pipeline
+from colearn_pipeline.pipelines.preprocess.executor import KILL_HOOK_ENV, STAGING_PREFIX
+from colearn_pipeline.pipelines.preprocess.manifest import PreprocessRunError
+from colearn_pipeline.phantom.generate import generate_cohort
+
+pytestmark = pytest.mark.slow
+
+STAGE_NODES = ["discover_studies", "read_series", "convert_to_suv", "resample_pet_to_ct", "segment_lungs",
+               "segment_mediastinum", "segment_tumours", "compose_labels", "build_model_input", "write_manifest",
+               "check_preprocess_outcome"]
+PER_STUDY = ["read_series", "suv", "pet_to_ct", "lungs", "mediastinum", "tumours", "labels", "model_input"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("phantom")
+    summary = generate_cohort(root, n_studies=3, seed=5, size="tiny", workers=2)
+    return {"root": root, "studies": summary["studies"]}
+
+
+def _raw(cohort, dest: Path, studies: list[dict]) -> Path:
+    for sub in ("dicom", "reports", "phantom_truth"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    for s in studies:
+        shutil.copytree(cohort["root"] / s["dicom_dir"], dest / s["dicom_dir"])
+        shutil.copy2(cohort["root"] / s["report"], dest / s["report"])
+        shutil.copytree(cohort["root"] / "phantom_truth" / s["pseudonym"], dest / "phantom_truth" / s["pseudonym"])
+    return dest
+
+
+def _computed(log: str, stage: str) -> int:
+    line = next(x for x in log.splitlines() if x.startswith(f"preprocess {stage}: ") and " studies: " in x)
+    return int(line.split(" studies: ")[1].split(" computed")[0])
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and ".records" not in p.parts}
+
+
+def test_pipeline_has_the_paper_stages_each_with_its_parameters():
+    pipe = create_pipeline()
+    assert sorted(n.name for n in pipe.nodes) == sorted(STAGE_NODES)
+    by = {n.name: n for n in pipe.nodes}
+    for upstream, downstream in [("discover_studies", "read_series"), ("read_series", "convert_to_suv"),
+                                 ("convert_to_suv", "resample_pet_to_ct"), ("segment_lungs", "segment_mediastinum"),
+                                 ("resample_pet_to_ct", "segment_tumours"), ("segment_mediastinum", "compose_labels"),
+                                 ("segment_tumours", "compose_labels"), ("compose_labels", "build_model_input"),
+                                 ("build_model_input", "write_manifest")]:
+        assert set(by[upstream].outputs) & set(by[downstream].inputs), (upstream, downstream)
+    assert "params:preprocess.tumours" in by["segment_tumours"].inputs
+    assert "params:preprocess.lungs" in by["segment_lungs"].inputs
+    assert {"raw_dicom", "raw_reports"} <= set(pipe.inputs())
+    assert "model_input" in pipe.outputs() or "model_input" in by["build_model_input"].outputs
+
+
+def test_state_entries_read_the_same_files_as_the_stage_outputs():
+    catalog = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/catalog_preprocess.yml").read_text())
+    states = [name for name in catalog if name.endswith("_state")]
+    assert len(states) == len(PER_STUDY)
+    for name in states:
+        output = catalog[name.removesuffix("_state")]
+        assert {k: v for k, v in catalog[name].items() if k != "metadata"} == \
+            {k: v for k, v in output.items() if k != "metadata"}
+
+
+def test_second_run_skips_unchanged_studies_and_a_new_study_is_the_only_one_processed(cohort, tmp_path):
+    raw = _raw(cohort, tmp_path / "raw", cohort["studies"][:2])
+    stale = tmp_path / "out" / "02_intermediate" / f"{STAGING_PREFIX}999999999-dead"
+    stale.mkdir(parents=True)  # left by a run killed with SIGKILL
+    first = run_preprocess_catalog(raw, tmp_path / "out", workers=2)
+    assert [r["status"] for r in first["manifest"]["studies"]] == ["ok", "ok"]
+    assert not stale.exists()
+    before = _digest(tmp_path / "out")
+    second = run_preprocess_catalog(raw, tmp_path / "out", workers=2)
+    assert all(_computed(second["log"], s) == 0 for s in PER_STUDY)
+    assert _digest(tmp_path / "out") == before
+    assert second["manifest"]["studies"] == first["manifest"]["studies"]
+    _raw(cohort, raw, cohort["studies"][2:])
+    third = run_preprocess_catalog(raw, tmp_path / "out", workers=2)
+    assert all(_computed(third["log"], s) == 1 for s in PER_STUDY)
+    assert third["manifest"]["summary"]["ok"] == 3
+    assert not list((tmp_path / "out" / "02_intermediate").glob(f"{STAGING_PREFIX}*"))
+
+
+def test_from_tumour_node_recomputes_tumours_labels_and_model_input_only(cohort, tmp_path):
+    raw = _raw(cohort, tmp_path / "raw", cohort["studies"][:2])
+    out = tmp_path / "out"
+    run_preprocess_catalog(raw, out, workers=2)
+    before = _digest(out)
+    tail = create_pipeline().from_nodes("segment_tumours")
+    assert {n.name for n in tail.nodes} == {"segment_tumours", "compose_labels", "build_model_input",
+                                            "write_manifest", "check_preprocess_outcome"}
+    pseudonym = cohort["studies"][0]["pseudonym"]
+    again = run_preprocess_catalog(raw, out, workers=2, pipeline=tail,
+                                   tumours={"overrides": {pseudonym: {"peak_fraction": 0.6}}})
+    assert _computed(again["log"], "tumours") == 1  # only the study whose tumour parameters changed
+    after = _digest(out)
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert changed == {f"02_intermediate/tumours/{pseudonym}.nii.gz", f"03_primary/labels/{pseudonym}.nii.gz",
+                       f"05_model_input/{pseudonym}.npz", "08_reporting/preprocess_manifest.csv",
+                       "08_reporting/preprocess_manifest.json"}
+    # a full run with the same parameters then finds nothing to do
+    full = run_preprocess_catalog(raw, out, workers=2, tumours={"overrides": {pseudonym: {"peak_fraction": 0.6}}})
+    assert all(_computed(full["log"], s) == 0 for s in PER_STUDY)
+
+
+def test_killed_worker_fails_its_study_only_and_keeps_its_earlier_outputs(cohort, tmp_path, monkeypatch):
+    raw = _raw(cohort, tmp_path / "raw", cohort["studies"][:2])
+    out = tmp_path / "out"
+    run_preprocess_catalog(raw, out, workers=2)
+    before = _digest(out)
+    victim, other = (s["pseudonym"] for s in cohort["studies"][:2])
+    monkeypatch.setenv(KILL_HOOK_ENV, f"tumours:{victim}")
+    change = {"peak_fraction": 0.6}
+    with pytest.raises(PreprocessRunError, match=f"1 studies failed.*{victim}"):
+        run_preprocess_catalog(raw, out, workers=2, tumours=change)
+    after = _digest(out)
+    for rel in (f"02_intermediate/tumours/{victim}.nii.gz", f"03_primary/labels/{victim}.nii.gz",
+                f"05_model_input/{victim}.npz", f"02_intermediate/ct_hu/{victim}.nii.gz"):
+        assert after[rel] == before[rel], rel  # the earlier run's outputs are still there, unchanged
+    assert after[f"05_model_input/{other}.npz"] != before[f"05_model_input/{other}.npz"]  # the other went on
+    import json
+
+    rows = {r["pseudonym"]: r for r in json.loads((out / "08_reporting/preprocess_manifest.json").read_text())["studies"]}
+    assert rows[victim]["status"] == "failed" and "worker died" in rows[victim]["reason"]
+    assert "attempt 2" in rows[victim]["reason"]  # retried once on a fresh worker
+    assert rows[other]["status"] == "ok"
+    assert not list((out / "02_intermediate").glob(f"{STAGING_PREFIX}*/tumours/*"))
+    monkeypatch.delenv(KILL_HOOK_ENV)
+    healed = run_preprocess_catalog(raw, out, workers=2, tumours=change)
+    assert _computed(healed["log"], "tumours") == 1 and healed["manifest"]["summary"]["ok"] == 2
