@@ -180,10 +180,13 @@ def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, k
 def mediastinum_stage(*, staging_dir: str, ct_hu: StudyPartition, lungs: StudyPartition, geometry: Mapping,
                       keywords: Mapping) -> dict:
     """Mediastinum between the lungs (:func:`colearn_pipeline.groundtruth.segment_mediastinum`)."""
+    kwargs = dict(keywords)
+    if kwargs.get("superior_at_high_z") is None:
+        kwargs["superior_at_high_z"] = bool(geometry["direction"][8] >= 0)  # LPS: +z is superior
     ct = _array(ct_hu, dtype=np.float32)
     encoded = _array(lungs)
     mask = segment_mediastinum(ct, (encoded & LUNG_BIT) > 0, geometry["spacing_xyz_mm"],
-                               airway_mask=(encoded & AIRWAY_BIT) > 0, **dict(keywords))
+                               airway_mask=(encoded & AIRWAY_BIT) > 0, **kwargs)
     path = write_nifti(image_on(geometry, np.asarray(mask, bool).astype(np.uint8)), Path(staging_dir) / "mediastinum.nii.gz")
     return {"row": {}, "staged": {"mediastinum": path}}
 
