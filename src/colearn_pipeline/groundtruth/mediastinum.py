@@ -210,17 +210,6 @@ def _first_row_crossing_both(right: np.ndarray, left: np.ndarray) -> int:
     return int(both[0]) if both.size else 0
 
 
-def _sternum(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
-    """Mask of the sternum (midline bone in front of the anterior quarter of the lungs' extent), or None."""
-    ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
-    limit = int(ys.min() + 0.25 * (ys.max() - ys.min()))
-    mid = int(round(0.5 * (np.nonzero(right)[1].max() + np.nonzero(left)[1].min())))
-    out = np.zeros_like(bone)
-    cols = slice(max(0, mid - half_width_px), mid + half_width_px + 1)
-    out[:limit, cols] = bone[:limit, cols]
-    return out if out.any() else None
-
-
 def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
     """``(front_row, mid_column)`` of the vertebral body (midline bone behind the lungs' centre), or None."""
     ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
@@ -295,19 +284,9 @@ def mediastinum_envelope(
         if pair is None:
             continue
         right, left = pair
-        first = _first_row_crossing_both(right, left)
-        front = first - int(round(anterior_margin_mm / sp[1]))
         inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
+        front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
         inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
-        sternum = _sternum(bone[z], right, left, half_w)
-        if sternum is not None:
-            # In front of the lungs the mediastinum reaches the back of the sternum: only the
-            # triangle between the lungs' anterior tips and the sternum (no margin: the chest wall).
-            back = int(np.nonzero(sternum.any(axis=1))[0].max()) + 1
-            retro = _grown_hull(right | left | sternum, (0, 0)) & ~sternum & _between_medial_surfaces(right, left)
-            retro[:back] = False
-            retro[max(first, 0):] = False
-            inside |= retro
         inside &= ~lung_excl[z] & ~bone[z] & ~below_lowest[z]
         # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
         inside &= ~(under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0))))
