@@ -236,7 +236,19 @@ def test_move_seed_to_peak_respects_radius():
     suv[5, 5, 9] = 10.0
     suv[5, 5, 6] = 3.0
     assert move_seed_to_peak(suv, (5, 5, 5), (1.0, 1.0, 1.0), radius_mm=2.0) == (5, 5, 6)
-    assert move_seed_to_peak(suv, (5, 5, 5), (1.0, 1.0, 1.0), radius_mm=4.0) == (5, 5, 9)
+    # A seed on a plateau (no uptake around it) takes the ball's maximum.
+    assert move_seed_to_peak(suv, (5, 5, 2), (1.0, 1.0, 1.0), radius_mm=2.0) == (5, 5, 2)
+    assert move_seed_to_peak(suv, (2, 5, 9), (1.0, 1.0, 1.0), radius_mm=4.0) == (5, 5, 9)
+
+
+def test_move_seed_to_peak_keeps_a_node_beside_a_hotter_lesion():
+    # A faint node (peak 4 at x=3) 6 voxels from a hot primary (peak 20 at x=9), blurred together.
+    x = np.arange(14.0)
+    profile = 4.0 * np.exp(-((x - 3) ** 2) / 4.0) + 20.0 * np.exp(-((x - 9) ** 2) / 4.0)
+    bump = np.exp(-((np.arange(5.0) - 2) ** 2) / 4.0)
+    suv = bump[:, None, None] * bump[None, :, None] * profile[None, None, :]
+    assert move_seed_to_peak(suv, (2, 2, 4), (1.0, 1.0, 1.0), radius_mm=8.0) == (2, 2, 3)
+    assert move_seed_to_peak(suv, (2, 2, 7), (1.0, 1.0, 1.0), radius_mm=8.0) == (2, 2, 9)
 
 
 # ---------------------------------------------------------------- labels

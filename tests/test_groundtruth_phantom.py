@@ -1,8 +1,14 @@
-"""The derived ground truth against the phantom's truth labels (issue 3's Dice targets).
+"""Mean Dice of the derived ground truth against the phantom's truth labels, per class.
 
-The cohort is written by ``colearn_pipeline.phantom`` as DICOM, read back with SimpleITK and
-processed by :mod:`colearn_pipeline.groundtruth.phantom_qa`, exactly as the command
-``python -m colearn_pipeline.groundtruth.phantom_qa RAW_DIR`` does.
+The cohort is written by ``colearn_pipeline.phantom`` (anatomy 1.1: fat planes, diaphragm,
+stomach with gas, spleen) as DICOM, read back with SimpleITK and processed by
+:mod:`colearn_pipeline.groundtruth.phantom_qa`, exactly as the command
+``python -m colearn_pipeline.groundtruth.phantom_qa RAW_DIR`` does. Our own modules are imported
+plainly: an import error is a failure, never a skip (issue 15).
+
+Issue 12's targets on demo/paper size: lungs >= 0.98, mediastinum >= 0.93, tumours >= 0.90.
+The mediastinum does not reach its target yet (about 0.89 on demo and paper size, see
+docs/groundtruth.md); that target is a strict xfail, so the day it is met the suite says so.
 """
 
 from __future__ import annotations
@@ -13,27 +19,64 @@ import pytest
 from colearn_pipeline.groundtruth.phantom_qa import evaluate_cohort
 from colearn_pipeline.phantom import generate as phantom
 
-#: Issue 3: mean Dice on the phantom cohort.
-TARGETS = {"lung": 0.95, "mediastinum": 0.85, "tumour": 0.80}
+#: Issue 12: mean Dice on a demo- or paper-size phantom cohort.
+ISSUE_12_TARGETS = {"lung": 0.98, "mediastinum": 0.93, "tumour": 0.90}
+#: What the mediastinum reaches now on these 3 demo studies (0.907 / 0.919 / 0.833); a drop below
+#: this is a regression.
+MEDIASTINUM_FLOOR_DEMO = 0.87
+#: Tiny size (128x128 CT at about 3.9 mm, PET at 8 mm, 10 mm slices): partial volume costs Dice, so
+#: lower floors (now 0.994 / 0.879 / 0.878).
+TINY_FLOORS = {"lung": 0.98, "mediastinum": 0.85, "tumour": 0.85}
 
 
-def _check(results, n_expected):
-    assert len(results) == n_expected
-    means = {k: float(np.mean([r[f"dice_{k}"] for r in results])) for k in TARGETS}
-    for name, target in TARGETS.items():
-        assert means[name] >= target, f"mean Dice {name} {means[name]:.3f} < {target} ({[round(r[f'dice_{name}'], 3) for r in results]})"
+def _means(results) -> dict[str, float]:
+    return {k: float(np.mean([r[f"dice_{k}"] for r in results])) for k in ISSUE_12_TARGETS}
+
+
+def _per_study(results, name):
+    return [round(r[f"dice_{name}"], 3) for r in results]
+
+
+def _assert_at_least(results, floors):
+    means = _means(results)
+    for name, floor in floors.items():
+        assert means[name] >= floor, f"mean Dice {name} {means[name]:.3f} < {floor} {_per_study(results, name)}"
+
+
+def _assert_every_finding_has_a_region(results):
     for r in results:
-        # Every finding got a region, seeded inside its lesion.
-        assert all(t["voxels"] > 0 for t in r["tumours"])
-    return means
+        assert all(t["voxels"] > 0 for t in r["tumours"]), r["study"]
 
 
-def test_dice_targets_on_tiny_phantom_cohort(tmp_path):
+def test_tiny_phantom_lungs_mediastinum_tumours_dice_at_least_floors(tmp_path):
     phantom.generate_cohort(tmp_path, n_studies=4, size="tiny", progress=False)
-    _check(evaluate_cohort(tmp_path), 4)
+    results = evaluate_cohort(tmp_path)
+    assert len(results) == 4
+    _assert_at_least(results, TINY_FLOORS)
+    _assert_every_finding_has_a_region(results)
+
+
+@pytest.fixture(scope="module")
+def demo_results(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("demo_phantom")
+    phantom.generate_cohort(raw, n_studies=3, size="demo", progress=False)
+    results = evaluate_cohort(raw)
+    assert len(results) == 3
+    return results
 
 
 @pytest.mark.slow
-def test_dice_targets_on_demo_phantom_cohort(tmp_path):
-    phantom.generate_cohort(tmp_path, n_studies=3, size="demo", progress=False)
-    _check(evaluate_cohort(tmp_path), 3)
+def test_demo_phantom_lungs_and_tumours_meet_issue_12_targets(demo_results):
+    _assert_at_least(demo_results, {k: ISSUE_12_TARGETS[k] for k in ("lung", "tumour")})
+    _assert_every_finding_has_a_region(demo_results)
+
+
+@pytest.mark.slow
+def test_demo_phantom_mediastinum_does_not_regress(demo_results):
+    _assert_at_least(demo_results, {"mediastinum": MEDIASTINUM_FLOOR_DEMO})
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 12: mediastinum Dice about 0.89 on demo size, target 0.93 not met yet")
+def test_demo_phantom_mediastinum_meets_issue_12_target(demo_results):
+    _assert_at_least(demo_results, {"mediastinum": ISSUE_12_TARGETS["mediastinum"]})

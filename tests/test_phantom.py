@@ -350,3 +350,34 @@ def test_recovery_check_flags_a_lesion_whose_threshold_region_leaks():
     assert recovery_leaks(pet, grid, [seed], allowed, 0.4) == [0]
     pet[:, :, 13:16] = 0.5                            # a gap of cold tissue separates them again
     assert recovery_leaks(pet, grid, [seed], allowed, 0.4) == []
+
+
+def test_truth_at_the_thoracic_inlet_is_the_region_between_the_lungs():
+    """Through the narrowing apices all tissue between the lungs (in front of the vertebral body) is
+    mediastinum, not only the drawn column; the sternum (manubrium) ends at the jugular notch."""
+    grid = Grid((40, 96, 96), (5.2, 5.2, 6.0), (-247.0, -247.0, -330.0))
+    anat = sample_anatomy(study_streams(7, 1)["anatomy"], -330.0, -330.0 + 39 * 6.0, 80.0, 1.75)
+    tissue = rasterise(anat, grid)
+    labels = labels_from_tissue(tissue)
+    zs = grid.axis_mm("z")
+    ys = grid.axis_mm("y")
+    cols = np.arange(grid.shape_zyx[2])
+    x_mid = int(np.argmin(np.abs(grid.axis_mm("x") - anat.cx)))
+    checked = 0
+    for k in np.nonzero(anat.t_of(zs) > anat.apex_t0 + 0.05)[0]:
+        lung = labels[k] == 1
+        right, left = lung & (cols[None, :] < x_mid), lung & (cols[None, :] >= x_mid)
+        for row in np.nonzero(right.any(axis=1) & left.any(axis=1))[0]:
+            if ys[row] >= anat.y_vb - anat.vb_r - 6.0:
+                continue
+            gap = slice(np.nonzero(right[row])[0].max() + 1, np.nonzero(left[row])[0].min())
+            inner = tissue[k, row, gap]
+            inside = ~np.isin(inner, (C.FAT, C.CORTEX, C.MARROW, C.LUNG, C.LUNG_VESSEL))
+            assert (labels[k, row, gap][inside] == 2).all(), (k, row)
+            checked += 1
+    assert checked > 5
+    sternum_rows = slice(0, int(np.searchsorted(ys, anat.y_sternum + anat.sternum_h + 2.0)))
+    above_notch = zs > anat.z_jugular_notch + 3.0
+    mid_strip = tissue[:, sternum_rows, x_mid - 1 : x_mid + 2]
+    assert not np.isin(mid_strip[above_notch], (C.CORTEX, C.MARROW)).any()
+    assert np.isin(mid_strip[(zs < anat.z_jugular_notch - 3.0) & (zs > anat.z_xiphoid + 3.0)], (C.CORTEX, C.MARROW)).any()

@@ -28,7 +28,11 @@ def _ball_offsets(radius_mm: float, sp_zyx: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def move_seed_to_peak(suv, seed_zyx, spacing_xyz_mm, radius_mm: float = SEED_SEARCH_RADIUS_MM):
-    """Voxel ``(z, y, x)`` of the highest SUV within ``radius_mm`` of ``seed_zyx`` (nearest wins ties).
+    """Voxel ``(z, y, x)`` of the seed's own SUV peak within ``radius_mm`` of ``seed_zyx``.
+
+    The local maximum reached by steepest ascent (26 neighbours) from the seed, inside the ball of
+    ``radius_mm``, so that a node beside a hotter primary keeps its own peak; a seed on a plateau
+    (e.g. zero uptake around it) takes the highest SUV of the ball instead (nearest wins ties).
 
     Parameters
     ----------
@@ -53,9 +57,34 @@ def move_seed_to_peak(suv, seed_zyx, spacing_xyz_mm, radius_mm: float = SEED_SEA
         raise ValueError(f"seed {tuple(seed_zyx)} is more than {radius_mm} mm outside the volume {suv.shape}")
     pts, dist = pts[inside], dist[inside]
     values = suv[tuple(pts.T)]
+    climbed = _climb(suv, seed, pts)
+    if climbed is not None:
+        return climbed
     # Highest value first, then nearest.
     i = np.lexsort((dist, -values))[0]
     return tuple(int(v) for v in pts[i])
+
+
+def _climb(suv: np.ndarray, seed: np.ndarray, ball: np.ndarray):
+    """The local maximum reached by steepest ascent from ``seed`` inside ``ball``, or None.
+
+    A finding next to a hotter one (a node beside the primary) keeps its own peak. None when the
+    seed lies outside the volume or on a plateau (no higher neighbour): then the ball's maximum.
+    """
+    allowed = {tuple(p) for p in ball.tolist()}
+    current = tuple(int(v) for v in seed)
+    if current not in allowed:
+        return None
+    steps = 0
+    shape = np.asarray(suv.shape)
+    while True:
+        lo = np.maximum(np.asarray(current) - 1, 0)
+        hi = np.minimum(np.asarray(current) + 2, shape)
+        block = suv[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        best = tuple(int(v) for v in np.add(lo, np.unravel_index(int(np.argmax(block)), block.shape)))
+        if suv[best] <= suv[current] or best not in allowed:
+            return None if steps == 0 and np.all(block == suv[current]) else current
+        current, steps = best, steps + 1
 
 
 def segment_tumours(

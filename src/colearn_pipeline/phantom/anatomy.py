@@ -47,6 +47,7 @@ PERICARDIAL_FAT_MM = (4.0, 9.0)      # fat shell around the heart (mediastinum)
 CARDIOPHRENIC_PAD_MM = (14.0, 24.0)  # epicardial fat pad at the cardiac apex, on the diaphragm
 STOMACH_SEMI_MM = ((38.0, 50.0), (32.0, 42.0), (40.0, 55.0))
 STOMACH_GAS_FRACTION = (0.25, 0.45)  # anterior part of the stomach holding gas (patient supine)
+JUGULAR_NOTCH_FRACTION = 0.5        # notch height between the carina (0) and the apices (1)
 SPLEEN_SEMI_MM = ((18.0, 26.0), (40.0, 55.0), (38.0, 50.0))
 
 
@@ -165,6 +166,16 @@ class Anatomy:
         """Sternum centre (y, mm)."""
         zc = 0.5 * (self.z0 + self.z1)
         return self.cy - float(self.cavity_radius(np.array(-np.pi / 2), zc)) - 1.0 - 0.5 * self.rib_mm
+
+    @property
+    def z_jugular_notch(self) -> float:
+        """Upper border of the manubrium (z, mm): the anterior end of the thoracic inlet.
+
+        Halfway between the carina (about the sternal angle) and the lung apices, which rise above
+        it into the root of the neck.
+        """
+        z_apex = self.z0 + self.apex_top * (self.z1 - self.z0)
+        return self.z_carina + JUGULAR_NOTCH_FRACTION * (z_apex - self.z_carina)
 
     def dome_z(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Height (z, mm) of the diaphragm surface above point (x, y)."""
@@ -289,7 +300,9 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
     aorta += [Tube(pts[i], pts[i + 1], rad[i], rad[i + 1]) for i in range(n_arch)]
     desc_aorta = Tube(np.array([x_da, y_da, z_arch]), np.array([x_da + _u(rng, (-8, 0)), y_da - 4.0, z0 - 30.0]), r_da, r_da * 0.95)
     r_svc = _u(rng, (8.0, 10.0))
-    svc = Tube(np.array([x_aa - r_aa - r_svc - 3.0, y_aa + 6.0, z1 + 20.0]),
+    # The SVC forms from the brachiocephalic veins behind the manubrium (below the jugular notch).
+    z_svc_top = z_car + JUGULAR_NOTCH_FRACTION * (z0 + anat["apex_top"] * H - z_car)
+    svc = Tube(np.array([x_aa - r_aa - r_svc - 3.0, y_aa + 6.0, z_svc_top]),
                np.array([x_aa - r_aa - r_svc - 1.0, y_aa + 8.0, heart_centre[2] + 15.0]), r_svc, r_svc)
     r_pt = _u(rng, (12.0, 14.0))
     pt0 = np.array([x_aa + r_aa + r_pt - 2.0, y_aa - 4.0, heart_centre[2] + 18.0])
@@ -383,6 +396,33 @@ def _grow(rng, tubes, p0, d, r, length, depth):
         _grow(rng, tubes, p1, nd, 0.7 * r, 0.78 * length, depth - 1)
 
 
+def _superior_mediastinum(column: np.ndarray, lungs: np.ndarray, cavity: np.ndarray, right_side: np.ndarray,
+                          above_inlet: bool) -> np.ndarray:
+    """The mediastinum of a slice through the narrowing apices (2D masks, ``(y, x)``).
+
+    All of the cavity between the two lungs and in front of the vertebral bodies (``cavity``) is
+    mediastinum (the paper's definition), not only the drawn column: row by row, from the right
+    lung's medial edge to the left lung's. Above the jugular notch the tissue in front of the
+    apices is the root of the neck, not mediastinum.
+    """
+    right, left = lungs & right_side, lungs & ~right_side
+    ny, nx = lungs.shape
+    cols = np.arange(nx)
+    r_edge = np.where(right, cols, -1).max(axis=1)
+    l_edge = np.where(left, cols, nx).min(axis=1)
+    rows = (r_edge >= 0) & (l_edge < nx)
+    between = rows[:, None] & (cols[None, :] > r_edge[:, None]) & (cols[None, :] < l_edge[:, None])
+    out = column.copy()
+    if rows.any():
+        first = int(np.argmax(rows))
+        if above_inlet:
+            out[:first] = False
+        else:
+            # Below the notch the mediastinum reaches forward to the sternum between the lungs.
+            between[:first] = between[first]
+    return (out | between) & cavity
+
+
 # ---------------------------------------------------------------------------------------------
 BONE = (C.CORTEX, C.MARROW, C.CARTILAGE, C.DISC, C.CANAL)
 
@@ -422,6 +462,7 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
     in_table = (Y >= y_table) & (Y <= y_table + TABLE_THICKNESS_MM) & (np.abs(X - anat.cx) <= TABLE_HALF_WIDTH_MM)
     table_shell = in_table & ((Y < y_table + TABLE_SHELL_MM) | (Y > y_table + TABLE_THICKNESS_MM - TABLE_SHELL_MM))
     rb0 = anat.body_radius(phi, anat.z0) / anat.taper(anat.z0)
+    z_notch = anat.z_jugular_notch
     for k, z in enumerate(zs):
         t = anat.t_of(z)
         sl = np.zeros((ny, nx), np.uint8)
@@ -468,6 +509,9 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
         hw = anat.column_half_width * (0.85 if t > 0.8 else 1.0)
         ymid, hh = 0.5 * (y_col_front + y_col_back), 0.5 * (y_col_back - y_col_front) + 3.0
         column[k] = (((X - anat.cx - 4.0) / hw) ** 2 + ((Y - ymid) / hh) ** 2 <= 1.0) & cavity[k]
+        if t > anat.apex_t0:
+            column[k] = _superior_mediastinum(column[k], cavity[k] & lung_ok, cavity[k] & (Y < y_col_back),
+                                              X < anat.cx + 4.0, z > z_notch)
         # spine: vertebral body (with discs), canal, posterior elements, transverse processes
         fzv = ((z - anat.disc_phase) / anat.vert_h) % 1.0 * anat.vert_h
         vb_q = ((X - anat.cx) / (1.1 * anat.vb_r)) ** 2 + ((Y - y_vb) / anat.vb_r) ** 2
@@ -483,7 +527,7 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
         sl[vb_in <= 1.0] = C.DISC if fzv < anat.disc_h else C.MARROW
         sl[rc_canal <= anat.canal_r] = C.CANAL
         # sternum
-        if z > anat.z_xiphoid:
+        if anat.z_xiphoid < z <= z_notch:
             sq = ((X - anat.cx) / anat.sternum_w) ** 2 + ((Y - y_st) / anat.sternum_h) ** 2
             sqi = ((X - anat.cx) / (anat.sternum_w - 1.5)) ** 2 + ((Y - y_st) / (anat.sternum_h - 1.5)) ** 2
             sl[sq <= 1.0] = C.CORTEX
