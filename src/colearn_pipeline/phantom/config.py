@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-GENERATOR_VERSION = "1.1.0"  # 1.1: fat planes, diaphragm, stomach and spleen (issue 12)
+GENERATOR_VERSION = "1.2.0"  # 1.1: fat planes, diaphragm, stomach and spleen (issue 12)
 
 
 @dataclass(frozen=True)
