@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from colearn_pipeline.training import assemble_slices, list_checkpoints, train_model
-from colearn_pipeline.training.synthetic import synthetic_study
+from synthetic_studies import synthetic_study
 
 CFG = dict(seed=4, epochs=2, batch_size=2, learning_rate=0.02, l2_lambda=0.0, checkpoint_every=1,
            keep_checkpoints=0, progress=False, device="cpu")

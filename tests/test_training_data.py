@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from colearn_pipeline.training import assemble_slices, augment_batch, epoch_order, standardise_slices
-from colearn_pipeline.training.synthetic import synthetic_study
+from synthetic_studies import synthetic_study
 
 
 def test_standardise_each_slice_separately():
