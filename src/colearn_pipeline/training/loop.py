@@ -189,7 +189,8 @@ class TrainingRun:
         on_device = cfg.device_augment is True or (cfg.device_augment == "auto" and self.device.type != "cpu")
         data_device = self.device if on_device else torch.device("cpu")
         self.x_data = torch.from_numpy(self.x).to(data_device)
-        self.y_data = torch.from_numpy(self.y).long().to(data_device)
+        small_labels = self.y.size and 0 <= self.y.min() and self.y.max() < 256
+        self.y_data = torch.from_numpy(self.y.astype(np.uint8 if small_labels else np.int64)).to(data_device)
         if cfg.channels_last:
             to_channels_last(self.module)
         if self.world > 1:
@@ -304,7 +305,7 @@ class TrainingRun:
         if aug.get("enabled", True):
             xb, yb = augment_batch(xb, yb, self.aug_generator, pad=int(aug.get("pad", 10)),
                                    flip_lr=bool(aug.get("flip_lr", True)), flip_ud=bool(aug.get("flip_ud", True)))
-        xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True).long()
         if self.config.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, yb
