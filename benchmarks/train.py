@@ -108,22 +108,27 @@ def main(argv: list[str] | None = None) -> int:
                           else ("cpu" if args.device == "auto" else args.device))
     dtype = torch.bfloat16 if args.amp else torch.float32
     n = args.matmul_n or (8192 if device.type == "cuda" else 2048)
-    ref = matmul_tflops(device, dtype, n, 20 if device.type == "cuda" else 5)
+    repeats = 20 if device.type == "cuda" else 5
+    ref = matmul_tflops(device, dtype, n, repeats)
+    ref32 = ref if dtype == torch.float32 else matmul_tflops(device, torch.float32, n, repeats)
     proto = protocol(args.protocol_env)
     print(f"device {device_summary(device)}, torch {torch.__version__}")
     print(f"options amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}; size {args.size}, "
           f"width {args.width}, depth {args.depth}, batch {args.batch}, warm-up {args.warmup}, steps {args.steps}")
-    print(f"matmul reference: {ref:.3f} TFLOP/s ({n}x{n} {str(dtype).removeprefix('torch.')})")
-    print(f"{'net':8s} {'steps/s':>8s} {'slices/s':>9s} {'TFLOP/s':>8s} {'/ matmul':>9s} {'protocol h':>11s}")
+    print(f"matmul reference: {ref:.3f} TFLOP/s ({n}x{n} {str(dtype).removeprefix('torch.')}), "
+          f"fp32 {ref32:.3f} TFLOP/s (/ fp32: compare runs with and without --amp)")
+    print(f"{'net':8s} {'steps/s':>8s} {'slices/s':>9s} {'TFLOP/s':>8s} {'/ matmul':>9s} {'/ fp32':>7s} "
+          f"{'protocol h':>11s}")
     results = []
     for net in args.nets:
         r = bench_net(net, args, device)
         tflops = r["flop_per_slice"] * args.batch / r["seconds_per_step"] / 1e12
         hours = _protocol_hours(net, proto, tflops * 1e12)
         results.append({"net": net, **r, "steps_per_s": 1 / r["seconds_per_step"], "tflops": tflops,
-                        "ratio_to_matmul": tflops / ref, "protocol_hours": hours})
+                        "ratio_to_matmul": tflops / ref, "ratio_to_fp32_matmul": tflops / ref32,
+                        "protocol_hours": hours})
         print(f"{net:8s} {1 / r['seconds_per_step']:8.3f} {args.batch / r['seconds_per_step']:9.2f} {tflops:8.4f} "
-              f"{tflops / ref:9.3f} {hours:11.1f}", flush=True)
+              f"{tflops / ref:9.3f} {tflops / ref32:7.3f} {hours:11.1f}", flush=True)
     mean_rate = float(np.mean([r["tflops"] for r in results])) * 1e12
     total = sum(next((r["protocol_hours"] for r in results if r["net"] == net), None) or _protocol_hours(net, proto, mean_rate)
                 for net in proto["nets"])
@@ -131,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
           f"epochs x {proto['slices']} slices at {proto['size'][0]}x{proto['size'][1]}, width {proto['model']['width']}: "
           f"{total:.1f} h on this device, one job after another")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": str(device), "matmul_tflops": ref, "args": vars(args),
+        Path(args.json).write_text(json.dumps({"device": str(device), "matmul_tflops": ref, "fp32_matmul_tflops": ref32,
+                                               "args": vars(args),
                                                "results": results, "protocol_hours": total}, indent=2))
     return 0
 
