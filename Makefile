@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export KEDRO_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 
-.PHONY: demo test install clean-data viz mlflow-ui
+.PHONY: demo test install clean-data viz mlflow-ui paper
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,3 +40,12 @@ viz: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# The paper's protocol (conf/paper): cohort, preprocess, a printed plan, every net x seed trained
+# (resumable: rerun after a preemption), then Table II. `make paper ARGS=--dry-run` prints the plan only.
+paper: $(STAMP)
+	@case " $(ARGS) " in *" --dry-run "*) ;; *) \
+	  $(VENV)/bin/kedro run --env paper --pipeline phantom && \
+	  $(VENV)/bin/kedro run --env paper --pipeline preprocess ;; esac
+	$(PY) -m colearn_pipeline.training.cli --env paper --plan $(ARGS)
+	@case " $(ARGS) " in *" --dry-run "*) ;; *) $(VENV)/bin/kedro run --env paper --pipeline train_eval ;; esac

@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from colearn_pipeline.training import assemble_slices, list_checkpoints, train_model
-from colearn_pipeline.training.synthetic import synthetic_study
+from colearn_pipeline.training import TrainConfig, TrainingRun, assemble_slices, list_checkpoints, run_training
+from synthetic_studies import synthetic_study
 
 CFG = dict(seed=4, epochs=2, batch_size=2, learning_rate=0.02, l2_lambda=0.0, checkpoint_every=1,
            keep_checkpoints=0, progress=False, device="cpu")
@@ -33,8 +33,15 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         names = [f"study-{i:010x}" for i in range(3)]
         data = assemble_slices({n: synthetic_study(n, 3, 16, seed=i) for i, n in enumerate(names)}, names)
-        bundle, history = train_model("colearn", {"width": 4, "depth": 2}, data, CFG, checkpoint_dir=Path(out) / "ckpt")
-        torch.save({"state": bundle["state_dict"], "history": history}, Path(out) / f"rank{rank}.pt")
+        run = TrainingRun("colearn", {"width": 4, "depth": 2}, data, TrainConfig.from_params(CFG),
+                          checkpoint_dir=Path(out) / "ckpt")
+        seen = []
+        train_step = run.train_step
+        run.train_step = lambda indices: (seen.append(len(indices)), train_step(indices))
+        ((bundle, history),) = run_training([run])
+        per_epoch = [sum(seen[:3]), sum(seen[3:])]  # 5 slices in batches of 2: 3 steps an epoch
+        torch.save({"state": bundle["state_dict"], "history": history, "per_rank_slices": per_epoch},
+                   Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -49,7 +56,8 @@ def test_two_process_gloo_training_keeps_replicas_identical(tmp_path):
         assert torch.equal(r0["state"][k], r1["state"][k]), k
     assert [h["train_loss"] for h in r0["history"]] == [h["train_loss"] for h in r1["history"]]
     # 9 slices over 2 ranks: 5 per rank (padded like DistributedSampler), 10 slices per epoch
-    assert r0["history"][0]["slices_per_s"] > 0
+    assert [h["slices"] for h in r0["history"]] == [10, 10]
+    assert r0["per_rank_slices"] == r1["per_rank_slices"] == [5, 5]
     (run_dir,) = list((tmp_path / "ckpt").iterdir())
     assert [e for e, _ in list_checkpoints(run_dir)] == [1, 2]
     ckpt = torch.load(run_dir / "epoch_00002.pt", weights_only=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from colearn_pipeline.predict import labels_to_ct_volume, resize_nearest, write_label_nifti
-from colearn_pipeline.training.synthetic import synthetic_study
+from synthetic_studies import synthetic_study
 
 
 def test_resize_nearest_inverts_an_integer_downsampling():

@@ -15,7 +15,7 @@ from colearn_pipeline.training import (
     train_model,
 )
 from colearn_pipeline.training.checkpoint import atomic_torch_save, capture_rng_states, restore_rng_states
-from colearn_pipeline.training.synthetic import synthetic_study
+from synthetic_studies import synthetic_study
 
 MODEL = {"width": 4, "depth": 2}
 
@@ -34,6 +34,16 @@ def _cfg(**kw):
     return base
 
 
+def _stop_after(epoch):
+    """An on_epoch_end callback that kills the run after ``epoch`` (as a preemption would)."""
+
+    def callback(row):
+        if row["epoch"] >= epoch:
+            raise TrainingInterrupted(f"killed after epoch {row['epoch']}")
+
+    return callback
+
+
 def _equal_states(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -46,6 +56,11 @@ def test_table_i_defaults():
     assert cfg.augmentation["pad"] == 10
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_params({"learnin_rate": 1})
+    with pytest.raises(ValueError, match="stop_after_epoch.*callback"):
+        TrainConfig.from_params({"stop_after_epoch": 3})
+    assert TrainConfig.from_params({"stop_after_epoch": None}) == TrainConfig()  # older conf still loads
+    with pytest.raises(ValueError, match="device_augment"):
+        TrainConfig.from_params({"device_augment": "yes"})
 
 
 def test_history_and_bundle(train_set):
@@ -82,7 +97,7 @@ def test_killed_run_resumes_to_identical_weights(train_set, tmp_path, net):
     """
     reference, ref_hist = train_model(net, MODEL, train_set, _cfg())
     with pytest.raises(TrainingInterrupted):
-        train_model(net, MODEL, train_set, _cfg(stop_after_epoch=3), checkpoint_dir=tmp_path)
+        train_model(net, MODEL, train_set, _cfg(), checkpoint_dir=tmp_path, on_epoch_end=_stop_after(3))
     (run_dir,) = list(tmp_path.iterdir())
     assert [e for e, _ in list_checkpoints(run_dir)] == [2]
     # scramble global RNGs as a fresh process would have them
@@ -96,8 +111,8 @@ def test_killed_run_resumes_to_identical_weights(train_set, tmp_path, net):
 
 def test_finished_run_is_not_retrained_and_other_config_gets_own_folder(train_set, tmp_path):
     first, _ = train_model("tc", MODEL, train_set, _cfg(epochs=2), checkpoint_dir=tmp_path)
-    again, hist = train_model("tc", MODEL, train_set, _cfg(epochs=2, stop_after_epoch=0), checkpoint_dir=tmp_path)
-    _equal_states(first["state_dict"], again["state_dict"])  # loaded, no epoch run (stop_after_epoch=0 would raise)
+    again, hist = train_model("tc", MODEL, train_set, _cfg(epochs=2), checkpoint_dir=tmp_path, on_epoch_end=_stop_after(0))
+    _equal_states(first["state_dict"], again["state_dict"])  # loaded, no epoch run (the callback would raise)
     assert len(hist) == 2
     train_model("tc", MODEL, train_set, _cfg(epochs=2, learning_rate=0.02), checkpoint_dir=tmp_path)
     assert len(list(tmp_path.iterdir())) == 2

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from colearn_pipeline.training import assemble_slices, check_split, make_split
-from colearn_pipeline.training.synthetic import synthetic_study
+from synthetic_studies import synthetic_study
 
 
 def _names(n):

@@ -1,4 +1,4 @@
-"""Slice arrays from model-input studies, per-slice standardisation and augmentation."""
+"""Slice arrays from model-input studies, augmentation on any device, and the epoch order."""
 
 from __future__ import annotations
 
@@ -7,32 +7,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-#: Standard deviations below this are treated as a constant channel (standardised to zeros).
-STD_EPS = 1e-6
+from colearn_pipeline.training.inputs import network_input, standardise_slices
 
-
-def standardise_slices(volume: np.ndarray) -> np.ndarray:
-    """Standardise each slice of a ``(S, H, W)`` stack to zero mean and unit variance.
-
-    Parameters
-    ----------
-    volume : numpy.ndarray
-        ``(S, H, W)`` stack of one modality (CT in HU or PET in SUV).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 ``(S, H, W)``; a constant slice becomes all zeros.
-    """
-    v = np.asarray(volume, dtype=np.float64)
-    if v.ndim != 3:
-        raise ValueError(f"expected (S, H, W), got shape {v.shape}")
-    mean = v.mean(axis=(1, 2), keepdims=True)
-    std = v.std(axis=(1, 2), keepdims=True)
-    out = np.where(std > STD_EPS, (v - mean) / np.maximum(std, STD_EPS), 0.0)
-    return out.astype(np.float32)
+__all__ = ["assemble_slices", "augment_batch", "augmentation_indices", "epoch_order", "standardise_slices"]
 
 
 def _resolve(study: Any) -> Mapping[str, Any]:
@@ -72,7 +50,7 @@ def assemble_slices(
             raise ValueError(f"{name}: ct_hu {ct.shape}, suv {suv.shape}, labels {lab.shape} differ")
         if ct.shape[0] == 0:
             continue
-        xs.append(np.stack([standardise_slices(ct), standardise_slices(suv)], axis=1))
+        xs.append(network_input(ct, suv))
         ys.append(lab.astype(np.int64))
         names.extend([name] * ct.shape[0])
         zidx.append(np.asarray(s.get("slice_index", np.arange(ct.shape[0])), dtype=np.int32))
@@ -86,6 +64,55 @@ def assemble_slices(
     }
 
 
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Map indices in ``[-size + 1, 2 * size - 2]`` into ``[0, size)`` as reflect padding does."""
+    index = index.abs()
+    return torch.where(index > size - 1, 2 * (size - 1) - index, index)
+
+
+def augmentation_indices(
+    draws: torch.Tensor, h: int, w: int, pad: int = 10, flip_lr: bool = True, flip_ud: bool = True
+) -> torch.Tensor:
+    """Flat source pixel of every output pixel of the crop-and-flip augmentation.
+
+    A sample is reflect-padded by ``pad`` pixels a side, cropped back to ``(h, w)`` at offset
+    ``(floor(d0 * (2 pad + 1)), floor(d1 * (2 pad + 1)))`` and flipped left-right when
+    ``d2 < 0.5`` and up-down when ``d3 < 0.5``; all of it is one index map, so padding, crop
+    and flips cost one gather on any device and give exactly the pixels of the step-by-step
+    transform.
+
+    Parameters
+    ----------
+    draws : torch.Tensor
+        ``(N, 4)`` float32 uniform draws in ``[0, 1)``: row offset, column offset, flip lr, flip ud.
+    h, w : int
+        Image size; ``pad`` must be smaller than both (as for reflect padding).
+    pad : int
+        Reflect padding per side; 0 disables cropping.
+    flip_lr, flip_ud : bool
+        Enable random left-right / up-down flips.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 ``(N, h * w)`` indices into a flattened ``(h, w)`` image, on ``draws.device``.
+    """
+    if pad >= min(h, w):
+        raise ValueError(f"augmentation pad {pad} must be smaller than the image size {h}x{w}")
+    span = 2 * pad + 1
+    top = (draws[:, 0] * span).long() - pad
+    left = (draws[:, 1] * span).long() - pad
+    rows = torch.arange(h, device=draws.device).expand(len(draws), h)
+    cols = torch.arange(w, device=draws.device).expand(len(draws), w)
+    if flip_ud:
+        rows = torch.where((draws[:, 3] < 0.5)[:, None], rows.flip(-1), rows)
+    if flip_lr:
+        cols = torch.where((draws[:, 2] < 0.5)[:, None], cols.flip(-1), cols)
+    rows = _reflect(rows + top[:, None], h)
+    cols = _reflect(cols + left[:, None], w)
+    return (rows[:, :, None] * w + cols[:, None, :]).flatten(1)
+
+
 def augment_batch(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -97,17 +124,20 @@ def augment_batch(
     """Random crop after reflect padding, and random flips, as in the authors' code.
 
     Each sample is reflect-padded by ``pad`` pixels a side and cropped back to its size at a
-    random offset; then flipped left-right and up-down, each with probability 1/2.
-    The same transform is applied to image and labels.
+    random offset; then flipped left-right and up-down, each with probability 1/2. The same
+    transform is applied to image and labels. The random draws, ``(N, 4)`` uniforms, always
+    come from the CPU ``generator`` (so a checkpointed generator state resumes the same
+    augmentation on any device); the transform itself is one gather on the tensors' device
+    (:func:`augmentation_indices`).
 
     Parameters
     ----------
     x : torch.Tensor
         ``(N, C, H, W)`` float images.
     y : torch.Tensor
-        ``(N, H, W)`` integer labels.
+        ``(N, H, W)`` integer labels, on ``x``'s device.
     generator : torch.Generator
-        Source of randomness (CPU); its state makes the augmentation reproducible.
+        CPU source of randomness; its state makes the augmentation reproducible.
     pad : int
         Reflect padding per side; 0 disables cropping.
     flip_lr, flip_ud : bool
@@ -116,27 +146,14 @@ def augment_batch(
     Returns
     -------
     tuple of torch.Tensor
-        Augmented ``x`` and ``y`` of the input shapes and dtypes.
+        Augmented ``x`` and ``y`` of the input shapes and dtypes, contiguous, on ``x.device``.
     """
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     draws = torch.rand((n, 4), generator=generator)
-    xs, ys = [], []
-    for i in range(n):
-        xi, yi = x[i : i + 1], y[i : i + 1, None].to(x.dtype)
-        if pad > 0:
-            xi = F.pad(xi, (pad, pad, pad, pad), mode="reflect")
-            yi = F.pad(yi, (pad, pad, pad, pad), mode="reflect")
-            top = int(draws[i, 0] * (2 * pad + 1))
-            left = int(draws[i, 1] * (2 * pad + 1))
-            xi = xi[..., top : top + h, left : left + w]
-            yi = yi[..., top : top + h, left : left + w]
-        if flip_lr and draws[i, 2] < 0.5:
-            xi, yi = xi.flip(-1), yi.flip(-1)
-        if flip_ud and draws[i, 3] < 0.5:
-            xi, yi = xi.flip(-2), yi.flip(-2)
-        xs.append(xi)
-        ys.append(yi)
-    return torch.cat(xs), torch.cat(ys)[:, 0].round().to(y.dtype)
+    index = augmentation_indices(draws, h, w, pad, flip_lr, flip_ud).to(x.device, non_blocking=True)
+    xa = torch.gather(x.reshape(n, c, h * w), 2, index[:, None, :].expand(n, c, h * w))
+    ya = torch.gather(y.reshape(n, h * w), 1, index)
+    return xa.view(n, c, h, w), ya.view(n, h, w)
 
 
 def epoch_order(n: int, epoch: int, seed: int, num_replicas: int = 1, rank: int = 0) -> np.ndarray:

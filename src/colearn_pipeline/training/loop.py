@@ -1,21 +1,22 @@
-"""The training loop: SGD with momentum, augmentation, checkpoints, bit-exact resume and DDP.
+"""The training loop: SGD with momentum, augmentation, checkpoints, bit-exact resume, DDP.
 
-One function, :func:`train_model`, trains one net on in-memory slices. It runs the same in a
-single process and under ``torchrun`` (when a ``torch.distributed`` process group is
-initialised it wraps the net in ``DistributedDataParallel``, shards every epoch like a
-``DistributedSampler`` and lets rank 0 alone write checkpoints and show progress).
+A :class:`TrainingRun` is one net trained with one seed; its phases (``on_train_start``,
+``on_epoch_start``, ``train_step``, ``validation_step``, ``on_epoch_end``, ``on_train_end``)
+are called by :func:`run_training`, which steps several runs round-robin on one device (each
+in its own CUDA stream on a GPU, where a batch of 5 leaves most of the device idle).
+:func:`train_model` trains one net. The same code runs in a single process and under
+``torchrun``: with a ``torch.distributed`` process group the net is wrapped in
+``DistributedDataParallel``, every epoch is sharded like a ``DistributedSampler`` and rank 0
+alone writes checkpoints and shows progress.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import contextlib
 import logging
 import math
-import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,68 +34,23 @@ from colearn_pipeline.training.checkpoint import (
     prune_checkpoints,
     restore_rng_states,
 )
+from colearn_pipeline.training.config import TrainConfig, data_digest, fingerprint, resolve_device
 from colearn_pipeline.training.data import augment_batch, epoch_order
+
+__all__ = [
+    "MODEL_FORMAT", "TrainConfig", "TrainingInterrupted", "TrainingRun", "evaluate_loss_accuracy", "load_model",
+    "resolve_device", "run_training", "train_model",
+]
 
 logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "colearn-pipeline-model/1"
 
-#: Keys of the training parameters that change the trained weights (and so the fingerprint).
-_FINGERPRINT_KEYS = (
-    "seed", "batch_size", "learning_rate", "momentum", "weight_decay", "l2_lambda", "augmentation",
-    "drop_last",
-)
+EpochCallback = Callable[[dict[str, float]], None]
 
 
 class TrainingInterrupted(RuntimeError):
-    """Raised when ``stop_after_epoch`` ends a run early (a kill simulated for resume tests)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters (``training`` in ``conf/base/parameters_train_eval.yml``).
-
-    Defaults are Table I of the paper; see that file for every field's meaning.
-    """
-
-    seed: int = 42
-    epochs: int = 500
-    batch_size: int = 5
-    learning_rate: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    l2_lambda: float = 0.1
-    augmentation: Mapping[str, Any] = dataclasses.field(
-        default_factory=lambda: {"enabled": True, "pad": 10, "flip_lr": True, "flip_ud": True}
-    )
-    drop_last: bool = False
-    device: str = "auto"
-    amp: bool = False
-    deterministic: bool = True
-    num_threads: int | None = None
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
-    resume: bool = True
-    stop_after_epoch: int | None = None
-    progress: bool = True
-    eval_batch_size: int = 8
-    checkpoint_root: str | None = "data/06_models"
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a parameter mapping, rejecting unknown keys (typos fail loudly)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(params) - names
-        if unknown:
-            raise ValueError(f"unknown training parameters: {sorted(unknown)}")
-        return cls(**{k: v for k, v in params.items() if k in names})
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """Raise it from an ``on_epoch_end`` callback to stop a run (a kill, e.g. in resume tests)."""
 
 
 def _world() -> tuple[int, int]:
@@ -103,33 +59,9 @@ def _world() -> tuple[int, int]:
     return 1, 0
 
 
-def data_digest(x: np.ndarray, y: np.ndarray) -> str:
-    """SHA-1 of the training arrays (part of the checkpoint fingerprint)."""
-    h = hashlib.sha1()
-    for a in (x, y):
-        a = np.ascontiguousarray(a)
-        h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(a.data)
-    return h.hexdigest()
-
-
-def fingerprint(net: str, model_kwargs: Mapping[str, Any], config: TrainConfig, digest: str) -> str:
-    """Identify a training configuration: net, architecture, the weight-changing parameters, data.
-
-    The number of epochs is not part of it, so a finished run can be extended by raising
-    ``epochs``; device, AMP, progress and checkpoint cadence are not either.
-    """
-    cfg = dataclasses.asdict(config)
-    payload = {
-        "net": net,
-        "model": dict(sorted(model_kwargs.items())),
-        "training": {k: cfg[k] for k in _FINGERPRINT_KEYS},
-        "data": digest,
-    }
-    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _seed_everything(seed: int) -> None:
+    import random
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -143,6 +75,21 @@ def _batches(indices: np.ndarray, batch_size: int, drop_last: bool) -> list[np.n
     return out
 
 
+def _check_train_set(train_set: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(train_set["x"], dtype=np.float32), np.asarray(train_set["y"])
+    if x.ndim != 4 or y.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"train_set x {x.shape} / y {y.shape} are not (N,2,H,W) / (N,H,W)")
+    return x, y
+
+
+def _configure_backend(cfg: TrainConfig, device: torch.device) -> None:
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = bool(cfg.deterministic)
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+
+
 @torch.no_grad()
 def evaluate_loss_accuracy(
     model: torch.nn.Module,
@@ -154,6 +101,8 @@ def evaluate_loss_accuracy(
     amp: bool = False,
 ) -> tuple[float, float]:
     """Mean loss (slice-weighted) and pixel accuracy of a net in eval mode on a slice set.
+
+    ``amp`` runs the forward pass under bf16 autocast (CUDA or CPU).
 
     Returns
     -------
@@ -170,7 +119,7 @@ def evaluate_loss_accuracy(
         for i in range(0, len(x), batch_size):
             xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)
             yb = torch.from_numpy(np.ascontiguousarray(y[i : i + batch_size])).long().to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(xb)
             loss_sum += float(colearn_loss(logits.float(), yb, model, l2_lambda)) * len(xb)
             correct += int((logits.argmax(1) == yb).sum())
@@ -180,16 +129,8 @@ def evaluate_loss_accuracy(
     return loss_sum / len(x), correct / pixels
 
 
-def train_model(
-    net: str,
-    model_kwargs: Mapping[str, Any],
-    train_set: Mapping[str, np.ndarray],
-    config: TrainConfig | Mapping[str, Any],
-    val_set: Mapping[str, np.ndarray] | None = None,
-    checkpoint_dir: str | Path | None = None,
-    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
-) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Train one net and return its model bundle and per-epoch history.
+class TrainingRun:
+    """One net trained with one seed: its model, optimizer, data, RNG, history and checkpoints.
 
     Parameters
     ----------
@@ -200,17 +141,258 @@ def train_model(
     train_set : mapping
         ``x`` float32 ``(N, 2, H, W)`` standardised slices, ``y`` ``(N, H, W)`` labels
         (:func:`colearn_pipeline.training.data.assemble_slices`).
-    config : TrainConfig or mapping
+    config : TrainConfig
         Hyper-parameters.
     val_set : mapping, optional
         Evaluated (loss, pixel accuracy) after every epoch when given.
     checkpoint_dir : str or pathlib.Path, optional
-        Folder for this run's checkpoints; a ``<fingerprint>`` subfolder holds
-        ``epoch_XXXXX.pt`` files written every ``checkpoint_every`` epochs and after the last.
-        With ``resume`` the latest matching checkpoint is loaded and training continues from
-        it, reaching the same weights as an uninterrupted run (RNG states included).
+        Folder whose ``<fingerprint>`` subfolder holds this run's ``epoch_XXXXX.pt`` files.
     on_epoch_end : callable, optional
-        Called (rank 0 only) with each epoch's history row.
+        Called (rank 0 only) with each epoch's history row, after its checkpoint.
+    """
+
+    def __init__(self, net: str, model_kwargs: Mapping[str, Any], train_set: Mapping[str, np.ndarray],
+                 config: TrainConfig, val_set: Mapping[str, np.ndarray] | None = None,
+                 checkpoint_dir: str | Path | None = None, on_epoch_end: EpochCallback | None = None) -> None:
+        from colearn_pipeline.models import build_model
+
+        self.net, self.model_kwargs, self.config = net, dict(model_kwargs), config
+        self.x, self.y = _check_train_set(train_set)
+        self.val_set = val_set
+        self.world, self.rank = _world()
+        self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.fingerprint = fingerprint(net, self.model_kwargs, config, data_digest(self.x, self.y))
+        self.checkpoint_dir = Path(checkpoint_dir) / self.fingerprint if checkpoint_dir is not None else None
+        self.callback = on_epoch_end
+        _seed_everything(config.seed)
+        self.module = build_model(net, **self.model_kwargs).to(self.device)
+        self.model: torch.nn.Module = self.module
+        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=config.learning_rate,
+                                         momentum=config.momentum, weight_decay=config.weight_decay)
+        self.aug_generator = torch.Generator()
+        self.aug_generator.manual_seed(config.seed + 7919 * (self.rank + 1))
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+        self.stream = None
+        self._bar = None
+
+    # ---- phases -------------------------------------------------------------------------------
+    def on_train_start(self, concurrent: bool = False) -> None:
+        """Resume from the latest checkpoint, then place data and model for speed (options of conf)."""
+        from colearn_pipeline.models import to_channels_last
+
+        cfg = self.config
+        _configure_backend(cfg, self.device)
+        self._resume()
+        on_device = cfg.device_augment is True or (cfg.device_augment == "auto" and self.device.type != "cpu")
+        data_device = self.device if on_device else torch.device("cpu")
+        self.x_data = torch.from_numpy(self.x).to(data_device)
+        small_labels = self.y.size and 0 <= self.y.min() and self.y.max() < 256
+        self.y_data = torch.from_numpy(self.y.astype(np.uint8 if small_labels else np.int64)).to(data_device)
+        if cfg.channels_last:
+            to_channels_last(self.module)
+        if self.world > 1:
+            ddp_kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
+            self.model = torch.nn.parallel.DistributedDataParallel(self.module, **ddp_kwargs)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        if concurrent and self.device.type == "cuda":
+            self.stream = torch.cuda.Stream(self.device)
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        n_batches = len(self._epoch_batches(0))
+        self._bar = tqdm(total=(cfg.epochs - self.start_epoch) * n_batches, desc=f"train {self.net} seed {cfg.seed}",
+                         unit="batch", disable=not cfg.progress or self.rank != 0, dynamic_ncols=True)
+        self.model.train()
+
+    def on_epoch_start(self, epoch: int) -> list[np.ndarray]:
+        """Start the clock and the statistics of ``epoch`` (0-based); return its batches of indices."""
+        self.epoch = epoch
+        self._t0 = time.perf_counter()
+        with self.on_stream():
+            self.stats = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss*n, n, correct, pixels
+        return self._epoch_batches(epoch)
+
+    def train_step(self, indices: np.ndarray) -> None:
+        """One SGD step on the slices ``indices`` (augmented); statistics stay on the device."""
+        from colearn_pipeline.models.loss import colearn_loss
+
+        cfg = self.config
+        with self.on_stream():
+            xb, yb = self._batch(indices)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                logits = self.model(xb)
+            loss = colearn_loss(logits.float(), yb, self.module, cfg.l2_lambda)
+            loss.backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                self.stats[0] += loss.detach().double() * len(indices)
+                self.stats[1] += len(indices)
+                self.stats[2] += (logits.argmax(1) == yb).sum()
+                self.stats[3] += yb.numel()
+        self._bar.update(1)
+
+    def validation_step(self) -> dict[str, float]:
+        """Close the epoch's statistics (all ranks) and evaluate on ``val_set``: the history row."""
+        cfg = self.config
+        with self.on_stream():
+            stats = self.stats
+            if self.world > 1:
+                dist.all_reduce(stats)
+            stats = stats.cpu()
+            seconds = time.perf_counter() - self._t0
+            if not math.isfinite(float(stats[0])):
+                raise FloatingPointError(f"{self.net}: non-finite loss in epoch {self.epoch + 1}")
+            row = {
+                "epoch": self.epoch + 1, "train_loss": float(stats[0] / stats[1]),
+                "train_accuracy": float(stats[2] / stats[3]), "val_loss": math.nan, "val_accuracy": math.nan,
+                "seconds": seconds, "slices": int(stats[1]),
+                "slices_per_s": float(stats[1]) / seconds if seconds > 0 else math.nan, "lr": cfg.learning_rate,
+            }
+            if self.val_set is not None:
+                row["val_loss"], row["val_accuracy"] = evaluate_loss_accuracy(
+                    self.module, np.asarray(self.val_set["x"], dtype=np.float32), np.asarray(self.val_set["y"]),
+                    cfg.l2_lambda, cfg.eval_batch_size, self.device, cfg.amp,
+                )
+        return row
+
+    def on_epoch_end(self, row: dict[str, float]) -> None:
+        """Record the row, checkpoint on cadence (and after the last epoch), call the callback."""
+        cfg = self.config
+        self.history.append(row)
+        self._bar.set_postfix(epoch=row["epoch"], loss=f"{row['train_loss']:.4f}", acc=f"{row['train_accuracy']:.3f}",
+                              slices_s=f"{row['slices_per_s']:.1f}")
+        done = self.epoch + 1
+        if self.checkpoint_dir is not None and (done % max(cfg.checkpoint_every, 1) == 0 or done == cfg.epochs):
+            with self.on_stream():
+                self._save_checkpoint(done)
+        if self.rank == 0 and self.callback is not None:
+            self.callback(dict(row))
+
+    def on_train_end(self) -> tuple[dict[str, Any], list[dict[str, float]]]:
+        """The model bundle (everything :func:`load_model` needs) and the history."""
+        self.close()
+        with self.on_stream():
+            state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        bundle = {
+            "format": MODEL_FORMAT, "net": self.net, "model_kwargs": self.model_kwargs, "state_dict": state,
+            "input_hw": [int(self.x.shape[2]), int(self.x.shape[3])], "epochs": int(self.config.epochs),
+            "fingerprint": self.fingerprint,
+        }
+        return bundle, list(self.history)
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        if self._bar is not None:
+            self._bar.close()
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def on_stream(self) -> contextlib.AbstractContextManager:
+        """Context that issues this run's device work on its own CUDA stream (no-op elsewhere)."""
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        cfg = self.config
+        return _batches(epoch_order(len(self.x), epoch, cfg.seed, self.world, self.rank), cfg.batch_size,
+                        cfg.drop_last)
+
+    def _batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.from_numpy(indices).to(self.x_data.device, non_blocking=True)
+        xb, yb = self.x_data[index], self.y_data[index]
+        aug = dict(self.config.augmentation)
+        if aug.get("enabled", True):
+            xb, yb = augment_batch(xb, yb, self.aug_generator, pad=int(aug.get("pad", 10)),
+                                   flip_lr=bool(aug.get("flip_lr", True)), flip_ud=bool(aug.get("flip_ud", True)))
+        xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True).long()
+        if self.config.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, yb
+
+    def _resume(self) -> None:
+        cfg = self.config
+        if self.checkpoint_dir is None or not cfg.resume:
+            return
+        found = [(e, p) for e, p in list_checkpoints(self.checkpoint_dir) if e <= cfg.epochs]
+        if not found:
+            return
+        epoch_done, path = found[-1]
+        state = load_checkpoint(path, map_location="cpu")
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng_states(state["rng"][min(self.rank, len(state["rng"]) - 1)], self.aug_generator)
+        self.history = [dict(r) for r in state["history"]][:epoch_done]
+        self.start_epoch = epoch_done
+        if self.rank == 0:
+            logger.info("%s: resumed from %s (epoch %d of %d)", self.net, path, epoch_done, cfg.epochs)
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        """Gather every rank's RNG states, then rank 0 writes one atomic checkpoint."""
+        rng = capture_rng_states(self.aug_generator)
+        rngs: list[Any] = [rng]
+        if self.world > 1:
+            rngs = [None] * self.world
+            dist.all_gather_object(rngs, rng)
+        if self.rank == 0:
+            state = {
+                "format": "colearn-pipeline-checkpoint/1", "net": self.net, "fingerprint": self.fingerprint,
+                "epoch": epoch, "world_size": self.world,
+                "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "rng": rngs, "history": self.history,
+            }
+            atomic_torch_save(state, checkpoint_path(self.checkpoint_dir, epoch))
+            prune_checkpoints(self.checkpoint_dir, self.config.keep_checkpoints)
+        if self.world > 1:
+            dist.barrier()
+
+
+def run_training(runs: Sequence[TrainingRun]) -> list[tuple[dict[str, Any], list[dict[str, float]]]]:
+    """Train several runs on one device, stepping them round-robin; return each one's bundle and history.
+
+    A run's weights, history and checkpoints are those it would reach alone: the runs share no
+    state but the device.
+    """
+    for run in runs:
+        run.on_train_start(concurrent=len(runs) > 1)
+    try:
+        last_epoch = max(run.config.epochs for run in runs)
+        for epoch in range(min(run.start_epoch for run in runs), last_epoch):
+            active = [run for run in runs if run.start_epoch <= epoch < run.config.epochs]
+            batches = [run.on_epoch_start(epoch) for run in active]
+            for step in range(max(map(len, batches))):
+                for run, run_batches in zip(active, batches):
+                    if step < len(run_batches):
+                        run.train_step(run_batches[step])
+            for run in active:
+                run.on_epoch_end(run.validation_step())
+    finally:
+        for run in runs:
+            run.close()
+    return [run.on_train_end() for run in runs]
+
+
+def train_model(
+    net: str,
+    model_kwargs: Mapping[str, Any],
+    train_set: Mapping[str, np.ndarray],
+    config: TrainConfig | Mapping[str, Any],
+    val_set: Mapping[str, np.ndarray] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Train one net and return its model bundle and per-epoch history.
+
+    Parameters
+    ----------
+    net, model_kwargs, train_set, val_set, checkpoint_dir, on_epoch_end
+        As for :class:`TrainingRun`. Checkpoints are written every ``checkpoint_every`` epochs
+        and after the last; with ``resume`` the latest matching checkpoint is loaded and training
+        continues from it, reaching the same weights as an uninterrupted run (RNG states included).
+        A callback that raises (e.g. :class:`TrainingInterrupted`) stops the run after that
+        epoch's checkpoint.
+    config : TrainConfig or mapping
+        Hyper-parameters.
 
     Returns
     -------
@@ -220,176 +402,13 @@ def train_model(
     history : list of dict
         One row per epoch: ``epoch`` (1-based), ``train_loss``, ``train_accuracy`` (pixel
         accuracy of the augmented training batches, before each update), ``val_loss`` and
-        ``val_accuracy`` (NaN without ``val_set``), ``seconds``, ``slices_per_s``, ``lr``.
-
-    Raises
-    ------
-    TrainingInterrupted
-        When ``config.stop_after_epoch`` is reached before ``config.epochs``.
+        ``val_accuracy`` (NaN without ``val_set``), ``seconds``, ``slices`` (slices seen by all
+        ranks), ``slices_per_s``, ``lr``.
     """
-    from colearn_pipeline.models import build_model
-    from colearn_pipeline.models.loss import colearn_loss
-
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_params(config)
-    world, rank = _world()
-    x_all, y_all = np.asarray(train_set["x"], dtype=np.float32), np.asarray(train_set["y"])
-    if x_all.ndim != 4 or y_all.shape != (x_all.shape[0], *x_all.shape[2:]):
-        raise ValueError(f"train_set x {x_all.shape} / y {y_all.shape} are not (N,2,H,W) / (N,H,W)")
-    n, _, h, w = x_all.shape
-
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
-    if cfg.deterministic and device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    use_amp = bool(cfg.amp) and device.type == "cuda"
-
-    kwargs = dict(model_kwargs)
-    fp = fingerprint(net, kwargs, cfg, data_digest(x_all, y_all))
-    ckpt_dir = Path(checkpoint_dir) / fp if checkpoint_dir is not None else None
-
-    _seed_everything(cfg.seed)
-    model = build_model(net, **kwargs).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    aug_gen = torch.Generator()
-    aug_gen.manual_seed(cfg.seed + 7919 * (rank + 1))
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-
-    if ckpt_dir is not None and cfg.resume:
-        found = [(e, p) for e, p in list_checkpoints(ckpt_dir) if e <= cfg.epochs]
-        if found:
-            epoch_done, path = found[-1]
-            state = load_checkpoint(path, map_location="cpu")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            rng = state["rng"][min(rank, len(state["rng"]) - 1)]
-            restore_rng_states(rng, aug_gen)
-            history = [dict(r) for r in state["history"]][:epoch_done]
-            start_epoch = epoch_done
-            if rank == 0:
-                logger.info("%s: resumed from %s (epoch %d of %d)", net, path, epoch_done, cfg.epochs)
-
-    train_model_ref = model
-    if world > 1:
-        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
-        model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
-
-    aug = dict(cfg.augmentation)
-    n_batches = len(_batches(epoch_order(n, 0, cfg.seed, world, rank), cfg.batch_size, cfg.drop_last))
-    bar = tqdm(
-        total=(cfg.epochs - start_epoch) * n_batches,
-        desc=f"train {net}",
-        unit="batch",
-        disable=not cfg.progress or rank != 0,
-        dynamic_ncols=True,
-    )
-    model.train()
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            stats = torch.zeros(4, dtype=torch.float64)  # loss*slices, slices, correct, pixels
-            for idx in _batches(epoch_order(n, epoch, cfg.seed, world, rank), cfg.batch_size, cfg.drop_last):
-                xb = torch.from_numpy(x_all[idx])
-                yb = torch.from_numpy(y_all[idx]).long()
-                if aug.get("enabled", True):
-                    xb, yb = augment_batch(
-                        xb, yb, aug_gen, pad=int(aug.get("pad", 10)),
-                        flip_lr=bool(aug.get("flip_lr", True)), flip_ud=bool(aug.get("flip_ud", True)),
-                    )
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(xb)
-                loss = colearn_loss(logits.float(), yb, train_model_ref, cfg.l2_lambda)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{net}: non-finite loss at epoch {epoch + 1}")
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    stats += torch.tensor(
-                        [float(loss) * len(idx), len(idx), int((logits.argmax(1) == yb).sum()), yb.numel()],
-                        dtype=torch.float64,
-                    )
-                bar.update(1)
-            if world > 1:
-                reduced = stats.to(device)
-                dist.all_reduce(reduced)
-                stats = reduced.cpu()
-            seconds = time.perf_counter() - t0
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": float(stats[0] / stats[1]),
-                "train_accuracy": float(stats[2] / stats[3]),
-                "val_loss": math.nan,
-                "val_accuracy": math.nan,
-                "seconds": seconds,
-                "slices_per_s": float(stats[1]) / seconds if seconds > 0 else math.nan,
-                "lr": cfg.learning_rate,
-            }
-            if val_set is not None:
-                row["val_loss"], row["val_accuracy"] = evaluate_loss_accuracy(
-                    train_model_ref, np.asarray(val_set["x"], dtype=np.float32), np.asarray(val_set["y"]),
-                    cfg.l2_lambda, cfg.eval_batch_size, device, use_amp,
-                )
-            history.append(row)
-            bar.set_postfix(
-                epoch=epoch + 1, loss=f"{row['train_loss']:.4f}", acc=f"{row['train_accuracy']:.3f}",
-                slices_s=f"{row['slices_per_s']:.1f}",
-            )
-            done = epoch + 1
-            if ckpt_dir is not None and (done % max(cfg.checkpoint_every, 1) == 0 or done == cfg.epochs):
-                _save_checkpoint(ckpt_dir, done, train_model_ref, optimizer, aug_gen, history, fp, net, world, rank,
-                                 cfg.keep_checkpoints)
-            if rank == 0 and on_epoch_end is not None:
-                on_epoch_end(dict(row))
-            if cfg.stop_after_epoch is not None and done >= cfg.stop_after_epoch and done < cfg.epochs:
-                raise TrainingInterrupted(f"{net}: stopped after epoch {done} (stop_after_epoch)")
-    finally:
-        bar.close()
-
-    bundle = {
-        "format": MODEL_FORMAT,
-        "net": net,
-        "model_kwargs": kwargs,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in train_model_ref.state_dict().items()},
-        "input_hw": [int(h), int(w)],
-        "epochs": int(cfg.epochs),
-        "fingerprint": fp,
-    }
+    run = TrainingRun(net, model_kwargs, train_set, cfg, val_set, checkpoint_dir, on_epoch_end)
+    ((bundle, history),) = run_training([run])
     return bundle, history
-
-
-def _save_checkpoint(ckpt_dir, epoch, model, optimizer, aug_gen, history, fp, net, world, rank, keep) -> None:
-    """Gather every rank's RNG states, then rank 0 writes one atomic checkpoint."""
-    rng = capture_rng_states(aug_gen)
-    if world > 1:
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, rng)
-        rngs = gathered
-    else:
-        rngs = [rng]
-    if rank == 0:
-        state = {
-            "format": "colearn-pipeline-checkpoint/1",
-            "net": net,
-            "fingerprint": fp,
-            "epoch": epoch,
-            "world_size": world,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "rng": rngs,
-            "history": history,
-        }
-        atomic_torch_save(state, checkpoint_path(ckpt_dir, epoch))
-        prune_checkpoints(ckpt_dir, keep)
-    if world > 1:
-        dist.barrier()
 
 
 def load_model(bundle: Mapping[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:

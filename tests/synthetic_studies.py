@@ -1,4 +1,4 @@
-"""Tiny synthetic model-input studies (the NPZ contract) for tests and benchmarks.
+"""Tiny synthetic model-input studies (the NPZ contract): a test fixture, not part of the package.
 
 Not a phantom: just an ellipse body, two lung ellipses, a mediastinum block and one hot
 tumour, with CT and SUV intensities that make the classes learnable in a few epochs.
