@@ -147,3 +147,29 @@ def test_killed_worker_fails_its_study_only_and_keeps_its_earlier_outputs(cohort
     monkeypatch.delenv(KILL_HOOK_ENV)
     healed = run_preprocess_catalog(raw, out, workers=2, tumours=change)
     assert _computed(healed["log"], "tumours") == 1 and healed["manifest"]["summary"]["ok"] == 2
+
+
+def test_stage_records_found_from_another_working_folder(tmp_path, monkeypatch):
+    """Kedro makes only path/filepath/filename absolute: records_dir is relative to path, so a notebook
+    in notebooks/ (another working folder) still finds every study's record of model_input."""
+    import numpy as np
+    from kedro.framework.context.context import _convert_paths_to_absolute_posix
+    from kedro.io import DataCatalog
+
+    from colearn_pipeline.datasets import StudyOutput
+
+    conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/catalog_preprocess.yml").read_text())
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    entries = _convert_paths_to_absolute_posix(project, {"model_input": conf["model_input"]})
+    staged = tmp_path / "staging" / "model_input.npz"
+    staged.parent.mkdir()
+    np.savez(staged, labels=np.zeros((1, 2, 2), np.uint8))
+    monkeypatch.chdir(project)
+    DataCatalog.from_config(entries).save("model_input", {"study-0000000001": StudyOutput(
+        "ok", "fp", row={"slices_kept": 1}, staged={"model_input": str(staged)})})
+    assert (project / "data/05_model_input/.records/model_input/study-0000000001.json").is_file()
+    monkeypatch.chdir(project / "notebooks")
+    loaded = DataCatalog.from_config(entries).load("model_input")
+    assert list(loaded) == ["study-0000000001"] and loaded.records["study-0000000001"]["status"] == "ok"
+    assert loaded["study-0000000001"].fingerprint == "fp"
