@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -20,6 +21,7 @@ from colearn_pipeline.datasets.study_partitions import OK, QUARANTINED, StudyOut
 from colearn_pipeline.dicom.discovery import Discovery, SeriesInfo, StudyFiles, select_ct_pet
 from colearn_pipeline.dicom.selection import SeriesChoice, choose_series
 from colearn_pipeline.dicom.errors import DicomSeriesError
+from colearn_pipeline.dicom.pseudonym import short_hash
 from colearn_pipeline.pipelines.preprocess import study
 from colearn_pipeline.pipelines.preprocess.params import (
     DiscoverParams,
@@ -76,6 +78,14 @@ def _selection_row(files: StudyFiles, choice: SeriesChoice) -> dict[str, Any]:
             "series_selection": f"CT {choice.ct.label} of {n_ct} CT, PET {choice.pet.label} of {n_pt} PET series"}
 
 
+def _finding(finding: Any) -> Any:
+    """A report finding as the stages use it: ``position_mm`` and a ``kind`` word; free text is dropped."""
+    if not isinstance(finding, dict):
+        return finding  # malformed: the tumours stage refuses it with its index
+    kind = str(finding.get("kind", ""))
+    return {"position_mm": finding.get("position_mm"), "kind": kind if re.fullmatch(r"[A-Za-z_ -]{1,32}", kind) else "finding"}
+
+
 def _discover_one(found: Discovery, files: StudyFiles, findings, identity: dict, params: DiscoverParams) -> StudyOutput:
     """One study's discovery record: series chosen (with every candidate's reason), problem files, findings."""
     problems = _problem_files(found, files)
@@ -91,7 +101,7 @@ def _discover_one(found: Discovery, files: StudyFiles, findings, identity: dict,
     if findings == [] and not params.allow_missing_report:
         return StudyOutput(QUARANTINED, digest(identity), "the report lists no findings: no tumour seeds",
                            "reports/", row)
-    return StudyOutput(OK, digest(identity), row={**row, "findings": findings or []})
+    return StudyOutput(OK, digest(identity), row={**row, "findings": [_finding(f) for f in findings or []]})
 
 
 def discover_studies(raw_dicom: DicomTree, raw_reports: dict[str, Any], discover: dict[str, Any]):
@@ -124,14 +134,16 @@ def discover_studies(raw_dicom: DicomTree, raw_reports: dict[str, Any], discover
         logger.warning("preprocess: skipped %s: %s", item["file"], item["reason"])
     if len(skipped) > MAX_SKIPPED_LOGGED:
         logger.warning("preprocess: %d more files skipped (see the manifest)", len(skipped) - MAX_SKIPPED_LOGGED)
-    problems = [{"file": f, "reason": r} for f, r in raw_reports["problems"]]
+    report_labels = {f: "report-" + short_hash(f, params.pseudonym_key) for f, _ in raw_reports["problems"]}
+    problems = [{"file": report_labels[f], "reason": r} for f, r in raw_reports["problems"]]
     for item in problems:
         logger.warning("preprocess: %s: %s", item["file"], item["reason"])
     logger.info("preprocess discover_studies: %d studies, %d files skipped", len(out), len(skipped))
     pseudonym_map = pd.DataFrame(
         sorted((p, s.study_uid) for p, s in found.studies.items()), columns=["pseudonym", "study_instance_uid"]
     )
-    file_map = pd.DataFrame(sorted(found.file_map.items()), columns=["file", "relative_path"])
+    labels = {**found.file_map, **{label: f for f, label in report_labels.items()}}  # reports: reports/<name>
+    file_map = pd.DataFrame(sorted(labels.items()), columns=["file", "relative_path"])
     return out, {"skipped_files": skipped, "report_problems": problems}, pseudonym_map, file_map
 
 
