@@ -62,7 +62,8 @@ def run_pipeline(raw: Path, out: Path, **executor) -> dict:
             if key in entry and entry[key].startswith("data/"):
                 entry[key] = str(out / entry[key].removeprefix("data/"))
     catalog_conf["raw_dicom"]["path"], catalog_conf["raw_reports"]["path"] = str(raw / "dicom"), str(raw / "reports")
-    catalog_conf["preprocess_pseudonym_map"]["filepath"] = str(out / "pseudonym_map.csv")
+    for name in ("preprocess_pseudonym_map", "preprocess_file_map"):
+        catalog_conf[name]["filepath"] = str(out / Path(catalog_conf[name]["filepath"]).name)
     params = yaml.safe_load((conf / "parameters_preprocess.yml").read_text())["preprocess"]
     params["phantom_qa"]["truth_dir"] = str(raw / "phantom_truth")
     params["executor"].update(staging_dir=str(out), **executor)

@@ -299,8 +299,8 @@ def preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides):
 
     ``raw`` holds ``dicom/``, ``reports/`` and optionally ``phantom_truth/``. The project's
     ``conf/base/catalog_preprocess.yml`` and ``parameters_preprocess.yml`` are used as they are,
-    except that ``data/`` becomes ``out``, the raw paths point into ``raw`` and the pseudonym map
-    goes to ``out/local``. ``overrides``: ``{stage: {key: value}}`` merged into ``preprocess.<stage>``.
+    except that ``data/`` becomes ``out``, the raw paths point into ``raw`` and the pseudonym and
+    file-label maps go to ``out/local``. ``overrides``: ``{stage: {key: value}}`` merged into ``preprocess.<stage>``.
 
     Returns
     -------
@@ -319,7 +319,9 @@ def preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides):
                 entry[key] = str(out / entry[key].removeprefix("data/"))
     catalog_conf["raw_dicom"]["path"] = str(raw / "dicom")
     catalog_conf["raw_reports"]["path"] = str(raw / "reports")
-    catalog_conf["preprocess_pseudonym_map"]["filepath"] = str(out / "local" / "pseudonym_map.csv")
+    for entry in catalog_conf.values():  # the pseudonym and file-label maps
+        if entry.get("filepath", "").startswith("conf/local/"):
+            entry["filepath"] = str(out / "local" / entry["filepath"].removeprefix("conf/local/"))
     params = yaml.safe_load((conf / "parameters_preprocess.yml").read_text())["preprocess"]
     params["phantom_qa"]["truth_dir"] = str(raw / "phantom_truth")
     params["executor"].update(workers=workers, staging_dir=str(out / "02_intermediate"))

@@ -2,23 +2,26 @@
 
 One small cohort holds a good study and one study per problem; the preprocess pipeline runs once
 over it (two workers, through the project's catalog with paths moved to a temporary folder) and
-each test checks one problem. Raw files are hashed before and after.
+each test checks one problem. Raw files are hashed before and after. Raw files are named by their
+labels (a hash of the relative path, :func:`colearn_pipeline.dicom.file_label`) in every message.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 from dicom_fixtures import pet_suv_tags, run_preprocess_catalog, write_thorax_study
 from pydicom.uid import generate_uid
 
-from colearn_pipeline.dicom import pseudonymise
+from colearn_pipeline.dicom import file_label, pseudonymise
 
 NAMES = {
     "good": "Qwyxa^Zorbel",
@@ -28,6 +31,7 @@ NAMES = {
     "frame": "Wemgat^Ostruvi",
     "missing": "Jaxtol^Brimwen",
     "duplicate": "Fuzwick^Tarnopy",
+    "duplicate_position": "Zentrak^Mollvi",
     "spacing": "Glimbor^Excadu",
     "no_weight": "Hruvex^Pallint",
     "no_dose": "Krozzle^Umbrata",
@@ -67,8 +71,14 @@ def cohort(tmp_path_factory):
     study("frame", pet_frame_uid=generate_uid())
     s = study("missing")
     s["ct_files"][6].unlink()
-    s = study("duplicate")
-    shutil.copy(s["pet_files"][3], s["pet_files"][3].with_name("pt_0003_copy.dcm"))
+    s = study("duplicate")  # the same slice exported twice: kept once
+    s["copy"] = s["pet_files"][3].with_name("pt_0003_copy.dcm")
+    shutil.copy(s["pet_files"][3], s["copy"])
+    s = study("duplicate_position")  # a second slice (another SOPInstanceUID) at a slice's position
+    extra = pydicom.dcmread(s["pet_files"][3])
+    extra.SOPInstanceUID = extra.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    s["extra"] = s["pet_files"][3].with_name("pt_0003_b.dcm")
+    extra.save_as(s["extra"])
 
     def uneven(ds, k):
         if k >= 7:
@@ -83,6 +93,10 @@ def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     result = run_preprocess_catalog(raw, out, workers=2)
     return {"studies": studies, "raw": raw, "before": before, "out": out, **result}
+
+
+def _label(cohort, path) -> str:
+    return file_label(os.path.relpath(path, cohort["raw"] / "dicom"))
 
 
 def _row(cohort, key):
@@ -114,44 +128,78 @@ def test_good_study_finishes_and_raw_files_unchanged(cohort):
     assert (cohort["out"] / "03_primary" / "labels" / f"{pseudonym}.nii.gz").is_file()
     assert _hashes(cohort["raw"]) == cohort["before"]
     ok = [r["pseudonym"] for r in cohort["manifest"]["studies"] if r["status"] == "ok"]
-    assert ok == [pseudonym]
+    assert sorted(ok) == sorted([pseudonym, cohort["studies"]["duplicate"]["pseudonym"]])
     assert len(cohort["manifest"]["studies"]) == len(NAMES)
 
 
 def test_non_dicom_file_in_folder_is_recorded_and_skipped(cohort):
+    folder = cohort["raw"] / "dicom" / "export_Qwyxa" / "ct"
+    readme, thumbs = _label(cohort, folder / "README.txt"), _label(cohort, folder / "thumbs.db")
     skipped = {s["file"]: s["reason"] for s in cohort["manifest"]["skipped_files"]}
-    assert skipped["export_<redacted>/ct/README.txt"] == "not a DICOM file"
-    assert skipped["export_<redacted>/ct/thumbs.db"] == "not a DICOM file"
-    assert "not a DICOM file" in cohort["log"] and "README.txt" in cohort["log"]
+    assert skipped[readme] == "not a DICOM file" and skipped[thumbs] == "not a DICOM file"
+    assert f"skipped {readme}: not a DICOM file" in cohort["log"]
+    assert "README.txt" not in cohort["log"] and "thumbs.db" not in cohort["log"]
+    row = _row(cohort, "good")  # beside the good study's CT: recorded with it, the study still ok
+    assert {readme, thumbs} <= {s["file"] for s in row["skipped_files"]} and row["n_skipped_files"] == 2
+    assert row["corrupt_files"] == [] and row["n_corrupt_files"] == 0
+    table = pd.read_csv(cohort["out"] / "08_reporting" / "preprocess_manifest.csv")
+    assert "skipped_files" not in table.columns  # the CSV has the count, the JSON the list
+    assert table.set_index("pseudonym").loc[row["pseudonym"], "n_skipped_files"] == 2
+    file_map = pd.read_csv(cohort["out"] / "local" / "file_map.csv").set_index("file")["relative_path"]
+    assert file_map[readme] == "export_Qwyxa/ct/README.txt"  # the map back lives in conf/local only
 
 
 def test_truncated_file(cohort):
-    _quarantined(cohort, "truncated", "truncated", file="ct/ct_0005.dcm")
+    s = cohort["studies"]["truncated"]
+    row = _quarantined(cohort, "truncated", "truncated", file=_label(cohort, s["ct_files"][5]))
+    assert ".dcm" not in row["reason"]
 
 
 def test_corrupt_slice_replaced_by_junk(cohort):
-    row = _quarantined(cohort, "garbage_slice", "missing slice", "pt_0004.dcm")
-    assert "skipped beside this series" in row["reason"]
+    s = cohort["studies"]["garbage_slice"]
+    junk = _label(cohort, s["pet_files"][4])
+    row = _quarantined(cohort, "garbage_slice", "missing slice", _label(cohort, s["pet_files"][5]),
+                       f"skipped beside this series: {junk}", file=_label(cohort, s["pet_files"][3]))
+    assert "pt_0004" not in row["reason"] and ".dcm" not in row["reason"]
+    assert {"file": junk, "reason": "not a DICOM file"} in row["skipped_files"]
 
 
 def test_ct_without_pet(cohort):
-    _quarantined(cohort, "no_pet", "CT series", "no PET series", file="ct/ct_0000.dcm")
+    s = cohort["studies"]["no_pet"]
+    _quarantined(cohort, "no_pet", "CT series", "no PET series", file=_label(cohort, s["ct_files"][0]))
 
 
 def test_different_frame_of_reference(cohort):
-    _quarantined(cohort, "frame", "different FrameOfReferenceUID", "pet/pt_0000.dcm")
+    s = cohort["studies"]["frame"]
+    _quarantined(cohort, "frame", "different FrameOfReferenceUID", file=_label(cohort, s["pet_files"][0]))
 
 
 def test_missing_slice(cohort):
-    _quarantined(cohort, "missing", "missing slice", "ct_0007.dcm", file="ct/ct_0005.dcm")
+    s = cohort["studies"]["missing"]
+    _quarantined(cohort, "missing", "missing slice", _label(cohort, s["ct_files"][7]),
+                 file=_label(cohort, s["ct_files"][5]))
 
 
-def test_duplicated_slices(cohort):
-    _quarantined(cohort, "duplicate", "duplicated slice", "pt_0003")
+def test_identical_duplicate_export_is_kept_once(cohort):
+    s = cohort["studies"]["duplicate"]
+    row = _row(cohort, "duplicate")
+    assert row["status"] == "ok", row
+    copy, original = _label(cohort, s["copy"]), _label(cohort, s["pet_files"][3])
+    reasons = {item["file"]: item["reason"] for item in row["skipped_files"]}
+    assert reasons[copy].startswith(f"identical duplicate export of {original}")
+    assert copy in {item["file"] for item in cohort["manifest"]["skipped_files"]}
+
+
+def test_duplicated_slice_position_is_refused(cohort):
+    s = cohort["studies"]["duplicate_position"]
+    labels = {_label(cohort, s["pet_files"][3]), _label(cohort, s["extra"])}
+    row = _quarantined(cohort, "duplicate_position", "duplicated slice")
+    assert row["file"] in labels and any(label in row["reason"] for label in labels - {row["file"]}), row
 
 
 def test_non_uniform_spacing(cohort):
-    _quarantined(cohort, "spacing", "non-uniform slice spacing", file="ct/ct_0006.dcm")
+    s = cohort["studies"]["spacing"]
+    _quarantined(cohort, "spacing", "non-uniform slice spacing", file=_label(cohort, s["ct_files"][6]))
 
 
 def test_pet_without_weight_or_dose(cohort):
@@ -169,8 +217,10 @@ def test_study_without_report(cohort):
 
 def test_no_patient_identifiers_in_any_output_or_log(cohort):
     texts = [cohort["log"]]
+    local = cohort["out"] / "local"  # stands for the git-ignored conf/local: the maps back live there only
+    assert sorted(p.name for p in local.iterdir()) == ["file_map.csv", "pseudonym_map.csv"]
     for path in cohort["out"].rglob("*"):
-        if path.is_file():
+        if path.is_file() and local not in path.parents:
             assert not any(n.split("^")[0] in path.name for n in NAMES.values())
             if path.suffix in (".csv", ".json"):
                 texts.append(path.read_text())
@@ -182,4 +232,4 @@ def test_no_patient_identifiers_in_any_output_or_log(cohort):
     table = pd.read_csv(cohort["out"] / "08_reporting" / "preprocess_manifest.csv")
     assert set(table["status"]) == {"ok", "quarantined"}
     manifest = json.loads((cohort["out"] / "08_reporting" / "preprocess_manifest.json").read_text())
-    assert manifest["summary"]["ok"] == 1
+    assert manifest["summary"]["ok"] == 2

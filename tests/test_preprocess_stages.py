@@ -147,3 +147,96 @@ def test_killed_worker_fails_its_study_only_and_keeps_its_earlier_outputs(cohort
     monkeypatch.delenv(KILL_HOOK_ENV)
     healed = run_preprocess_catalog(raw, out, workers=2, tumours=change)
     assert _computed(healed["log"], "tumours") == 1 and healed["manifest"]["summary"]["ok"] == 2
+
+
+def test_stage_records_found_from_another_working_folder(tmp_path, monkeypatch):
+    """Kedro makes only path/filepath/filename absolute: records_dir is relative to path, so a notebook
+    in notebooks/ (another working folder) still finds every study's record of model_input."""
+    import numpy as np
+    from kedro.framework.context.context import _convert_paths_to_absolute_posix
+    from kedro.io import DataCatalog
+
+    from colearn_pipeline.datasets import StudyOutput
+
+    conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/catalog_preprocess.yml").read_text())
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    entries = _convert_paths_to_absolute_posix(project, {"model_input": conf["model_input"]})
+    staged = tmp_path / "staging" / "model_input.npz"
+    staged.parent.mkdir()
+    np.savez(staged, labels=np.zeros((1, 2, 2), np.uint8))
+    monkeypatch.chdir(project)
+    DataCatalog.from_config(entries).save("model_input", {"study-0000000001": StudyOutput(
+        "ok", "fp", row={"slices_kept": 1}, staged={"model_input": str(staged)})})
+    assert (project / "data/05_model_input/.records/model_input/study-0000000001.json").is_file()
+    monkeypatch.chdir(project / "notebooks")
+    loaded = DataCatalog.from_config(entries).load("model_input")
+    assert list(loaded) == ["study-0000000001"] and loaded.records["study-0000000001"]["status"] == "ok"
+    assert loaded["study-0000000001"].fingerprint == "fp"
+
+
+def _discover_block() -> dict:
+    conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/parameters_preprocess.yml").read_text())
+    return conf["preprocess"]["discover_studies"]
+
+
+def test_series_selection_block_is_strict_and_mirrors_the_rules():
+    from colearn_pipeline.dicom.selection import SelectionRules
+    from colearn_pipeline.pipelines.preprocess.params import DiscoverParams, ParameterError, build
+
+    block = _discover_block()
+    assert build(DiscoverParams, block, "preprocess.discover_studies").rules() == SelectionRules()
+    extra = {**block, "series_selection": {**block["series_selection"], "prefer_enhanced": True}}
+    with pytest.raises(ParameterError, match="series_selection.prefer_enhanced"):
+        build(DiscoverParams, extra, "preprocess.discover_studies")
+    missing = {**block, "series_selection": {k: v for k, v in block["series_selection"].items() if k != "ct_max_tilt_deg"}}
+    with pytest.raises(ParameterError, match="series_selection.ct_max_tilt_deg"):
+        build(DiscoverParams, missing, "preprocess.discover_studies")
+
+
+def test_read_series_reads_the_series_chosen_by_a_conf_override(tmp_path):
+    """A second corrected PET (fewer slices) is chosen only when an override names it; read_series reads it."""
+    import json
+
+    import pydicom
+    from dicom_fixtures import pet_suv_tags, preprocess_catalog, write_thorax_study
+    from kedro.runner import SequentialRunner
+    from pydicom.uid import generate_uid
+
+    from colearn_pipeline.dicom import discover, pseudonymise
+
+    raw = tmp_path / "raw"
+    suv_tags = pet_suv_tags()
+
+    def pet_extra(ds, k):
+        suv_tags(ds, k)
+        ds.SeriesNumber = 3
+
+    s = write_thorax_study(raw / "dicom" / "a", reports_dir=raw / "reports", study_uid=generate_uid(),
+                           pet_extra=pet_extra)
+    (raw / "dicom" / "a" / "pet2").mkdir()
+    second = generate_uid()
+    for k, path in enumerate(s["pet_files"][:9]):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.SeriesNumber = second, 9
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(raw / "dicom" / "a" / "pet2" / f"{k}.dcm")
+    pseudonym = pseudonymise(s["study_uid"])
+    series = discover(raw / "dicom").studies[pseudonym].series.values()
+    ct = next(i.label for i in series if i.modality == "CT")
+    pet2 = next(i.label for i in series if i.modality == "PT" and i.n_slices == 9)
+    rules = dict(_discover_block()["series_selection"], overrides={pseudonym: {"ct": ct, "pet": pet2}})
+    pipe = create_pipeline().to_nodes("read_series")
+    rows = {}
+    for name, change in (("default", {}), ("override", {"discover_studies": {"series_selection": rules}})):
+        catalog, _ = preprocess_catalog(raw, tmp_path / name, **change)
+        SequentialRunner().run(pipe, catalog)
+        records = tmp_path / name / "02_intermediate" / ".records"
+        rows[name] = {stage: json.loads((records / stage / f"{pseudonym}.json").read_text())["row"]
+                      for stage in ("studies", "read_series")}
+    assert rows["default"]["read_series"]["pet_shape_zyx"][0] == len(s["pet_files"])
+    assert rows["default"]["studies"]["pet_series"] != pet2
+    assert rows["override"]["read_series"]["pet_shape_zyx"][0] == 9
+    assert rows["override"]["studies"]["pet_series"] == pet2
+    assert {r["reason"] for r in rows["override"]["studies"]["series_records"] if r["chosen"]} == \
+        {"per-study override in conf"}

@@ -12,7 +12,8 @@ One MLflow run per ``kedro run``; a nested run per namespace (``colearn``, ``tb`
 
 Tracking URI: ``$MLFLOW_TRACKING_URI`` if set, else ``params:mlflow.tracking_uri``, else
 ``sqlite:///<project>/mlflow.db``. Artifacts of a new experiment on a SQLite store go to
-``mlartifacts/`` beside the database file. ``mlflow.enabled: false`` (or ``COLEARN_MLFLOW=0``)
+``mlartifacts/`` beside the database file. A dataset whose catalog entry has
+``metadata: {private: true}`` is never logged. ``mlflow.enabled: false`` (or ``COLEARN_MLFLOW=0``)
 turns the hooks off.
 """
 
@@ -49,6 +50,20 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return out
 
 
+def private_datasets(catalog) -> set[str]:
+    """Datasets never logged to MLflow: ``metadata: {private: true}`` in the catalog (e.g. the
+    pseudonym and file-label maps, which hold identifiers and live in conf/local only)."""
+    names: set[str] = set()
+    for name in catalog.keys() if hasattr(catalog, "keys") else []:
+        try:
+            metadata = getattr(catalog.get(name), "metadata", None) or {}
+        except Exception:  # noqa: BLE001 - a dataset that cannot be built is not logged by us either
+            continue
+        if metadata.get("private"):
+            names.add(name)
+    return names
+
+
 def resolve_tracking_uri(configured: str | None, project_path: str | os.PathLike) -> str:
     """``$MLFLOW_TRACKING_URI`` > configured value > ``sqlite:///<project>/mlflow.db``."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -81,6 +96,7 @@ class MlflowHooks:
         self._settings: dict[str, Any] = {}
         self._client = None
         self.tracking_uri: str | None = None
+        self._private: set[str] = set()
 
     # -- pipeline --------------------------------------------------------------------------
     @hook_impl
@@ -120,6 +136,7 @@ class MlflowHooks:
             },
         )
         self.parent_run_id = run.info.run_id
+        self._private = private_datasets(catalog)
         self._client = client
         self._settings = settings
         self.enabled = True
@@ -206,7 +223,7 @@ class MlflowHooks:
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
         """Log a saved output to the matching run (see the module docstring)."""
-        if not self.enabled:
+        if not self.enabled or dataset_name in self._private:
             return
         try:
             self._log_output(dataset_name, data)

@@ -120,7 +120,8 @@ class StudyPartitionsDataset(AbstractDataset[Mapping[str, StudyOutput], StudyPar
         Member name -> file pattern relative to ``path`` with ``{pseudonym}``, e.g.
         ``{"ct_hu": "ct_hu/{pseudonym}.nii.gz"}``; none for a stage that keeps records only.
     records_dir : str
-        Folder of the per-study records (``<pseudonym>.json``).
+        Folder of the per-study records (``<pseudonym>.json``); a relative one is relative to
+        ``path`` (Kedro makes ``path`` absolute against the project root, but not this key).
     metadata : dict, optional
         Free-form metadata (Kedro-Viz).
 
@@ -134,7 +135,7 @@ class StudyPartitionsDataset(AbstractDataset[Mapping[str, StudyOutput], StudyPar
     def __init__(self, path: str, records_dir: str, members: Mapping[str, str] | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
         self._path = PurePosixPath(str(path).removeprefix("file://"))
-        self._records = PurePosixPath(str(records_dir).removeprefix("file://"))
+        self._records = self._path / PurePosixPath(str(records_dir).removeprefix("file://"))
         self._members = dict(members or {})
         for name, pattern in self._members.items():
             if "{pseudonym}" not in pattern:

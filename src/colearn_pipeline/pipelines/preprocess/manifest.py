@@ -21,14 +21,17 @@ STAGES = ("read_series", "suv", "pet_to_ct", "lungs", "mediastinum", "tumours", 
 MANIFEST_COLUMNS = [
     "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
     "decay_correction", "reference_time_source", "suv_factor", "suv_factor_min", "suv_factor_max", "suv_notes",
-    "series_selection", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
+    "series_selection", "ct_series", "pet_series", "n_skipped_files", "n_corrupt_files", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
     "slices_kept", "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
     "suv_voxels_compared", "seconds", *[f"t_{s}_s" for s in STAGES], "peak_rss_mb",
 ]
+#: Fields of the JSON manifest's study rows only (lists of dicts: every series' selection reason,
+#: the skipped and corrupt files by label); the CSV has their summary columns above.
+JSON_ONLY_COLUMNS = ["series_records", "skipped_files", "corrupt_files"]
 #: Integer columns (nullable in the table: quarantined studies have no value).
 INT_COLUMNS = [
-    "n_findings", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
+    "n_findings", "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "suv_voxels_compared",
 ]
 LIST_COLUMNS = ("ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index")
@@ -43,7 +46,10 @@ def _clean(value: Any) -> Any:
 
 
 def study_row(pseudonym: str, records: dict[str, dict | None]) -> dict[str, Any]:
-    """One manifest row: the stages' fields merged; status and reason of the first stage that was not ok."""
+    """One manifest row: the stages' fields merged; status and reason of the first stage that was not ok.
+
+    The row has :data:`MANIFEST_COLUMNS` (the CSV) and :data:`JSON_ONLY_COLUMNS` (JSON only).
+    """
     row: dict[str, Any] = {"pseudonym": pseudonym, "status": OK, "reason": "", "file": "", "stage": ""}
     for stage, record in records.items():
         if record is None:
@@ -52,7 +58,7 @@ def study_row(pseudonym: str, records: dict[str, dict | None]) -> dict[str, Any]
         fields = dict(record.get("row") or {})
         if record.get("status") == FAILED and record.get("previous"):
             fields = dict(record["previous"].get("row") or {})  # the earlier outputs kept on disk
-        row.update({k: v for k, v in fields.items() if k in MANIFEST_COLUMNS})
+        row.update({k: v for k, v in fields.items() if k in MANIFEST_COLUMNS or k in JSON_ONLY_COLUMNS})
         if record.get("status") != OK:
             row.update(status=record.get("status"), reason=record.get("reason", ""), file=record.get("file", ""),
                        stage=stage)
@@ -61,7 +67,7 @@ def study_row(pseudonym: str, records: dict[str, dict | None]) -> dict[str, Any]
     row["seconds"] = round(sum(t for t in times if t is not None), 3) if any(t is not None for t in times) else None
     peaks = [v for s in STAGES for k, v in ((records.get(s) or {}).get("row") or {}).items() if k == f"peak_rss_{s}_mb"]
     row["peak_rss_mb"] = max(peaks) if peaks else None
-    return {k: _clean(row.get(k)) for k in MANIFEST_COLUMNS}
+    return {k: _clean(row.get(k)) for k in [*MANIFEST_COLUMNS, *JSON_ONLY_COLUMNS]}
 
 
 def write_manifest(discovery: dict, studies: StudyPartitions, series: StudyPartitions, suv_pet: StudyPartitions,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -17,8 +18,10 @@ import pandas as pd
 
 from colearn_pipeline.datasets.raw import DicomTree
 from colearn_pipeline.datasets.study_partitions import OK, QUARANTINED, StudyOutput, StudyPartitions
-from colearn_pipeline.dicom.discovery import select_ct_pet
+from colearn_pipeline.dicom.discovery import Discovery, SeriesInfo, StudyFiles, select_ct_pet
+from colearn_pipeline.dicom.selection import SeriesChoice, choose_series
 from colearn_pipeline.dicom.errors import DicomSeriesError
+from colearn_pipeline.dicom.pseudonym import short_hash
 from colearn_pipeline.pipelines.preprocess import study
 from colearn_pipeline.pipelines.preprocess.params import (
     DiscoverParams,
@@ -48,70 +51,112 @@ def _file_identity(root: str, files: list[str]) -> list:
     return out
 
 
+def _beside(found: Discovery, files: list[str]) -> list[tuple[str, str]]:
+    """Files skipped by the scan in the folders of ``files``: (file label, reason), named by label only.
+
+    :attr:`Discovery.file_map` (label -> relative path) is used here to find the folders and never
+    leaves this function.
+    """
+    folders = {os.path.dirname(os.path.relpath(f, found.root)) for f in files}
+    return [(label, reason) for label, reason in found.skipped
+            if os.path.dirname(found.file_map.get(label, "")) in folders and found.file_map.get(label) is not None]
+
+
+def _problem_files(found: Discovery, files: StudyFiles) -> dict[str, Any]:
+    """The study's skipped files (its own and the unreadable ones beside its series) and corrupt files, by label."""
+    paths = [f for s in files.series.values() for f in s.files]
+    skipped = list(dict.fromkeys([*files.skipped, *_beside(found, paths)]))
+    return {"skipped_files": [{"file": f, "reason": r} for f, r in skipped],
+            "corrupt_files": [{"file": f, "reason": r} for f, r in files.corrupt],
+            "n_skipped_files": len(skipped), "n_corrupt_files": len(files.corrupt)}
+
+
+def _selection_row(files: StudyFiles, choice: SeriesChoice) -> dict[str, Any]:
+    n_ct = sum(s.modality == "CT" for s in files.series.values())
+    n_pt = sum(s.modality == "PT" for s in files.series.values())
+    return {"ct_series": choice.ct.label, "pet_series": choice.pet.label, "series_records": choice.records,
+            "series_selection": f"CT {choice.ct.label} of {n_ct} CT, PET {choice.pet.label} of {n_pt} PET series"}
+
+
+def _finding(finding: Any) -> Any:
+    """A report finding as the stages use it: ``position_mm`` and a ``kind`` word; free text is dropped."""
+    if not isinstance(finding, dict):
+        return finding  # malformed: the tumours stage refuses it with its index
+    kind = str(finding.get("kind", ""))
+    return {"position_mm": finding.get("position_mm"), "kind": kind if re.fullmatch(r"[A-Za-z_ -]{1,32}", kind) else "finding"}
+
+
+def _discover_one(found: Discovery, files: StudyFiles, findings, identity: dict, params: DiscoverParams) -> StudyOutput:
+    """One study's discovery record: series chosen (with every candidate's reason), problem files, findings."""
+    problems = _problem_files(found, files)
+    try:
+        choice = choose_series(files, params.rules())
+    except DicomSeriesError as exc:
+        return StudyOutput(QUARANTINED, digest(identity), exc.problem, exc.file, problems)
+    identity["files"] = _file_identity(found.root, choice.ct.files + choice.pet.files)
+    row = {**_selection_row(files, choice), **problems, "n_findings": None if findings is None else len(findings)}
+    if findings is None and not params.allow_missing_report:
+        return StudyOutput(QUARANTINED, digest(identity), "no diagnostic report for this study: no tumour seeds",
+                           "reports/", row)
+    if findings == [] and not params.allow_missing_report:
+        return StudyOutput(QUARANTINED, digest(identity), "the report lists no findings: no tumour seeds",
+                           "reports/", row)
+    return StudyOutput(OK, digest(identity), row={**row, "findings": [_finding(f) for f in findings or []]})
+
+
 def discover_studies(raw_dicom: DicomTree, raw_reports: dict[str, Any], discover: dict[str, Any]):
-    """Discover the studies by tags, match their reports, and refuse those without usable series or report.
+    """Discover the studies by tags, choose their CT and PET series, match their reports; refuse the unusable.
 
     Returns
     -------
     studies : dict
-        ``{pseudonym: StudyOutput}`` (records only): the raw files' fingerprint, series selection, findings.
+        ``{pseudonym: StudyOutput}`` (records only): the raw files' fingerprint, the series chosen
+        with every candidate's reason, skipped and corrupt files (by label), findings.
     discovery : dict
-        Skipped files (redacted) and report problems, for the manifest.
+        Skipped files (by label) and report problems, for the manifest.
     pseudonym_map : pandas.DataFrame
         Pseudonym -> StudyInstanceUID (for conf/local only; never under data/).
+    file_map : pandas.DataFrame
+        File label -> path relative to the DICOM folder (for conf/local only; never under data/).
     """
     params = build(DiscoverParams, discover, "preprocess.discover_studies")
     found = raw_dicom.discover(params.pseudonym_key)
     out: dict[str, StudyOutput] = {}
     for pseudonym in sorted(found.studies):
         files = found.studies[pseudonym]
-        uid = files.study_uid
-        findings = raw_reports["findings"].get(uid)
-        identity = {"report": raw_reports["digests"].get(uid), "params": asdict(params)}
-        try:
-            ct, pet, note = select_ct_pet(files, raw_dicom.root)
-        except DicomSeriesError as exc:
-            out[pseudonym] = StudyOutput(QUARANTINED, digest(identity), exc.problem, exc.file)
-            continue
-        identity["files"] = _file_identity(raw_dicom.root, ct.files + pet.files)
-        row = {"series_selection": note, "n_findings": None if findings is None else len(findings)}
-        problem = None
-        if findings is None and not params.allow_missing_report:
-            problem = "no diagnostic report for this study: no tumour seeds"
-        elif findings == [] and not params.allow_missing_report:
-            problem = "the report lists no findings: no tumour seeds"
-        if problem:
-            out[pseudonym] = StudyOutput(QUARANTINED, digest(identity), problem, "reports/", row)
-        else:
-            out[pseudonym] = StudyOutput(OK, digest(identity), row={**row, "findings": findings or []})
-    for pseudonym, o in out.items():
-        if o.status == QUARANTINED:
-            logger.warning("preprocess discover_studies: %s quarantined: %s: %s", pseudonym, o.file, o.reason)
-    identifiers = set().union(*(s._identifiers for s in found.studies.values())) if found.studies else set()
-
-    def redact(text: str) -> str:
-        for ident in sorted(identifiers, key=len, reverse=True):
-            text = text.replace(ident, "<redacted>")
-        return text
-
-    skipped = [{"file": redact(f), "reason": r} for f, r in found.skipped]
+        identity = {"report": raw_reports["digests"].get(files.study_uid), "params": asdict(params)}
+        out[pseudonym] = _discover_one(found, files, raw_reports["findings"].get(files.study_uid), identity, params)
+        if out[pseudonym].status == QUARANTINED:
+            logger.warning("preprocess discover_studies: %s quarantined: %s: %s", pseudonym, out[pseudonym].file,
+                           out[pseudonym].reason)
+    skipped = [{"file": f, "reason": r} for f, r in found.skipped]
     for item in skipped[:MAX_SKIPPED_LOGGED]:
         logger.warning("preprocess: skipped %s: %s", item["file"], item["reason"])
     if len(skipped) > MAX_SKIPPED_LOGGED:
         logger.warning("preprocess: %d more files skipped (see the manifest)", len(skipped) - MAX_SKIPPED_LOGGED)
-    problems = [{"file": f, "reason": r} for f, r in raw_reports["problems"]]
+    report_labels = {f: "report-" + short_hash(f, params.pseudonym_key) for f, _ in raw_reports["problems"]}
+    problems = [{"file": report_labels[f], "reason": r} for f, r in raw_reports["problems"]]
     for item in problems:
         logger.warning("preprocess: %s: %s", item["file"], item["reason"])
     logger.info("preprocess discover_studies: %d studies, %d files skipped", len(out), len(skipped))
     pseudonym_map = pd.DataFrame(
         sorted((p, s.study_uid) for p, s in found.studies.items()), columns=["pseudonym", "study_instance_uid"]
     )
-    return out, {"skipped_files": skipped, "report_problems": problems}, pseudonym_map
+    labels = {**found.file_map, **{label: f for f, label in report_labels.items()}}  # reports: reports/<name>
+    file_map = pd.DataFrame(sorted(labels.items()), columns=["file", "relative_path"])
+    return out, {"skipped_files": skipped, "report_problems": problems}, pseudonym_map, file_map
+
+
+def _chosen(files: StudyFiles, record: dict) -> tuple[SeriesInfo, SeriesInfo]:
+    """The CT and PET series that discover_studies chose (by label, from its record)."""
+    by_label = {s.label: s for s in files.series.values()}
+    row = record["row"]
+    return by_label[row["ct_series"]], by_label[row["pet_series"]]
 
 
 def read_series(raw_dicom: DicomTree, studies: StudyPartitions, stored: StudyPartitions, discover: dict,
                 read: dict, executor: dict) -> dict[str, StudyOutput]:
-    """Read and check the CT and PET series of each study (``ct_hu`` on the CT grid, both grids recorded)."""
+    """Read and check the chosen CT and PET series of each study (``ct_hu`` on the CT grid, both grids recorded)."""
     key = build(DiscoverParams, discover, "preprocess.discover_studies").pseudonym_key
     tolerances = asdict(build(ReadSeriesParams, read, "preprocess.read_series"))
     found = raw_dicom.discover(key)
@@ -119,12 +164,11 @@ def read_series(raw_dicom: DicomTree, studies: StudyPartitions, stored: StudyPar
 
     def plan(pseudonym, parts):
         files = found.studies[pseudonym]
-        ct, pet, _ = select_ct_pet(files, raw_dicom.root)
-        folders = {os.path.relpath(os.path.dirname(f), raw_dicom.root) for f in ct.files + pet.files}
-        beside = [files.redact(f) for f, _ in found.skipped if os.path.dirname(f) in folders]
-        corrupt = [(files.redact(f), files.redact(r)) for f, r in files.corrupt]
+        ct, pet = _chosen(files, parts["studies"].record)
+        labels = {f: files.file_labels[f] for f in ct.files + pet.files}
+        beside = [label for label, _ in _beside(found, ct.files + pet.files)]
         kwargs = dict(pseudonym=pseudonym, root=raw_dicom.root, ct_files=list(ct.files), pet_files=list(pet.files),
-                      corrupt=corrupt, skipped_beside=beside, tolerances=tolerances)
+                      corrupt=list(files.corrupt), skipped_beside=beside, tolerances=tolerances, file_labels=labels)
         return tolerances, study.read_series_stage, kwargs
 
     return run_stage("read_series", {"studies": studies}, stored, plan, _executor(executor), redact)

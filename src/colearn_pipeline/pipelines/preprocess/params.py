@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from colearn_pipeline.dicom.selection import SelectionRules
 from colearn_pipeline.groundtruth import segment_lungs, segment_mediastinum, segment_tumours
 
 
@@ -86,6 +87,17 @@ class DiscoverParams:
 
     pseudonym_key: str              # HMAC key of the pseudonyms
     allow_missing_report: bool      # true: a study without report goes on without tumour seeds
+    series_selection: Mapping[str, Any]  # every field of SelectionRules (colearn_pipeline.dicom.selection)
+
+    def __post_init__(self) -> None:
+        where = "preprocess.discover_studies.series_selection"
+        fields = {f.name for f in dataclasses.fields(SelectionRules)}
+        values = _check_keys(self.series_selection, fields, where)
+        object.__setattr__(self, "series_selection", values)
+
+    def rules(self) -> SelectionRules:
+        """The series-selection rules of :func:`colearn_pipeline.dicom.selection.choose_series`."""
+        return SelectionRules.from_mapping(dict(self.series_selection))
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,7 @@ class ReadSeriesParams:
     duplicate_tolerance_mm: float
     spacing_relative_tolerance: float
     inplane_tolerance_mm: float
+    padding_value: float | None     # value of PixelPaddingValue pixels; null: air (-1000 HU) for CT, 0 for PET
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Return the preprocess pipeline (its raw inputs are the catalog's ``raw_dicom`` and ``raw_reports``)."""
     return Pipeline([
         Node(n.discover_studies, ["raw_dicom", "raw_reports", "params:preprocess.discover_studies"],
-             ["preprocess_studies", "preprocess_discovery", "preprocess_pseudonym_map"], name="discover_studies",
+             ["preprocess_studies", "preprocess_discovery", "preprocess_pseudonym_map",
+              "preprocess_file_map"], name="discover_studies",
              tags=["preprocess"]),
         _stage(n.read_series, ["raw_dicom", "preprocess_studies", "discover_studies read_series"],
                "preprocess_series", "read_series"),

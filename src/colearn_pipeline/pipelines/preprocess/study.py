@@ -87,13 +87,18 @@ def ct_storage_array(ct_hu: np.ndarray) -> np.ndarray:
 
 
 def read_series_stage(*, staging_dir: str, pseudonym: str, root: str, ct_files: list[str], pet_files: list[str],
-                      corrupt: list[tuple[str, str]], skipped_beside: list[str], tolerances: Mapping) -> dict:
-    """Read and check the CT and PET series; stage the CT in HU (``ct_hu``) and record both grids."""
+                      corrupt: list[tuple[str, str]], skipped_beside: list[str], tolerances: Mapping,
+                      file_labels: Mapping[str, str]) -> dict:
+    """Read and check the CT and PET series; stage the CT in HU (``ct_hu``) and record both grids.
+
+    Files are named by their labels (``file_labels``: path -> label) in every message; a refused
+    series names the unreadable files skipped beside it (labels), which may be its missing slices.
+    """
     try:
         if corrupt:
             raise DicomSeriesError(pseudonym, corrupt[0][0], corrupt[0][1])
-        ct = read_series(ct_files, pseudonym, root=root, **tolerances)
-        pet = read_series(pet_files, pseudonym, root=root, **tolerances)
+        ct = read_series(ct_files, pseudonym, root=root, file_labels=file_labels, **tolerances)
+        pet = read_series(pet_files, pseudonym, root=root, file_labels=file_labels, **tolerances)
     except DicomSeriesError as exc:
         if not skipped_beside:
             raise
