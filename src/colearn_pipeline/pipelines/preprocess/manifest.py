@@ -17,12 +17,16 @@ logger = logging.getLogger(__name__)
 
 #: Stages in pipeline order (``t_<stage>_s`` columns: wall seconds of the run that computed them).
 STAGES = ("read_series", "suv", "pet_to_ct", "lungs", "mediastinum", "tumours", "labels", "model_input")
+#: Ground-truth quality figures (labels stage; docs/preprocess.md "Ground-truth quality").
+QUALITY_COLUMNS = ["lung_ml", "mediastinum_ml", "mediastinum_outside_hull", "lung_balance", "tumour_ml",
+                   "tumour_peak_to_threshold"]
 #: Manifest columns, in CSV order (lists are written as space-separated text in the CSV).
 MANIFEST_COLUMNS = [
     "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
     "decay_correction", "reference_time_source", "suv_factor", "suv_factor_min", "suv_factor_max", "suv_notes",
     "series_selection", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
     "slices_kept", "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
+    "ct_body_part_examined", "labels_source", "labels_correction", *QUALITY_COLUMNS,
     *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
     "suv_voxels_compared", "seconds", *[f"t_{s}_s" for s in STAGES], "peak_rss_mb",
 ]
@@ -31,7 +35,8 @@ INT_COLUMNS = [
     "n_findings", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "suv_voxels_compared",
 ]
-LIST_COLUMNS = ("ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index")
+LIST_COLUMNS = ("ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
+                "tumour_peak_to_threshold")
 
 
 def _clean(value: Any) -> Any:
