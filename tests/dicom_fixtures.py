@@ -302,7 +302,7 @@ FIXTURE_QUALITY = {"lung_ml": [500.0, 9000.0], "mediastinum_ml": [200.0, 2500.0]
 def preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides):
     """The project's preprocess catalog and parameters with every data path moved under ``out``.
 
-    ``raw`` holds ``dicom/``, ``reports/`` and optionally ``phantom_truth/``. The project's
+    ``raw`` holds ``dicom/``, ``reports/`` and optionally ``phantom_truth/`` and ``corrections/``. The project's
     ``conf/base/catalog_preprocess.yml`` and ``parameters_preprocess.yml`` are used as they are,
     except that ``data/`` becomes ``out``, the raw paths point into ``raw`` and the pseudonym map
     goes to ``out/local``, and ``preprocess.quality`` takes :data:`FIXTURE_QUALITY`. ``overrides``: ``{stage: {key: value}}`` merged into ``preprocess.<stage>``.
@@ -327,6 +327,7 @@ def preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides):
     catalog_conf["preprocess_pseudonym_map"]["filepath"] = str(out / "local" / "pseudonym_map.csv")
     params = yaml.safe_load((conf / "parameters_preprocess.yml").read_text())["preprocess"]
     params["phantom_qa"]["truth_dir"] = str(raw / "phantom_truth")
+    params["labels"]["corrections_dir"] = str(raw / "corrections")
     params["executor"].update(workers=workers, staging_dir=str(out / "02_intermediate"))
     params["quality"].update(FIXTURE_QUALITY)
     for stage, change in overrides.items():
