@@ -109,7 +109,8 @@ def fixtures(tmp_path_factory):
     keys = {}
 
     def study(key, **kw):
-        s = write_thorax_study(raw / "dicom" / key, reports_dir=raw / "reports", with_report=key != "cold", **kw)
+        s = write_thorax_study(raw / "dicom" / key, reports_dir=raw / "reports", with_report=key not in ("cold", "no_report"),
+                               **kw)
         keys[key] = pseudonymise(s["study_uid"])
         return s
 
@@ -121,9 +122,14 @@ def fixtures(tmp_path_factory):
         ds.BodyPartExamined = "PELVIS"
 
     study("pelvis", ct_extra=pelvis)
-    result = run_preprocess_catalog(raw, tmp_path_factory.mktemp("out"), workers=0)
+    study("no_report")
+    out = tmp_path_factory.mktemp("out")
+    result = run_preprocess_catalog(raw, out, workers=0)
     rows = {r["pseudonym"]: r for r in result["manifest"]["studies"]}
-    return {key: rows[p] for key, p in keys.items()}
+    included = run_preprocess_catalog(raw, out, workers=0, model_input={"include_tumours_unlabelled": True})
+    rows_included = {r["pseudonym"]: r for r in included["manifest"]["studies"]}
+    return {**{key: rows[p] for key, p in keys.items()}, "out": out, "pseudonyms": keys,
+            "summary": result["manifest"]["summary"], "included": rows_included[keys["no_report"]]}
 
 
 def test_plausible_study_ok_with_quality_figures(fixtures):
@@ -146,3 +152,23 @@ def test_body_part_other_than_thorax_is_not_a_thorax(fixtures):
     row = fixtures["pelvis"]
     assert row["status"] == "quarantined", row
     assert row["reason"] == "not a thorax: BodyPartExamined PELVIS", row
+
+
+def test_study_without_report_converted_and_marked_tumours_unlabelled(fixtures):
+    row = fixtures["no_report"]
+    assert row["status"] == "tumours_unlabelled" and row["stage"] == "model_input", row
+    assert row["has_report"] is False and row["n_findings"] == 0
+    assert row["voxels_lung"] > 0 and row["voxels_mediastinum"] > 0 and row["voxels_tumour"] == 0
+    assert row["suv_units"] == "BQML" and 800 < row["lung_ml"] < 1300
+    assert fixtures["summary"]["tumours_unlabelled"] == 1 and fixtures["summary"]["quarantined"] == 2
+    pseudonym = fixtures["pseudonyms"]["no_report"]
+    for member in ("ct_hu", "suv", "lungs", "labels"):  # everything prediction needs is there
+        folder = "03_primary" if member == "labels" else "02_intermediate"
+        assert list((fixtures["out"] / folder / member).glob(f"{pseudonym}.nii*")), member
+
+
+def test_study_without_report_gets_model_input_only_when_conf_says_so(fixtures):
+    assert fixtures["included"]["status"] == "ok", fixtures["included"]
+    pseudonym = fixtures["pseudonyms"]["no_report"]
+    npz = dict(np.load(fixtures["out"] / "05_model_input" / f"{pseudonym}.npz"))
+    assert npz["labels"].max() == 2 and npz["slice_index"].size == fixtures["included"]["slices_kept"] > 2

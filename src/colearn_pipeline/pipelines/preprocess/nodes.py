@@ -78,12 +78,9 @@ def discover_studies(raw_dicom: DicomTree, raw_reports: dict[str, Any], discover
             out[pseudonym] = StudyOutput(QUARANTINED, digest(identity), exc.problem, exc.file)
             continue
         identity["files"] = _file_identity(raw_dicom.root, ct.files + pet.files)
-        row = {"series_selection": note, "n_findings": None if findings is None else len(findings)}
-        problem = None
-        if findings is None and not params.allow_missing_report:
-            problem = "no diagnostic report for this study: no tumour seeds"
-        elif findings == [] and not params.allow_missing_report:
-            problem = "the report lists no findings: no tumour seeds"
+        row = {"series_selection": note, "n_findings": None if findings is None else len(findings),
+               "has_report": findings is not None}  # without report: converted, tumours_unlabelled
+        problem = "the report lists no findings: no tumour seeds" if findings == [] else None
         if problem:
             out[pseudonym] = StudyOutput(QUARANTINED, digest(identity), problem, "reports/", row)
         else:
@@ -277,17 +274,21 @@ def _content_digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def build_model_input(series: StudyPartitions, suv: StudyPartitions, labels: StudyPartitions, stored: StudyPartitions,
-                      model_input: dict, executor: dict) -> dict[str, StudyOutput]:
-    """Slice selection and the per-study model input (docs/architecture.md)."""
+def build_model_input(studies: StudyPartitions, series: StudyPartitions, suv: StudyPartitions, labels: StudyPartitions,
+                      stored: StudyPartitions, model_input: dict, executor: dict) -> dict[str, StudyOutput]:
+    """Slice selection and the per-study model input (docs/architecture.md); a study without report
+    (``tumours_unlabelled``) gets one only where ``model_input.include_tumours_unlabelled`` says so."""
     params = build(ModelInputParams, model_input, "preprocess.model_input")
 
     def plan(pseudonym, parts):
+        unlabelled = not parts["studies"].record["row"].get("has_report", True)
         kwargs = dict(pseudonym=pseudonym, ct_hu=parts["series"], suv=parts["suv"], labels=parts["labels"],
-                      geometry=parts["series"].record["row"]["ct_geometry"], **asdict(params))
-        return asdict(params), study.model_input_stage, kwargs
+                      geometry=parts["series"].record["row"]["ct_geometry"], tumours_unlabelled=unlabelled,
+                      **asdict(params))
+        return [asdict(params), unlabelled], study.model_input_stage, kwargs
 
-    return run_stage("model_input", {"labels": labels, "series": series, "suv": suv}, stored, plan, _executor(executor))
+    inputs = {"labels": labels, "studies": studies, "series": series, "suv": suv}
+    return run_stage("model_input", inputs, stored, plan, _executor(executor))
 
 
 def _executor(block: Mapping) -> ExecutorParams:

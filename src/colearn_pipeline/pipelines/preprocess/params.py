@@ -85,7 +85,6 @@ class DiscoverParams:
     """``preprocess.discover_studies``."""
 
     pseudonym_key: str              # HMAC key of the pseudonyms
-    allow_missing_report: bool      # true: a study without report goes on without tumour seeds
 
 
 @dataclass(frozen=True)
@@ -129,6 +128,8 @@ class ModelInputParams:
     compress: bool
     slice_classes: tuple[str, ...]
     slice_min_voxels: int
+    include_tumours_unlabelled: bool            # a study without report gets a model input too
+    unlabelled_slice_classes: tuple[str, ...]   # ... of these slices (it has no tumour label)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         _stage(n.compose_labels, ["raw_dicom", "preprocess_series", "preprocess_lungs", "preprocess_mediastinum",
                                   "preprocess_tumours", "discover_studies read_series phantom_qa quality labels"],
                "preprocess_labels", "compose_labels"),
-        _stage(n.build_model_input, ["preprocess_series", "preprocess_suv", "preprocess_labels", "model_input"],
+        _stage(n.build_model_input, ["preprocess_studies", "preprocess_series", "preprocess_suv", "preprocess_labels", "model_input"],
                "model_input", "build_model_input"),
         Node(m.write_manifest, ["preprocess_discovery", "preprocess_studies", "preprocess_series",
                                 "preprocess_suv_pet", "preprocess_suv", "preprocess_lungs", "preprocess_mediastinum",

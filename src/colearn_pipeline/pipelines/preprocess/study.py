@@ -34,6 +34,8 @@ from colearn_pipeline.suv.conversion import header_hint
 #: gzip level of ``.nii.gz`` outputs. SimpleITK's NIfTI writer ignores the level it is given, so we
 #: write ``.nii`` and gzip it ourselves: level 1 is about 40 % faster than its level 6 on CT.
 NIFTI_COMPRESSION_LEVEL = 1
+#: Manifest status of a study without report: converted, its tumours not labelled (no model input by default).
+TUMOURS_UNLABELLED = "tumours_unlabelled"
 #: Bits of the stored lung partition: lungs, and the airway removed from them.
 LUNG_BIT, AIRWAY_BIT = 1, 2
 
@@ -352,10 +354,21 @@ def build_model_input(ct_hu: np.ndarray, suv: np.ndarray, labels: np.ndarray, sl
 
 def model_input_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition, suv: StudyPartition,
                       labels: StudyPartition, geometry: Mapping, model_size: Sequence[int], compress: bool,
-                      slice_classes: Sequence[str], slice_min_voxels: int) -> dict:
-    """Slice selection (the thorax slices holding the ROIs) and the per-study model input (NPZ)."""
+                      slice_classes: Sequence[str], slice_min_voxels: int, tumours_unlabelled: bool = False,
+                      include_tumours_unlabelled: bool = False, unlabelled_slice_classes: Sequence[str] = ()) -> dict:
+    """Slice selection (the thorax slices holding the ROIs) and the per-study model input (NPZ).
+
+    A study without report (``tumours_unlabelled``) has no tumour label: it gets no model input
+    (:class:`StudyError` whose problem starts with :data:`TUMOURS_UNLABELLED`, which the manifest
+    shows as that status) unless ``include_tumours_unlabelled``, and then its ``unlabelled_slice_classes`` slices.
+    """
     from colearn_pipeline.datasets.npz import NpzDataset
 
+    if tumours_unlabelled and not include_tumours_unlabelled:
+        raise StudyError(pseudonym, "reports/", f"{TUMOURS_UNLABELLED}: no diagnostic report, so no tumour label; "
+                                                "left out of training and testing (model_input.include_tumours_unlabelled)")
+    if tumours_unlabelled:
+        slice_classes = unlabelled_slice_classes
     label_array = _array(labels)
     slice_index = select_slices(label_array, list(slice_classes), min_voxels=int(slice_min_voxels))
     if slice_index.size == 0:
