@@ -294,13 +294,19 @@ def write_thorax_study(
             "tumour_mm": (-60.0, 0.0, 0.0)}
 
 
+#: Quality ranges of the fixture thorax of :func:`thorax_volumes` (lungs only 5.4 cm tall: about 1 L of
+#: lung and 0.4 L of mediastinum), used by :func:`preprocess_catalog` instead of the adult ranges.
+FIXTURE_QUALITY = {"lung_ml": [500.0, 9000.0], "mediastinum_ml": [200.0, 2500.0]}
+
+
 def preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides):
     """The project's preprocess catalog and parameters with every data path moved under ``out``.
 
-    ``raw`` holds ``dicom/``, ``reports/`` and optionally ``phantom_truth/``. The project's
+    ``raw`` holds ``dicom/``, ``reports/`` and optionally ``phantom_truth/`` and ``corrections/``. The project's
     ``conf/base/catalog_preprocess.yml`` and ``parameters_preprocess.yml`` are used as they are,
-    except that ``data/`` becomes ``out``, the raw paths point into ``raw`` and the pseudonym and
-    file-label maps go to ``out/local``. ``overrides``: ``{stage: {key: value}}`` merged into ``preprocess.<stage>``.
+    except that ``data/`` becomes ``out``, the raw paths point into ``raw``, the pseudonym and
+    file-label maps go to ``out/local``, and ``preprocess.quality`` takes :data:`FIXTURE_QUALITY`.
+    ``overrides``: ``{stage: {key: value}}`` merged into ``preprocess.<stage>``.
 
     Returns
     -------
@@ -324,12 +330,15 @@ def preprocess_catalog(raw: Path, out: Path, workers: int = 1, **overrides):
             entry["filepath"] = str(out / "local" / entry["filepath"].removeprefix("conf/local/"))
     params = yaml.safe_load((conf / "parameters_preprocess.yml").read_text())["preprocess"]
     params["phantom_qa"]["truth_dir"] = str(raw / "phantom_truth")
+    params["labels"]["corrections_dir"] = str(raw / "corrections")
     params["executor"].update(workers=workers, staging_dir=str(out / "02_intermediate"))
+    params["quality"].update(FIXTURE_QUALITY)
     for stage, change in overrides.items():
         params[stage].update(change)
     catalog = DataCatalog.from_config(catalog_conf)
     for stage, block in params.items():
         catalog[f"params:preprocess.{stage}"] = block
+    catalog["params:suv"] = yaml.safe_load((conf / "parameters_suv.yml").read_text())["suv"]
     return catalog, params
 
 

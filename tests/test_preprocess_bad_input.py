@@ -112,7 +112,7 @@ def _quarantined(cohort, key, *needles, file=None):
     for needle in needles:
         assert needle in text, text
     if file is not None:
-        assert row["file"].endswith(file), row["file"]
+        assert row["file"] == file, row["file"]
     pseudonym = row["pseudonym"]
     assert not (cohort["out"] / "05_model_input" / f"{pseudonym}.npz").exists()
     assert f"{pseudonym} quarantined" in cohort["log"]
@@ -208,11 +208,17 @@ def test_pet_without_weight_or_dose(cohort):
 
 
 def test_unknown_units(cohort):
-    _quarantined(cohort, "units", "Units", "PROPCPS", file="pet/pt_0000.dcm")
+    s = cohort["studies"]["units"]
+    _quarantined(cohort, "units", "Units", "PROPCPS", file=_label(cohort, s["pet_files"][0]))
 
 
-def test_study_without_report(cohort):
-    _quarantined(cohort, "no_report", "no diagnostic report", "no tumour seeds")
+def test_study_without_report_is_converted_but_tumours_unlabelled(cohort):
+    """Issue 10: no report -> CT, SUV, lungs and mediastinum still derived; no tumour label, so no model input."""
+    row = _row(cohort, "no_report")
+    assert row["status"] == "tumours_unlabelled", row
+    assert "no diagnostic report" in row["reason"]
+    pseudonym = row["pseudonym"]
+    assert not (cohort["out"] / "05_model_input" / f"{pseudonym}.npz").exists()
 
 
 def test_no_patient_identifiers_in_any_output_or_log(cohort):
@@ -230,6 +236,6 @@ def test_no_patient_identifiers_in_any_output_or_log(cohort):
         assert f"PID-{key.upper()}" not in blob
     assert "19600101" not in blob
     table = pd.read_csv(cohort["out"] / "08_reporting" / "preprocess_manifest.csv")
-    assert set(table["status"]) == {"ok", "quarantined"}
+    assert set(table["status"]) == {"ok", "quarantined", "tumours_unlabelled"}
     manifest = json.loads((cohort["out"] / "08_reporting" / "preprocess_manifest.json").read_text())
     assert manifest["summary"]["ok"] == 2

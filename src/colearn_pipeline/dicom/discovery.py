@@ -239,9 +239,9 @@ def classify(ds) -> tuple[str, str]:
         return "skip", f"not an image ({name}, Modality '{modality or '?'}')"
     if modality not in IMAGE_MODALITIES:
         return "skip", f"not a CT or PET image (Modality '{modality or '?'}')"
-    image_type = set(_values(ds.get("ImageType")))
-    if "SECONDARY" in image_type and "Enhanced" not in name:
-        return "skip", f"derived secondary image (ImageType SECONDARY, {name})"
+    # ImageType DERIVED\SECONDARY alone is no reason to skip: real archives store post-processed
+    # (e.g. cropped or re-reconstructed) PET that way. Screenshots, MIPs and reformats are refused
+    # by the series selection's excluded_image_types, with the reason recorded.
     if is_multiframe(ds):
         return "multiframe", name
     missing = [t for t in ("Rows", "ImagePositionPatient", "ImageOrientationPatient") if t not in ds]

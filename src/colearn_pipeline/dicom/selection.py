@@ -40,7 +40,7 @@ class SelectionRules:
     """Configurable series-selection rules (see the module docstring); defaults mirror conf."""
 
     excluded_image_types: tuple[str, ...] = (
-        "LOCALIZER", "SCOUT", "PROJECTION IMAGE", "REFORMATTED", "MPR", "MIP", "SECONDARY", "SCREEN SAVE",
+        "LOCALIZER", "SCOUT", "PROJECTION IMAGE", "REFORMATTED", "MPR", "MIP", "SCREEN SAVE",
     )
     pet_required_corrections: tuple[str, ...] = ("ATTN", "DECY")
     pet_no_attenuation_values: tuple[str, ...] = ("NONE", "NO", "OFF", "NAC", "UNCORRECTED")

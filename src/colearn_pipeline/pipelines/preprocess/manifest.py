@@ -12,17 +12,22 @@ import pandas as pd
 from colearn_pipeline.datasets.study_partitions import FAILED, OK, QUARANTINED, StudyPartitions
 from colearn_pipeline.groundtruth import LABELS
 from colearn_pipeline.pipelines.preprocess.params import ManifestParams, build
+from colearn_pipeline.pipelines.preprocess.study import TUMOURS_UNLABELLED
 
 logger = logging.getLogger(__name__)
 
 #: Stages in pipeline order (``t_<stage>_s`` columns: wall seconds of the run that computed them).
 STAGES = ("read_series", "suv", "pet_to_ct", "lungs", "mediastinum", "tumours", "labels", "model_input")
+#: Ground-truth quality figures (labels stage; docs/preprocess.md "Ground-truth quality").
+QUALITY_COLUMNS = ["lung_ml", "mediastinum_ml", "mediastinum_outside_hull", "lung_balance", "tumour_ml",
+                   "tumour_peak_to_threshold"]
 #: Manifest columns, in CSV order (lists are written as space-separated text in the CSV).
 MANIFEST_COLUMNS = [
     "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
     "decay_correction", "reference_time_source", "suv_factor", "suv_factor_min", "suv_factor_max", "suv_notes",
     "series_selection", "ct_series", "pet_series", "n_skipped_files", "n_corrupt_files", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
     "slices_kept", "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
+    "has_report", "ct_body_part_examined", "labels_source", "labels_correction", *QUALITY_COLUMNS,
     *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
     "suv_voxels_compared", "seconds", *[f"t_{s}_s" for s in STAGES], "peak_rss_mb",
 ]
@@ -34,7 +39,8 @@ INT_COLUMNS = [
     "n_findings", "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "suv_voxels_compared",
 ]
-LIST_COLUMNS = ("ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index")
+LIST_COLUMNS = ("ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
+                "tumour_peak_to_threshold")
 
 
 def _clean(value: Any) -> Any:
@@ -62,6 +68,8 @@ def study_row(pseudonym: str, records: dict[str, dict | None]) -> dict[str, Any]
         if record.get("status") != OK:
             row.update(status=record.get("status"), reason=record.get("reason", ""), file=record.get("file", ""),
                        stage=stage)
+            if row["status"] == QUARANTINED and stage == "model_input" and row["reason"].startswith(TUMOURS_UNLABELLED):
+                row["status"] = TUMOURS_UNLABELLED  # converted, no tumour label: for prediction, not training
             break
     times = [row.get(f"t_{s}_s") for s in STAGES]
     row["seconds"] = round(sum(t for t in times if t is not None), 3) if any(t is not None for t in times) else None
@@ -100,13 +108,14 @@ def write_manifest(discovery: dict, studies: StudyPartitions, series: StudyParti
         "studies": len(rows), "ok": len(ok),
         "quarantined": sum(r["status"] == QUARANTINED for r in rows),
         "failed": sum(r["status"] == FAILED for r in rows),
+        TUMOURS_UNLABELLED: sum(r["status"] == TUMOURS_UNLABELLED for r in rows),
         "slices_kept": int(sum(r["slices_kept"] or 0 for r in ok)),
         **{f"mean_dice_{n}": mean(f"dice_{n}") for n, v in LABELS.items() if v},
         "max_suv_median_rel_error": max((r["suv_median_rel_error"] for r in ok if r["suv_median_rel_error"] is not None), default=None),
         "max_suv_max_rel_error": max((r["suv_max_rel_error"] for r in ok if r["suv_max_rel_error"] is not None), default=None),
     }
-    logger.info("preprocess: %d ok, %d quarantined, %d failed, %d slices", summary["ok"], summary["quarantined"],
-                summary["failed"], summary["slices_kept"])
+    logger.info("preprocess: %d ok, %d quarantined, %d failed, %d %s, %d slices", summary["ok"], summary["quarantined"],
+                summary["failed"], summary[TUMOURS_UNLABELLED], TUMOURS_UNLABELLED, summary["slices_kept"])
     manifest = {"summary": summary, "studies": rows, **discovery}
     return table, manifest
 

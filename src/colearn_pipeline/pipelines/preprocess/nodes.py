@@ -27,15 +27,19 @@ from colearn_pipeline.pipelines.preprocess.params import (
     DiscoverParams,
     ExecutorParams,
     GroundTruthParams,
+    LabelsParams,
     ModelInputParams,
     PetToCtParams,
     PhantomQaParams,
+    QualityParams,
     ReadSeriesParams,
     SuvParams,
+    ThoraxParams,
     build,
     digest,
 )
 from colearn_pipeline.pipelines.preprocess.stages import run_stage
+from colearn_pipeline.suv import SuvPlausibility
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +98,9 @@ def _discover_one(found: Discovery, files: StudyFiles, findings, identity: dict,
     except DicomSeriesError as exc:
         return StudyOutput(QUARANTINED, digest(identity), exc.problem, exc.file, problems)
     identity["files"] = _file_identity(found.root, choice.ct.files + choice.pet.files)
-    row = {**_selection_row(files, choice), **problems, "n_findings": None if findings is None else len(findings)}
-    if findings is None and not params.allow_missing_report:
-        return StudyOutput(QUARANTINED, digest(identity), "no diagnostic report for this study: no tumour seeds",
-                           "reports/", row)
-    if findings == [] and not params.allow_missing_report:
+    row = {**_selection_row(files, choice), **problems, "n_findings": None if findings is None else len(findings),
+           "has_report": findings is not None}  # without report: converted, tumours_unlabelled
+    if findings == []:
         return StudyOutput(QUARANTINED, digest(identity), "the report lists no findings: no tumour seeds",
                            "reports/", row)
     return StudyOutput(OK, digest(identity), row={**row, "findings": [_finding(f) for f in findings or []]})
@@ -175,20 +177,29 @@ def read_series(raw_dicom: DicomTree, studies: StudyPartitions, stored: StudyPar
 
 
 def convert_to_suv(raw_dicom: DicomTree, series: StudyPartitions, stored: StudyPartitions, discover: dict,
-                   read: dict, suv: dict, phantom_qa: dict, executor: dict) -> dict[str, StudyOutput]:
-    """PET activity -> SUV on the PET grid (the PET series is read again for its headers)."""
-    key = build(DiscoverParams, discover, "preprocess.discover_studies").pseudonym_key
+                   read: dict, suv: dict, phantom_qa: dict, suv_plausibility: dict,
+                   executor: dict) -> dict[str, StudyOutput]:
+    """PET activity -> SUV on the PET grid (the PET series is read again for its headers).
+
+    ``suv_plausibility`` is ``params:suv`` (conf/base/parameters_suv.yml): a header or an SUV
+    volume outside its ranges quarantines the study with the tag and the value.
+    """
+    discover_params = build(DiscoverParams, discover, "preprocess.discover_studies")
     tolerances = asdict(build(ReadSeriesParams, read, "preprocess.read_series"))
     suv_params = build(SuvParams, suv, "preprocess.suv")
     qa = build(PhantomQaParams, phantom_qa, "preprocess.phantom_qa")
-    found = raw_dicom.discover(key)
+    plausibility = SuvPlausibility.from_params(suv_plausibility)
+    found = raw_dicom.discover(discover_params.pseudonym_key)
+    rules = discover_params.rules()
 
     def plan(pseudonym, parts):
-        _, pet, _ = select_ct_pet(found.studies[pseudonym], raw_dicom.root)
+        files = found.studies[pseudonym]
+        _, pet, _ = select_ct_pet(files, raw_dicom.root, rules=rules)  # the same rules as discover_studies
         truth = _truth_dir(qa, pseudonym)
         kwargs = dict(pseudonym=pseudonym, root=raw_dicom.root, pet_files=list(pet.files), tolerances=tolerances,
-                      suv_type=suv_params.suv_type, truth_dir=truth, qa_min_suv=qa.min_suv)
-        return [suv_params.suv_type, truth, qa.min_suv], study.convert_to_suv_stage, kwargs
+                      suv_type=suv_params.suv_type, truth_dir=truth, qa_min_suv=qa.min_suv, plausibility=plausibility,
+                      file_labels={f: files.file_labels[f] for f in pet.files})
+        return [suv_params.suv_type, truth, qa.min_suv, suv_plausibility], study.convert_to_suv_stage, kwargs
 
     redact = {p: tuple(sorted(s._identifiers)) for p, s in found.studies.items()}
     return run_stage("suv", {"series": series}, stored, plan, _executor(executor), redact)
@@ -220,15 +231,18 @@ def segment_lungs(series: StudyPartitions, stored: StudyPartitions, lungs: dict,
 
 
 def segment_mediastinum(series: StudyPartitions, lungs: StudyPartitions, stored: StudyPartitions, mediastinum: dict,
-                        executor: dict) -> dict[str, StudyOutput]:
-    """Mediastinum between the lungs; per-study overrides applied."""
+                        thorax: dict, executor: dict) -> dict[str, StudyOutput]:
+    """Mediastinum between the lungs; per-study overrides applied; a study that is not a thorax is quarantined."""
     params = GroundTruthParams.from_conf("mediastinum", mediastinum)
+    thorax_params = asdict(build(ThoraxParams, thorax, "preprocess.thorax"))
 
     def plan(pseudonym, parts):
         keywords = params.for_study(pseudonym)
-        kwargs = dict(ct_hu=parts["series"], lungs=parts["lungs"], keywords=keywords,
-                      geometry=parts["series"].record["row"]["ct_geometry"])
-        return keywords, study.mediastinum_stage, kwargs
+        row = parts["series"].record["row"]
+        kwargs = dict(pseudonym=pseudonym, ct_hu=parts["series"], lungs=parts["lungs"], keywords=keywords,
+                      geometry=row["ct_geometry"], thorax=thorax_params,
+                      body_part_examined=row.get("ct_body_part_examined"))
+        return [keywords, thorax_params, row.get("ct_body_part_examined")], study.mediastinum_stage, kwargs
 
     return run_stage("mediastinum", {"series": series, "lungs": lungs}, stored, plan, _executor(executor))
 
@@ -248,33 +262,82 @@ def segment_tumours(studies: StudyPartitions, series: StudyPartitions, suv: Stud
     return run_stage("tumours", inputs, stored, plan, _executor(executor))
 
 
-def compose_labels(series: StudyPartitions, lungs: StudyPartitions, mediastinum: StudyPartitions,
-                   tumours: StudyPartitions, stored: StudyPartitions, phantom_qa: dict,
+def compose_labels(raw_dicom: DicomTree, series: StudyPartitions, lungs: StudyPartitions,
+                   mediastinum: StudyPartitions, tumours: StudyPartitions, stored: StudyPartitions, discover: dict,
+                   read: dict, phantom_qa: dict, quality: dict, labels: dict,
                    executor: dict) -> dict[str, StudyOutput]:
-    """One label volume per study (lung 1, mediastinum 2, tumour 3), Dice against the phantom's truth where present."""
+    """One label volume per study (lung 1, mediastinum 2, tumour 3), its quality figures and review, and Dice
+    against the phantom's truth where present. A corrected label map in ``labels.corrections_dir``
+    replaces the derived one (the CT series is then read for its grid and slice references)."""
     qa = build(PhantomQaParams, phantom_qa, "preprocess.phantom_qa")
+    quality_params = build(QualityParams, quality, "preprocess.quality")
+    corrections = build(LabelsParams, labels, "preprocess.labels").corrections_dir
+    found: list = []
+
+    def ct_files(pseudonym: str) -> list[str]:
+        if not found:
+            found.append(build(DiscoverParams, discover, "preprocess.discover_studies"))
+            found.append(raw_dicom.discover(found[0].pseudonym_key))
+        ct, _, _ = select_ct_pet(found[1].studies[pseudonym], raw_dicom.root, rules=found[0].rules())
+        return list(ct.files)
 
     def plan(pseudonym, parts):
         truth = _truth_dir(qa, pseudonym)
-        kwargs = dict(lungs=parts["lungs"], mediastinum=parts["mediastinum"], tumours=parts["tumours"],
-                      geometry=parts["series"].record["row"]["ct_geometry"], truth_dir=truth)
-        return truth, study.labels_stage, kwargs
+        correction = correction_for(corrections, pseudonym)
+        kwargs = dict(pseudonym=pseudonym, lungs=parts["lungs"], mediastinum=parts["mediastinum"],
+                      tumours=parts["tumours"], geometry=parts["series"].record["row"]["ct_geometry"],
+                      truth_dir=truth, hull_margin_mm=quality_params.hull_margin_mm,
+                      review_ranges=quality_params.ranges(), correction=correction)
+        fingerprinted = [truth, asdict(quality_params), None]
+        if correction is not None:
+            kwargs.update(root=raw_dicom.root, ct_files=ct_files(pseudonym),
+                          tolerances=asdict(build(ReadSeriesParams, read, "preprocess.read_series")))
+            fingerprinted[2] = _content_digest(correction)
+        return fingerprinted, study.labels_stage, kwargs
 
     inputs = {"tumours": tumours, "lungs": lungs, "mediastinum": mediastinum, "series": series}
     return run_stage("labels", inputs, stored, plan, _executor(executor))
 
 
-def build_model_input(series: StudyPartitions, suv: StudyPartitions, labels: StudyPartitions, stored: StudyPartitions,
-                      model_input: dict, executor: dict) -> dict[str, StudyOutput]:
-    """Slice selection and the per-study model input (docs/architecture.md)."""
+def correction_for(corrections_dir: str | None, pseudonym: str) -> str | None:
+    """The corrected label map of a study: ``<pseudonym>.nii.gz``, ``.nii``, ``.dcm`` or a folder ``<pseudonym>/``
+    holding one such file (or one SEG file); None when there is none."""
+    if not corrections_dir or not os.path.isdir(corrections_dir):
+        return None
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        path = os.path.join(corrections_dir, pseudonym + suffix)
+        if os.path.isfile(path):
+            return path
+    folder = os.path.join(corrections_dir, pseudonym)
+    if os.path.isdir(folder):
+        files = sorted(f for f in os.listdir(folder) if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)))
+        if files:
+            return os.path.join(folder, files[0])
+    return None
+
+
+def _content_digest(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def build_model_input(studies: StudyPartitions, series: StudyPartitions, suv: StudyPartitions, labels: StudyPartitions,
+                      stored: StudyPartitions, model_input: dict, executor: dict) -> dict[str, StudyOutput]:
+    """Slice selection and the per-study model input (docs/architecture.md); a study without report
+    (``tumours_unlabelled``) gets one only where ``model_input.include_tumours_unlabelled`` says so."""
     params = build(ModelInputParams, model_input, "preprocess.model_input")
 
     def plan(pseudonym, parts):
+        unlabelled = not parts["studies"].record["row"].get("has_report", True)
         kwargs = dict(pseudonym=pseudonym, ct_hu=parts["series"], suv=parts["suv"], labels=parts["labels"],
-                      geometry=parts["series"].record["row"]["ct_geometry"], **asdict(params))
-        return asdict(params), study.model_input_stage, kwargs
+                      geometry=parts["series"].record["row"]["ct_geometry"], tumours_unlabelled=unlabelled,
+                      **asdict(params))
+        return [asdict(params), unlabelled], study.model_input_stage, kwargs
 
-    return run_stage("model_input", {"labels": labels, "series": series, "suv": suv}, stored, plan, _executor(executor))
+    inputs = {"labels": labels, "studies": studies, "series": series, "suv": suv}
+    return run_stage("model_input", inputs, stored, plan, _executor(executor))
 
 
 def _executor(block: Mapping) -> ExecutorParams:

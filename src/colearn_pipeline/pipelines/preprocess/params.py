@@ -86,7 +86,6 @@ class DiscoverParams:
     """``preprocess.discover_studies``."""
 
     pseudonym_key: str              # HMAC key of the pseudonyms
-    allow_missing_report: bool      # true: a study without report goes on without tumour seeds
     series_selection: Mapping[str, Any]  # every field of SelectionRules (colearn_pipeline.dicom.selection)
 
     def __post_init__(self) -> None:
@@ -142,6 +141,51 @@ class ModelInputParams:
     compress: bool
     slice_classes: tuple[str, ...]
     slice_min_voxels: int
+    include_tumours_unlabelled: bool            # a study without report gets a model input too
+    unlabelled_slice_classes: tuple[str, ...]   # ... of these slices (it has no tumour label)
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    """``preprocess.quality``: ranges of the ground truth's quality figures; outside: "needs review"."""
+
+    hull_margin_mm: float                   # growth of the lungs' per-slice convex hull
+    lung_ml: tuple[float, float]
+    mediastinum_ml: tuple[float, float]
+    max_mediastinum_outside_hull: float     # fraction of mediastinum voxels outside the grown hull
+    min_lung_balance: float                 # smaller lung over larger
+    max_tumour_ml: float                    # per finding
+    min_peak_to_threshold: float            # per finding: below it, no uptake above background
+    capped_is_review: bool                  # a tumour region that hits its size cap needs review
+
+    def __post_init__(self) -> None:
+        for name in ("lung_ml", "mediastinum_ml"):
+            low, high = getattr(self, name)
+            if not 0 <= low < high:
+                raise ParameterError(f"preprocess.quality.{name}: [low, high] with 0 <= low < high")
+
+    def ranges(self) -> dict[str, Any]:
+        """The ranges as :func:`colearn_pipeline.groundtruth.quality.review_reasons` takes them."""
+        values = dataclasses.asdict(self)
+        values.pop("hull_margin_mm")
+        return values
+
+
+@dataclass(frozen=True)
+class ThoraxParams:
+    """``preprocess.thorax``: a study that is not a thorax is quarantined (:func:`~colearn_pipeline.groundtruth.quality.thorax_check`)."""
+
+    min_lung_ml: float
+    min_mediastinum_ml: float
+    min_lung_balance: float
+    thorax_body_parts: tuple[str, ...]      # BodyPartExamined values compatible with a thorax
+
+
+@dataclass(frozen=True)
+class LabelsParams:
+    """``preprocess.labels``: where corrected label maps replace the derived ground truth."""
+
+    corrections_dir: str | None             # <pseudonym>.nii.gz | <pseudonym>.nii | <pseudonym>.dcm | <pseudonym>/
 
 
 @dataclass(frozen=True)

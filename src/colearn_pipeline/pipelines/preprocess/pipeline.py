@@ -20,7 +20,7 @@ def _stage(func, inputs: list[str], output: str, name: str) -> Node:
 
 
 def _params(names: str) -> list[str]:
-    return [f"params:preprocess.{p}" for p in names.split()]
+    return [p if p.startswith("params:") else f"params:preprocess.{p}" for p in names.split()]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -32,18 +32,19 @@ def create_pipeline(**kwargs) -> Pipeline:
              tags=["preprocess"]),
         _stage(n.read_series, ["raw_dicom", "preprocess_studies", "discover_studies read_series"],
                "preprocess_series", "read_series"),
-        _stage(n.convert_to_suv, ["raw_dicom", "preprocess_series", "discover_studies read_series suv phantom_qa"],
+        _stage(n.convert_to_suv, ["raw_dicom", "preprocess_series", "discover_studies read_series suv phantom_qa params:suv"],
                "preprocess_suv_pet", "convert_to_suv"),
         _stage(n.resample_pet_to_ct, ["preprocess_series", "preprocess_suv_pet", "pet_to_ct"],
                "preprocess_suv", "resample_pet_to_ct"),
         _stage(n.segment_lungs, ["preprocess_series", "lungs"], "preprocess_lungs", "segment_lungs"),
-        _stage(n.segment_mediastinum, ["preprocess_series", "preprocess_lungs", "mediastinum"],
+        _stage(n.segment_mediastinum, ["preprocess_series", "preprocess_lungs", "mediastinum thorax"],
                "preprocess_mediastinum", "segment_mediastinum"),
         _stage(n.segment_tumours, ["preprocess_studies", "preprocess_series", "preprocess_suv", "tumours"],
                "preprocess_tumours", "segment_tumours"),
-        _stage(n.compose_labels, ["preprocess_series", "preprocess_lungs", "preprocess_mediastinum",
-                                  "preprocess_tumours", "phantom_qa"], "preprocess_labels", "compose_labels"),
-        _stage(n.build_model_input, ["preprocess_series", "preprocess_suv", "preprocess_labels", "model_input"],
+        _stage(n.compose_labels, ["raw_dicom", "preprocess_series", "preprocess_lungs", "preprocess_mediastinum",
+                                  "preprocess_tumours", "discover_studies read_series phantom_qa quality labels"],
+               "preprocess_labels", "compose_labels"),
+        _stage(n.build_model_input, ["preprocess_studies", "preprocess_series", "preprocess_suv", "preprocess_labels", "model_input"],
                "model_input", "build_model_input"),
         Node(m.write_manifest, ["preprocess_discovery", "preprocess_studies", "preprocess_series",
                                 "preprocess_suv_pet", "preprocess_suv", "preprocess_lungs", "preprocess_mediastinum",

@@ -27,11 +27,15 @@ from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_lungs, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth import select_slices
 from colearn_pipeline.pipelines.preprocess.executor import StudyError
-from colearn_pipeline.suv import SuvError, suv_conversion
+from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check
+from colearn_pipeline.suv import SuvError, SuvPlausibility, check_suv_values, suv_conversion
+from colearn_pipeline.suv.conversion import header_hint
 
 #: gzip level of ``.nii.gz`` outputs. SimpleITK's NIfTI writer ignores the level it is given, so we
 #: write ``.nii`` and gzip it ourselves: level 1 is about 40 % faster than its level 6 on CT.
 NIFTI_COMPRESSION_LEVEL = 1
+#: Manifest status of a study without report: converted, its tumours not labelled (no model input by default).
+TUMOURS_UNLABELLED = "tumours_unlabelled"
 #: Bits of the stored lung partition: lungs, and the airway removed from them.
 LUNG_BIT, AIRWAY_BIT = 1, 2
 
@@ -110,22 +114,38 @@ def read_series_stage(*, staging_dir: str, pseudonym: str, root: str, ct_files: 
         "ct_spacing_xyz_mm": [round(v, 4) for v in ct.spacing_xyz_mm],
         "pet_spacing_xyz_mm": [round(v, 4) for v in pet.spacing_xyz_mm],
         "ct_geometry": _geometry(ct),
+        "ct_body_part_examined": body_part_examined(ct.datasets[0]),
     }
     return {"row": row, "staged": staged}
 
 
+def body_part_examined(header) -> str | None:
+    """BodyPartExamined (0018,0015) as a DICOM code string (upper case, ``A-Z 0-9 _`` and space, 16 characters at most)."""
+    text = "".join(c for c in str(header.get("BodyPartExamined", "") or "").upper() if c.isalnum() or c in "_ ")
+    return text.strip()[:16] or None
+
+
 def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_files: list[str], tolerances: Mapping,
-                         suv_type: str, truth_dir: str | None, qa_min_suv: float) -> dict:
-    """PET activity -> SUV on the PET grid (QIBA vendor-neutral, :func:`colearn_pipeline.suv.suv_conversion`)."""
-    pet = read_series(pet_files, pseudonym, root=root, **tolerances)
+                         suv_type: str, truth_dir: str | None, qa_min_suv: float,
+                         plausibility: SuvPlausibility, file_labels: Mapping[str, str]) -> dict:
+    """PET activity -> SUV on the PET grid (QIBA vendor-neutral, :func:`colearn_pipeline.suv.suv_conversion`).
+
+    Headers and the SUV volume are checked against ``plausibility`` (``params:suv``): a value out
+    of range raises :class:`~colearn_pipeline.suv.SuvError` naming the tag and the value. Files are
+    named by their labels (``file_labels``: path -> label), never by their raw names.
+    """
+    pet = read_series(pet_files, pseudonym, root=root, file_labels=file_labels, **tolerances)
     try:
-        conv = suv_conversion(pet.datasets, suv_type=suv_type, source=pseudonym)
+        conv = suv_conversion(pet.datasets, suv_type=suv_type, source=pseudonym, plausibility=plausibility)
+        factors = np.asarray(conv.slice_factors, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            suv_pet = pet.array.astype(np.float64) * factors[:, None, None]
+        check_suv_values(suv_pet, plausibility, source=pseudonym, hint=f"{header_hint(conv)}, {_slope_hint(pet.datasets)}")
+        suv_pet = suv_pet.astype(np.float32)
     except SuvError as exc:
-        by_name = {os.path.basename(f): os.path.relpath(f, root) for f in pet.files}
-        file = by_name.get(exc.file, exc.file) if exc.file else os.path.relpath(pet.files[0], root)
+        by_name = {os.path.basename(f): file_labels[f] for f in pet.files}
+        file = by_name.get(exc.file, "PET series") if exc.file else file_labels[pet.files[0]]
         raise StudyError(pseudonym, file, f"SUV: {exc.tag}: {exc.problem}" if exc.tag else f"SUV: {exc.problem}") from exc
-    factors = np.asarray(conv.slice_factors, dtype=np.float64)
-    suv_pet = (pet.array.astype(np.float64) * factors[:, None, None]).astype(np.float32)
     row = {
         "scanner_convention": conv.convention, "suv_type": conv.suv_type, "suv_units": conv.units,
         "decay_correction": conv.decay_correction, "reference_time_source": conv.reference_time_source,
@@ -137,6 +157,11 @@ def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_fil
     if truth_dir and (Path(truth_dir) / "suv.nii.gz").is_file():
         row.update(suv_error_against_truth(Path(truth_dir) / "suv.nii.gz", image, qa_min_suv))
     return {"row": row, "staged": {"suv_pet": write_nifti(image, Path(staging_dir) / "suv_pet.nii")}}
+
+
+def _slope_hint(datasets: Sequence) -> str:
+    slopes = [float(ds.get("RescaleSlope", 1.0) or 1.0) for ds in datasets]
+    return f"RescaleSlope (0028,1053) {min(slopes):g}..{max(slopes):g}"
 
 
 def suv_error_against_truth(truth_path: Path, suv_pet: sitk.Image, min_suv: float) -> dict[str, Any]:
@@ -182,16 +207,31 @@ def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, k
     return {"row": row, "staged": {"lungs": path}}
 
 
-def mediastinum_stage(*, staging_dir: str, ct_hu: StudyPartition, lungs: StudyPartition, geometry: Mapping,
-                      keywords: Mapping) -> dict:
-    """Mediastinum between the lungs (:func:`colearn_pipeline.groundtruth.segment_mediastinum`)."""
+def mediastinum_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition, lungs: StudyPartition,
+                      geometry: Mapping, keywords: Mapping, thorax: Mapping, body_part_examined: str | None) -> dict:
+    """Mediastinum between the lungs (:func:`colearn_pipeline.groundtruth.segment_mediastinum`).
+
+    Raises
+    ------
+    StudyError
+        ``"not a thorax: <reason>"`` (:func:`colearn_pipeline.groundtruth.quality.thorax_check`).
+    """
     kwargs = dict(keywords)
     if kwargs.get("superior_at_high_z") is None:
         kwargs["superior_at_high_z"] = bool(geometry["direction"][8] >= 0)  # LPS: +z is superior
-    ct = _array(ct_hu, dtype=np.float32)
     encoded = _array(lungs)
-    mask = segment_mediastinum(ct, (encoded & LUNG_BIT) > 0, geometry["spacing_xyz_mm"],
+    lung_mask = (encoded & LUNG_BIT) > 0
+    part = (body_part_examined or "").upper()
+    if part and part not in {p.upper() for p in thorax["thorax_body_parts"]}:
+        # no need to segment what the header already says is not a thorax
+        raise StudyError(pseudonym, "CT series", f"not a thorax: BodyPartExamined {part}")
+    ct = _array(ct_hu, dtype=np.float32)
+    mask = segment_mediastinum(ct, lung_mask, geometry["spacing_xyz_mm"],
                                airway_mask=(encoded & AIRWAY_BIT) > 0, **kwargs)
+    reason = thorax_check(lung_mask, mask, geometry["spacing_xyz_mm"], body_part_examined=body_part_examined,
+                          **dict(thorax))
+    if reason:
+        raise StudyError(pseudonym, "CT series", reason)
     path = write_nifti(image_on(geometry, np.asarray(mask, bool).astype(np.uint8)), Path(staging_dir) / "mediastinum.nii.gz")
     return {"row": {}, "staged": {"mediastinum": path}}
 
@@ -232,16 +272,44 @@ def tumours_stage(*, staging_dir: str, pseudonym: str, suv: StudyPartition, find
     mask, info = segment_tumours(_array(suv, dtype=np.float32), seeds, geometry["spacing_xyz_mm"], **dict(keywords))
     path = write_nifti(image_on(geometry, np.asarray(mask, bool).astype(np.uint8)), Path(staging_dir) / "tumours.nii.gz")
     row = {"n_findings": len(findings), "tumours_capped": int(sum(bool(t.get("capped")) for t in info)),
-           "tumours_empty": int(sum(int(t.get("voxels", 0)) == 0 for t in info))}
+           "tumours_empty": int(sum(int(t.get("voxels", 0)) == 0 for t in info)),
+           "tumour_findings": [{k: _plain(t.get(k)) for k in ("voxels", "peak_suv", "threshold_suv", "capped")}
+                               for t in info]}
     return {"row": row, "staged": {"tumours": path}}
 
 
-def labels_stage(*, staging_dir: str, lungs: StudyPartition, mediastinum: StudyPartition, tumours: StudyPartition,
-                 geometry: Mapping, truth_dir: str | None) -> dict:
-    """The label volume (0 background, 1 lung, 2 mediastinum, 3 tumour), and its Dice against phantom truth."""
-    labels = compose_labels((_array(lungs) & LUNG_BIT) > 0, _array(mediastinum) > 0, _array(tumours) > 0)
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def labels_stage(*, staging_dir: str, pseudonym: str, lungs: StudyPartition, mediastinum: StudyPartition,
+                 tumours: StudyPartition, geometry: Mapping, truth_dir: str | None, hull_margin_mm: float,
+                 review_ranges: Mapping, correction: str | None = None, root: str = "",
+                 ct_files: Sequence[str] = (), tolerances: Mapping | None = None) -> dict:
+    """The label volume (0 background, 1 lung, 2 mediastinum, 3 tumour), its quality figures, and its Dice
+    against phantom truth.
+
+    A ``correction`` (a label map edited in a viewer, NIfTI or DICOM SEG) replaces the derived labels
+    (``labels_source: corrected``) and is not reviewed again; derived labels whose figures leave
+    ``review_ranges`` raise :class:`StudyError` ``"needs review: <reasons>"``.
+    """
+    if correction is not None:
+        labels = _corrected_labels(correction, pseudonym, root, ct_files, tolerances or {})
+        findings: list = []
+    else:
+        labels = compose_labels((_array(lungs) & LUNG_BIT) > 0, _array(mediastinum) > 0, _array(tumours) > 0)
+        findings = tumours.record["row"].get("tumour_findings", [])
+    figures = quality_figures(labels == LABELS["lung"], labels == LABELS["mediastinum"], geometry["spacing_xyz_mm"],
+                              findings, hull_margin_mm=hull_margin_mm)
+    if correction is None:
+        reasons = review_reasons(figures, review_ranges)
+        if reasons:
+            raise StudyError(pseudonym, "ground truth", "needs review: " + "; ".join(reasons))
     counts = np.bincount(labels.ravel(), minlength=len(LABELS))
     row: dict[str, Any] = {f"voxels_{name}": int(counts[value]) for name, value in LABELS.items()}
+    row.update(quality_row(figures))
+    row.update(labels_source="corrected" if correction else "derived",
+               labels_correction=os.path.basename(correction) if correction else None)
     truth_path = Path(truth_dir) / "labels.nii.gz" if truth_dir else None
     if truth_path is not None and truth_path.is_file():
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truth_path)))
@@ -250,6 +318,27 @@ def labels_stage(*, staging_dir: str, lungs: StudyPartition, mediastinum: StudyP
         row.update({f"dice_{n}": dice(labels == v, truth == v) for n, v in LABELS.items() if v})
     path = write_nifti(image_on(geometry, labels.astype(np.uint8)), Path(staging_dir) / "labels.nii.gz")
     return {"row": row, "staged": {"labels": path}}
+
+
+def quality_row(figures: Mapping) -> dict[str, Any]:
+    """Manifest fields of :func:`~colearn_pipeline.groundtruth.quality.quality_figures` (mL, fractions, per finding)."""
+    return {
+        "lung_ml": round(figures["lung_ml"], 1), "mediastinum_ml": round(figures["mediastinum_ml"], 1),
+        "mediastinum_outside_hull": round(figures["mediastinum_outside_hull"], 4),
+        "lung_balance": round(figures["lung_balance"], 3),
+        "tumour_ml": [round(t["volume_ml"], 2) for t in figures["tumours"]],
+        "tumour_peak_to_threshold": [round(t["peak_to_threshold"], 3) for t in figures["tumours"]],
+    }
+
+
+def _corrected_labels(path: str, pseudonym: str, root: str, ct_files: Sequence[str], tolerances: Mapping) -> np.ndarray:
+    from colearn_pipeline.inference.seg import LabelMapError, read_label_map
+
+    ct = read_series(list(ct_files), pseudonym, root=root, **tolerances)
+    try:
+        return read_label_map(path, ct)
+    except LabelMapError as exc:
+        raise StudyError(pseudonym, f"corrections/{exc.file}", f"corrected label map: {exc.problem}") from exc
 
 
 def build_model_input(ct_hu: np.ndarray, suv: np.ndarray, labels: np.ndarray, slice_index: np.ndarray,
@@ -271,10 +360,21 @@ def build_model_input(ct_hu: np.ndarray, suv: np.ndarray, labels: np.ndarray, sl
 
 def model_input_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition, suv: StudyPartition,
                       labels: StudyPartition, geometry: Mapping, model_size: Sequence[int], compress: bool,
-                      slice_classes: Sequence[str], slice_min_voxels: int) -> dict:
-    """Slice selection (the thorax slices holding the ROIs) and the per-study model input (NPZ)."""
+                      slice_classes: Sequence[str], slice_min_voxels: int, tumours_unlabelled: bool = False,
+                      include_tumours_unlabelled: bool = False, unlabelled_slice_classes: Sequence[str] = ()) -> dict:
+    """Slice selection (the thorax slices holding the ROIs) and the per-study model input (NPZ).
+
+    A study without report (``tumours_unlabelled``) has no tumour label: it gets no model input
+    (:class:`StudyError` whose problem starts with :data:`TUMOURS_UNLABELLED`, which the manifest
+    shows as that status) unless ``include_tumours_unlabelled``, and then its ``unlabelled_slice_classes`` slices.
+    """
     from colearn_pipeline.datasets.npz import NpzDataset
 
+    if tumours_unlabelled and not include_tumours_unlabelled:
+        raise StudyError(pseudonym, "reports/", f"{TUMOURS_UNLABELLED}: no diagnostic report, so no tumour label; "
+                                                "left out of training and testing (model_input.include_tumours_unlabelled)")
+    if tumours_unlabelled:
+        slice_classes = unlabelled_slice_classes
     label_array = _array(labels)
     slice_index = select_slices(label_array, list(slice_classes), min_voxels=int(slice_min_voxels))
     if slice_index.size == 0:
