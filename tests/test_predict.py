@@ -18,7 +18,7 @@ from colearn_pipeline.inference.segment import segment_volume
 from colearn_pipeline.inference.summary import index_to_lps_mm, summarise_labels
 from colearn_pipeline.phantom.generate import generate_cohort
 from colearn_pipeline.training import assemble_slices, train_model
-from colearn_pipeline.training.synthetic import synthetic_study
+from synthetic_studies import synthetic_study
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from colearn_pipeline.dicom.discovery import discover, select_ct_pet
 from colearn_pipeline.phantom.generate import generate_cohort
 from colearn_pipeline.training import assemble_slices, train_model
-from colearn_pipeline.training.synthetic import synthetic_study
+from synthetic_studies import synthetic_study
 
 REPO = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
