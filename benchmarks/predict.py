@@ -18,6 +18,7 @@ Without ``--model`` a co-learning net of ``--width`` (depth 3, 64x64 input) is t
 
 from __future__ import annotations
 
+import sys
 import argparse
 import os
 import platform
@@ -37,9 +38,10 @@ from colearn_pipeline.inference.seg import build_seg, write_seg
 from colearn_pipeline.inference.segment import segment_volume
 from colearn_pipeline.inference.study import load_study
 from colearn_pipeline.training import assemble_slices, load_model, train_model
-from colearn_pipeline.training.synthetic import synthetic_study
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the synthetic-slice fixture lives with the tests
+from synthetic_studies import synthetic_study  # noqa: E402
 
 
 def tiny_net(width: int, epochs: int) -> dict:
