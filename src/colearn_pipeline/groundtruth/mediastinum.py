@@ -269,12 +269,14 @@ def mediastinum_envelope(
     bone_mask : ndarray of bool, optional
         :func:`bone_mask` computed already.
     return_floor_cut : bool
-        Also return the voxels that only the "below every lung base near" floor took out.
+        Also return the voxels that only the floor took out.
 
     Returns
     -------
     envelope : ndarray of bool, shape (z, y, x)
-    floor_cut : ndarray of bool, shape (z, y, x), only with ``return_floor_cut``
+    floor_cuts : pair of ndarray of bool, shape (z, y, x), only with ``return_floor_cut``
+        What the two floor rules alone took out: below every lung base near, and under a dome
+        inside a lung's ring.
     """
     lungs = np.asarray(lung_mask, dtype=bool)
     sp = spacing_zyx(spacing_xyz_mm)
@@ -284,7 +286,7 @@ def mediastinum_envelope(
     min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
     half_w = int(round(spine_search_half_width_mm / sp[2]))
     envelope = np.zeros_like(lungs)
-    floor_cut = np.zeros_like(lungs)
+    floor_cut, ring_cut = np.zeros_like(lungs), np.zeros_like(lungs)
     for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
         pair = _two_lungs(lungs[z], min_area_px)
         if pair is None:
@@ -297,17 +299,20 @@ def mediastinum_envelope(
         floor_cut[z] = inside & below_lowest[z]
         inside &= ~below_lowest[z]
         # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
-        inside &= ~(under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0))))
+        in_ring = under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0)))
+        ring_cut[z] = inside & in_ring
+        inside &= ~in_ring
         body = _vertebral_body(bone[z], right, left, half_w)
         if body is not None:
             front, mid = body
             # The vertebral body itself (its marrow may be below bone_hu), then all behind it.
             inside[front:, max(0, mid - half_w) : mid + half_w + 1] = False
             inside[front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
-            floor_cut[z, front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
-            floor_cut[z, front:, max(0, mid - half_w) : mid + half_w + 1] = False
+            for cut in (floor_cut, ring_cut):
+                cut[z, front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
+                cut[z, front:, max(0, mid - half_w) : mid + half_w + 1] = False
         envelope[z] = inside
-    return (envelope, floor_cut) if return_floor_cut else envelope
+    return (envelope, (floor_cut, ring_cut)) if return_floor_cut else envelope
 
 
 def mediastinum_seeds(
@@ -475,7 +480,7 @@ def segment_mediastinum(
         ct_c = ndi.gaussian_filter(ct_c, smoothing_sigma_mm / spacing_zyx(spacing_c), mode="nearest")
     lungs_c, lungs_any = _block_reduce(lungs_box, factor, "major"), _block_reduce(lungs_box, factor, "any")
     bone = compute_bone_mask(ct_c, spacing_c, bone_hu, bone_closing_radius_mm)
-    envelope, floor_cut = mediastinum_envelope(
+    envelope, floor_cuts = mediastinum_envelope(
         ct_c, lungs_c, spacing_c, bone_hu=bone_hu, bone_closing_radius_mm=bone_closing_radius_mm,
         lung_margin_mm=lung_margin_mm, hull_margin_mm=hull_margin_mm, anterior_margin_mm=anterior_margin_mm, vertebral_depth_mm=vertebral_depth_mm,
         spine_search_half_width_mm=spine_search_half_width_mm, floor_radius_mm=floor_radius_mm, floor_sigma_mm=floor_sigma_mm,
@@ -486,7 +491,8 @@ def segment_mediastinum(
     grown = _grow(ct_c, envelope, seeds, spacing_c, lower_hu, upper_hu) if seeds else np.zeros_like(envelope)
     if floor_enclosed_fraction <= 1.0 and grown.any():
         window = (ct_c >= lower_hu) & (ct_c <= upper_hu)
-        grown |= enclosed_by_growth(grown, floor_cut & window, lungs_c, floor_enclosed_fraction)
+        for cut in floor_cuts:  # apart: a cut beside the heart must not hide the one through it
+            grown |= enclosed_by_growth(grown, cut & window, lungs_c, floor_enclosed_fraction)
     if airway_mask is not None and grown.any():
         on_slices = envelope.any(axis=(1, 2))[:, None, None]
         grown |= _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any") & ~lungs_c & on_slices
