@@ -491,8 +491,11 @@ def segment_mediastinum(
     grown = _grow(ct_c, envelope, seeds, spacing_c, lower_hu, upper_hu) if seeds else np.zeros_like(envelope)
     if floor_enclosed_fraction <= 1.0 and grown.any():
         window = (ct_c >= lower_hu) & (ct_c <= upper_hu)
-        for cut in floor_cuts:  # apart: a cut beside the heart must not hide the one through it
-            grown |= enclosed_by_growth(grown, cut & window, lungs_c, floor_enclosed_fraction)
+        # Apart, so that the in-ring cut beside the heart does not hide the column through it; in a
+        # lung's ring the lung counts in the rim (the liver or stomach there is bordered by lung).
+        below_cut, ring_cut = floor_cuts
+        grown |= enclosed_by_growth(grown, below_cut & window, lungs_c, floor_enclosed_fraction)
+        grown |= enclosed_by_growth(grown, ring_cut & window, np.zeros_like(lungs_c), floor_enclosed_fraction)
     if airway_mask is not None and grown.any():
         on_slices = envelope.any(axis=(1, 2))[:, None, None]
         grown |= _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any") & ~lungs_c & on_slices
