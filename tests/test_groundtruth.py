@@ -156,6 +156,23 @@ def test_below_diaphragm_marks_what_lies_under_the_lung_bases():
     assert below_all[0].all()  # under every lung base
 
 
+def test_heart_under_lung_lying_over_it_is_not_cut_by_the_floor():
+    # A heart between lungs 100 mm apart, with lung lying over it (z >= 9): the floor "below every
+    # lung base within 30 mm" cuts a column out of its centre; the heart surrounds that column.
+    spacing = (2.0, 2.0, 5.0)
+    ct = np.full((14, 50, 100), 40.0, dtype=np.float32)
+    lungs = np.zeros(ct.shape, bool)
+    lungs[1:, 5:45, 5:25] = lungs[1:, 5:45, 75:95] = True
+    lungs[9:, 20:30, 25:75] = True
+    ct[lungs] = -850.0
+    kwargs = dict(superior_at_high_z=True, closing_radius_mm=0.0, smoothing_sigma_mm=0.0)
+    cut = segment_mediastinum(ct, lungs, spacing, floor_enclosed_fraction=2.0, **kwargs)  # give-back off
+    kept = segment_mediastinum(ct, lungs, spacing, **kwargs)
+    assert not cut[1:9, 10:40, 45:55].any()
+    assert kept[1:9, 10:40, 45:55].all()
+    assert not (kept & lungs).any() and not kept[:, :, :25].any() and not kept[:, :, 75:].any()
+
+
 def test_floor_gives_back_a_column_cut_out_of_the_heart_but_not_the_abdomen():
     from colearn_pipeline.groundtruth.mediastinum import enclosed_by_growth
 
