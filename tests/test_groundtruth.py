@@ -156,6 +156,49 @@ def test_below_diaphragm_marks_what_lies_under_the_lung_bases():
     assert below_all[0].all()  # under every lung base
 
 
+def test_heart_under_lung_lying_over_it_is_not_cut_by_the_floor():
+    # A heart between lungs 100 mm apart, with lung lying over it (z >= 9): the floor "below every
+    # lung base within 30 mm" cuts a column out of its centre; the heart surrounds that column.
+    spacing = (2.0, 2.0, 5.0)
+    ct = np.full((14, 50, 100), 40.0, dtype=np.float32)
+    lungs = np.zeros(ct.shape, bool)
+    lungs[1:, 5:45, 5:25] = lungs[1:, 5:45, 75:95] = True
+    lungs[9:, 20:30, 25:75] = True
+    ct[lungs] = -850.0
+    kwargs = dict(superior_at_high_z=True, closing_radius_mm=0.0, smoothing_sigma_mm=0.0)
+    cut = segment_mediastinum(ct, lungs, spacing, floor_enclosed_fraction=2.0, **kwargs)  # give-back off
+    kept = segment_mediastinum(ct, lungs, spacing, **kwargs)
+    assert not cut[1:9, 10:40, 45:55].any()
+    assert kept[1:9, 10:40, 45:55].all()
+    # Never lateral of a lung's medial edge by more than the lung margin given back (2 mm).
+    assert not (kept & lungs).any() and not kept[:, :, :23].any() and not kept[:, :, 77:].any()
+
+
+def test_floor_gives_back_a_column_cut_out_of_the_heart_but_not_the_abdomen():
+    from colearn_pipeline.groundtruth.mediastinum import enclosed_by_growth
+
+    grown = np.zeros((2, 20, 30), bool)
+    candidate = np.zeros_like(grown)
+    lungs = np.zeros_like(grown)
+    lungs[:, :, :3] = lungs[:, :, 27:] = True
+    # Slice 0: a column cut out of the heart's centre, the heart all round it.
+    grown[0, 4:16, 8:22] = True
+    grown[0, 8:12, 13:17] = False
+    candidate[0, 8:12, 13:17] = True
+    # Slice 1: the liver under the heart, bordered by the grown heart on one side only.
+    grown[1, 2:6, 8:22] = True
+    candidate[1, 6:18, 3:27] = True
+    given_back = enclosed_by_growth(grown, candidate, lungs, 0.6)
+    assert given_back[0, 8:12, 13:17].all() and given_back[0].sum() == 16
+    assert not given_back[1].any()
+    # Lungs do not count against the rim: a cut bordered by lung and heart alone comes back.
+    grown[1] = False
+    grown[1, 4:16, 3:15] = True
+    candidate[1] = False
+    candidate[1, 8:12, 3:10] = True
+    assert enclosed_by_growth(grown, candidate, lungs, 0.6)[1, 8:12, 3:10].all()
+
+
 def test_superior_end_is_found_from_the_airway_or_the_lung_profile(torso, lungs):
     from colearn_pipeline.groundtruth.mediastinum import superior_is_high_z
 

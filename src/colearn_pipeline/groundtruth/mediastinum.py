@@ -38,6 +38,7 @@ SPINE_SEARCH_HALF_WIDTH_MM = 20.0
 FLOOR_RADIUS_MM = 30.0
 FLOOR_SIGMA_MM = 25.0
 FLOOR_LUNG_ABOVE_MM = 40.0
+FLOOR_ENCLOSED_FRACTION = 0.6
 SMOOTHING_SIGMA_MM = 1.0
 MIN_LUNG_AREA_MM2 = 100.0
 SEED_SEARCH_MM = 15.0
@@ -244,7 +245,8 @@ def mediastinum_envelope(
     floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
     bone_mask: np.ndarray | None = None,
-) -> np.ndarray:
+    return_floor_cut: bool = False,
+):
     """Where the mediastinum may lie (superior at high z).
 
     On every axial slice where both lungs have at least ``min_lung_area_mm2``: the lungs' convex
@@ -266,10 +268,15 @@ def mediastinum_envelope(
 
     bone_mask : ndarray of bool, optional
         :func:`bone_mask` computed already.
+    return_floor_cut : bool
+        Also return the voxels that only the floor took out.
 
     Returns
     -------
-    ndarray of bool, shape (z, y, x)
+    envelope : ndarray of bool, shape (z, y, x)
+    floor_cuts : pair of ndarray of bool, shape (z, y, x), only with ``return_floor_cut``
+        What the two floor rules alone took out: below every lung base near, and under a dome
+        inside a lung's ring.
     """
     lungs = np.asarray(lung_mask, dtype=bool)
     sp = spacing_zyx(spacing_xyz_mm)
@@ -279,6 +286,7 @@ def mediastinum_envelope(
     min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
     half_w = int(round(spine_search_half_width_mm / sp[2]))
     envelope = np.zeros_like(lungs)
+    floor_cut, ring_cut = np.zeros_like(lungs), np.zeros_like(lungs)
     for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
         pair = _two_lungs(lungs[z], min_area_px)
         if pair is None:
@@ -287,17 +295,24 @@ def mediastinum_envelope(
         inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
         front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
         inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
-        inside &= ~lung_excl[z] & ~bone[z] & ~below_lowest[z]
+        inside &= ~lung_excl[z] & ~bone[z]
+        floor_cut[z] = inside & below_lowest[z]
+        inside &= ~below_lowest[z]
         # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
-        inside &= ~(under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0))))
+        in_ring = under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0)))
+        ring_cut[z] = inside & in_ring
+        inside &= ~in_ring
         body = _vertebral_body(bone[z], right, left, half_w)
         if body is not None:
             front, mid = body
             # The vertebral body itself (its marrow may be below bone_hu), then all behind it.
             inside[front:, max(0, mid - half_w) : mid + half_w + 1] = False
             inside[front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
+            for cut in (floor_cut, ring_cut):
+                cut[z, front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
+                cut[z, front:, max(0, mid - half_w) : mid + half_w + 1] = False
         envelope[z] = inside
-    return envelope
+    return (envelope, (floor_cut, ring_cut)) if return_floor_cut else envelope
 
 
 def mediastinum_seeds(
@@ -394,6 +409,7 @@ def segment_mediastinum(
     floor_radius_mm: float = FLOOR_RADIUS_MM,
     floor_sigma_mm: float = FLOOR_SIGMA_MM,
     floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
+    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION,
     smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
     seed_search_mm: float = SEED_SEARCH_MM,
@@ -464,15 +480,22 @@ def segment_mediastinum(
         ct_c = ndi.gaussian_filter(ct_c, smoothing_sigma_mm / spacing_zyx(spacing_c), mode="nearest")
     lungs_c, lungs_any = _block_reduce(lungs_box, factor, "major"), _block_reduce(lungs_box, factor, "any")
     bone = compute_bone_mask(ct_c, spacing_c, bone_hu, bone_closing_radius_mm)
-    envelope = mediastinum_envelope(
+    envelope, floor_cuts = mediastinum_envelope(
         ct_c, lungs_c, spacing_c, bone_hu=bone_hu, bone_closing_radius_mm=bone_closing_radius_mm,
         lung_margin_mm=lung_margin_mm, hull_margin_mm=hull_margin_mm, anterior_margin_mm=anterior_margin_mm, vertebral_depth_mm=vertebral_depth_mm,
         spine_search_half_width_mm=spine_search_half_width_mm, floor_radius_mm=floor_radius_mm, floor_sigma_mm=floor_sigma_mm,
-        floor_lung_above_mm=floor_lung_above_mm, min_lung_area_mm2=min_lung_area_mm2, bone_mask=bone,
+        floor_lung_above_mm=floor_lung_above_mm, min_lung_area_mm2=min_lung_area_mm2, bone_mask=bone, return_floor_cut=True,
     )
     seeds = _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
                                    lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm)
     grown = _grow(ct_c, envelope, seeds, spacing_c, lower_hu, upper_hu) if seeds else np.zeros_like(envelope)
+    if floor_enclosed_fraction <= 1.0 and grown.any():
+        window = (ct_c >= lower_hu) & (ct_c <= upper_hu)
+        # Apart, so that the in-ring cut beside the heart does not hide the column through it; in a
+        # lung's ring the lung counts in the rim (the liver or stomach there is bordered by lung).
+        below_cut, ring_cut = floor_cuts
+        grown |= enclosed_by_growth(grown, below_cut & window, lungs_c, floor_enclosed_fraction)
+        grown |= enclosed_by_growth(grown, ring_cut & window, np.zeros_like(lungs_c), floor_enclosed_fraction)
     if airway_mask is not None and grown.any():
         on_slices = envelope.any(axis=(1, 2))[:, None, None]
         grown |= _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any") & ~lungs_c & on_slices
@@ -482,6 +505,38 @@ def segment_mediastinum(
     info["seeds_zyx"] = [_seed_to_full(s, box, factor, superior, ct_box.shape[0]) for s in seeds]
     info["n_seeds"] = len(seeds)
     return (out, info) if return_info else out
+
+
+def enclosed_by_growth(grown: np.ndarray, candidate: np.ndarray, lung_mask: np.ndarray, min_fraction: float) -> np.ndarray:
+    """The in-plane components of ``candidate`` whose rim, lungs aside, is mostly ``grown``.
+
+    A floor that cuts a column out of the heart's centre (lung lying over the heart at the great
+    vessels, the lungs beside it far away) leaves a hole that the heart surrounds on its slice;
+    the abdomen under the diaphragm is bordered by more abdomen, not by the grown region.
+
+    Parameters
+    ----------
+    grown, candidate, lung_mask : ndarray of bool, shape (z, y, x)
+    min_fraction : float
+        Share of a component's rim (its 8-neighbours outside it and outside the lungs) that must
+        be ``grown``.
+
+    Returns
+    -------
+    ndarray of bool, shape (z, y, x)
+        The union of the enclosed components.
+    """
+    out = np.zeros_like(candidate)
+    eight = np.ones((3, 3), dtype=bool)
+    for z in np.nonzero(candidate.any(axis=(1, 2)) & grown.any(axis=(1, 2)))[0]:
+        lab, n = ndi.label(candidate[z], structure=eight)
+        for i, box in enumerate(ndi.find_objects(lab), start=1):
+            grow_box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+            comp = lab[grow_box] == i
+            rim = ndi.binary_dilation(comp, structure=eight) & ~comp & ~lung_mask[z][grow_box]
+            if rim.any() and grown[z][grow_box][rim].mean() >= min_fraction:
+                out[z][grow_box] |= comp
+    return out
 
 
 def _solid(grown, lungs_any, bone, spacing_xyz_mm, closing_radius_mm: float, give_back_mm: float) -> np.ndarray:
