@@ -45,7 +45,7 @@ def test_predict_pipeline_segments_and_quarantines(tmp_path):
     studies = root / "data" / "01_raw" / "predict" / "dicom"
     shutil.copytree(raw / "dicom", studies)
 
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "COLUMNS": "400",  # rich: no wrapping of log lines
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     proc = subprocess.run([KEDRO, "run", "--pipeline", "predict"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -59,4 +59,4 @@ def test_predict_pipeline_segments_and_quarantines(tmp_path):
     assert pydicom.dcmread(out / "seg" / f"{good}.seg.dcm").Modality == "SEG"
     assert not any(out.rglob(f"{bad}*")) and not list(out.glob(".predict-staging-*/*"))
     log = proc.stdout + proc.stderr  # rich wraps and annotates long log lines: look for the parts
-    assert bad in log and "quarantined" in log and "no PET" in log
+    assert bad in log and "quarantined" in log and "no PET" in log, log[-4000:]

@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 
 import pytest
-from dicom_fixtures import write_thorax_study
+import yaml
+from dicom_fixtures import FIXTURE_QUALITY, write_thorax_study
 from pydicom.uid import generate_uid
 from test_train_eval_e2e import copy_project, kedro
 
@@ -104,7 +105,9 @@ def _found(data: bytes, forms: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("project"), TEST_ENV, "parameters.yml")
+    env = yaml.safe_load(TEST_ENV)
+    env["preprocess"]["quality"] = dict(FIXTURE_QUALITY)  # the fixture thorax is 5 cm tall: its own volume ranges
+    root = copy_project(tmp_path_factory.mktemp("project"), yaml.safe_dump(env), "parameters.yml")
     raw = root / "data" / "01_raw"
     for layer in ("02_intermediate", "03_primary", "05_model_input", "08_reporting"):
         (root / "data" / layer).mkdir(parents=True)

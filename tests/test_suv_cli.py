@@ -56,7 +56,7 @@ def test_plausible_series_converts(dro_pet, tmp_path, capsys):
         ({"PatientWeight": 500}, "PatientWeight (0010,1030): 500 -> 500 kg is outside the plausible 20..300 kg"),
         ({"PatientWeight": 1.75}, "PatientWeight (0010,1030): 1.75 -> 1.75 kg is outside"),
         ({"RadionuclideTotalDose": 9.46}, "RadionuclideTotalDose (0018,1074): 9.46 read as MBq is 9.46 MBq"),
-        ({"RescaleSlope": 0}, "RescaleSlope (0028,1053): 0.0 is not a finite positive slope"),
+        ({"RescaleSlope": 0}, "RescaleSlope (0028,1053) must be > 0 and finite, got 0.0"),  # refused by the DICOM reader
         ({"RescaleSlope": 1e30}, "SUV: maximum"),
     ],
 )
