@@ -51,7 +51,7 @@ def test_slice_metrics_table_and_overall_is_mean_over_rois():
     truth = rng.integers(0, 4, (5, 8, 8)).astype(np.uint8)
     pred = truth.copy()
     pred[:, :2] = 0
-    df = slice_metrics(pred, truth, studies=["s"] * 5, slice_index=range(10, 15))
+    df = slice_metrics(pred, truth, studies=["s"] * 5, slice_index=range(10, 15), overall_includes_background=True)
     assert set(df["roi"]) == {"background", "lungs", "mediastinum", "tumours", "overall"}
     assert len(df) == 25
     per = df[df["roi"] != "overall"].groupby("slice")["accuracy"].mean()
