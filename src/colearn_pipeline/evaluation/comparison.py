@@ -192,6 +192,9 @@ def _sentence_part(table: pd.DataFrame, roi: str, metric: str, other: str, label
     if r.empty or math.isnan(float(r["difference"].iloc[0])):
         return f"no comparison with {labels.get(other, other)} (no paired studies)"
     r = r.iloc[0]
+    if int(r["n_pairs"]) < 2:
+        return (f"cannot be tested against {labels.get(other, other)} (n = {int(r['n_pairs'])} study; "
+                f"Δ {metric} {100 * r['difference']:+.1f} points)")
     verdict = "beats" if r["significant"] and r["difference"] > 0 else (
         "is worse than" if r["significant"] else "is not distinguishable from")
     return (

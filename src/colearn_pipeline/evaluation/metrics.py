@@ -131,6 +131,31 @@ def slice_metrics(
     return pd.concat(frames, ignore_index=True)
 
 
+def scored_slice_mask(labels: np.ndarray, mode: str, lung_label: int = 1, tumour_label: int = 3) -> np.ndarray:
+    """Which slices are scored: ``"tumour"`` (the paper: slices with tumour) or ``"all_thorax"``
+    (also every slice with lung, so false-positive tumours on tumour-free slices count).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(N, H, W)`` ground truth.
+    mode : str
+        ``"tumour"`` or ``"all_thorax"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(N,)``.
+    """
+    y = np.asarray(labels)
+    tumour = (y == tumour_label).any(axis=(1, 2))
+    if mode == "tumour":
+        return tumour
+    if mode == "all_thorax":
+        return tumour | (y == lung_label).any(axis=(1, 2))
+    raise ValueError(f"unknown test slice mode {mode!r}; expected 'tumour' or 'all_thorax'")
+
+
 def overall_from_rois(values_by_roi: Mapping[str, np.ndarray], include_background: bool = False) -> np.ndarray:
     """The "overall" value: mean over the ROIs (foreground only unless asked), NaN skipped.
 
