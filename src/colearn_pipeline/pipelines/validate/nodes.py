@@ -115,7 +115,6 @@ def validation_markdown(table: pd.DataFrame, validation_params: Mapping[str, Any
     """The grid scores as Markdown, the chosen point of each net marked."""
     v = strict(ValidationParams, validation_params, "validation")
     keys = [c for c in table.columns if c in ("learning_rate", "l2_lambda", "baseline_skips")]
-    wide = table.pivot_table(index=["net", "grid_point", *keys], columns="fold", values="score", dropna=False)
     lines = [
         "# Settings chosen on the training folds (validate pipeline)",
         "",
@@ -124,12 +123,13 @@ def validation_markdown(table: pd.DataFrame, validation_params: Mapping[str, Any
         "| net | grid point | " + " | ".join(keys) + " | trained on fold 1 | trained on fold 2 | mean | chosen |",
         "|---|---:|" + "---|" * len(keys) + "---:|---:|---:|---|",
     ]
-    for idx, r in wide.reset_index().iterrows():
-        sel = table[(table["net"] == r["net"]) & (table["grid_point"] == r["grid_point"])]
+    for (net, g), rows in table.groupby(["net", "grid_point"], sort=False):
+        by_fold = dict(zip(rows["fold"], rows["score"]))
+        first = rows.iloc[0]
         lines.append(
-            f"| {r['net']} | {r['grid_point']} | " + " | ".join(str(r[k]) for k in keys)
-            + f" | {100 * r.get(1, np.nan):.2f} | {100 * r.get(2, np.nan):.2f} | {100 * sel['mean_score'].iloc[0]:.2f} "
-            f"| {'yes' if sel['chosen'].iloc[0] else ''} |"
+            f"| {net} | {g} | " + " | ".join("" if pd.isna(first[k]) else str(first[k]) for k in keys)
+            + f" | {100 * by_fold.get(1, np.nan):.2f} | {100 * by_fold.get(2, np.nan):.2f} "
+            f"| {100 * first['mean_score']:.2f} | {'yes' if first['chosen'] else ''} |"
         )
     return "\n".join(lines) + "\n"
 
