@@ -175,11 +175,13 @@ def _log_seed_metrics(metrics: pd.DataFrame) -> None:
 def _one_run(net, part_index, part, seed, all_slices, model, training, evaluation):
     """Train and evaluate one (partition, seed) in its own nested MLflow run."""
     cfg = {**training, "seed": int(seed)}
-    label = f"{net}/seed_{seed}" + (f"/fold_{part_index + 1}" if part_index is not None else "")
+    name = f"{net} seed {seed}" + (f" fold {part_index + 1}" if part_index is not None else "")
     run_params = {"net": net, "seed": seed, "fold": part_index + 1 if part_index is not None else "holdout",
                   "model": model, "training": cfg}
-    with nested_run(label.replace("/", " "), run_params, {"net": net, "seed": str(seed)}):
-        bundle, history = train_net(subset(all_slices, part["train"]), model, cfg, net, run_label=label)
+    with nested_run(name, run_params, {"net": net, "seed": str(seed)}):
+        # checkpoints of every seed and partition under <root>/<net>/checkpoints/<fingerprint>:
+        # the fingerprint covers seed and training data, and colearn-train writes the same path
+        bundle, history = train_net(subset(all_slices, part["train"]), model, cfg, net)
         test = test_set_of(all_slices, part["test"], evaluation)
         metrics, pred = evaluate_bundle(bundle, test, evaluation)
         _log_seed_metrics(metrics)
