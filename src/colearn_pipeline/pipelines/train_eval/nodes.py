@@ -327,7 +327,7 @@ def report_results(table_ii_md: str, answers_md: str, reporting_params: Mapping[
     print(
         f"\n{table_ii_md}\n{answers_md}\n"
         f"Table II:  {r.folder}/table_ii.md (study-level), {r.folder}/table_ii_paper_protocol.md, "
-        f"{r.folder}/table_ablation.md, {r.folder}/answers.md (and .csv)\n"
+        f"{r.folder}/table_ablation.md, {r.folder}/answers.md (tables also as .csv)\n"
         f"Figures:   {r.folder}/fig5_segmentations.png, {r.folder}/fig6_fusion_maps.png, "
         f"{r.folder}/<net>/training_curves.png\n"
         f"Models:    data/06_models/<net>/model.pt (colearn-predict --model ...)\n"
