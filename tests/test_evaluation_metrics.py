@@ -51,7 +51,7 @@ def test_slice_metrics_table_and_overall_is_mean_over_rois():
     truth = rng.integers(0, 4, (5, 8, 8)).astype(np.uint8)
     pred = truth.copy()
     pred[:, :2] = 0
-    df = slice_metrics(pred, truth, studies=["s"] * 5, slice_index=range(10, 15))
+    df = slice_metrics(pred, truth, studies=["s"] * 5, slice_index=range(10, 15), overall_includes_background=True)
     assert set(df["roi"]) == {"background", "lungs", "mediastinum", "tumours", "overall"}
     assert len(df) == 25
     per = df[df["roi"] != "overall"].groupby("slice")["accuracy"].mean()
@@ -92,3 +92,16 @@ def test_summary_ttest_marks_significant_baselines():
     assert sd == pytest.approx(100 * lung.loc["tb", "accuracy_sd"], abs=0.006)
     md = table_ii_markdown(s, n_slices=20, n_studies=2)
     assert "| lungs | TB |" in md and md.count("| lungs |") == 1 and "p < 0.05" in md
+
+
+def test_scored_slices_tumour_or_all_thorax():
+    from colearn_pipeline.evaluation.metrics import scored_slice_mask
+
+    y = np.zeros((4, 4, 4), np.uint8)
+    y[0, 0, 0] = 3          # tumour (and nothing else)
+    y[1, 0, 0] = 1          # lung only: a tumour-free thorax slice
+    y[2, 0, 0] = 2          # mediastinum only
+    np.testing.assert_array_equal(scored_slice_mask(y, "tumour"), [True, False, False, False])
+    np.testing.assert_array_equal(scored_slice_mask(y, "all_thorax"), [True, True, False, False])
+    with pytest.raises(ValueError, match="all_thorax"):
+        scored_slice_mask(y, "everything")

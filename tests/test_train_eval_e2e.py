@@ -1,8 +1,8 @@
 """End to end: ``kedro run --pipeline train_eval`` (and ``validate``) on a tiny synthetic cohort.
 
 The project is copied to a temporary folder (pyproject, conf, an empty src; the package is the
-installed one) with a ``test`` environment: 5 studies x 4 slices x 32x32, width 4, 2 epochs.
-MLflow writes to a temporary SQLite store.
+installed one) with a ``test`` environment: 5 studies x 4 slices x 32x32, width 4, 1 epoch,
+2-fold cross-validation and 2 training seeds. MLflow writes to a temporary SQLite store.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 
 TEST_PARAMS = """
+split: {mode: kfold, k: 2}
 model: {width: 4, depth: 2, num_classes: 4, kernel_size: 3, fusion_kernel_size: 3, negative_slope: 0.1,
         fs_blend_weight: 0.5}
-training: {seed: 1, epochs: 2, batch_size: 4, learning_rate: 0.02, momentum: 0.9, l2_lambda: 0.0001,
+training: {seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.02, momentum: 0.9, l2_lambda: 0.0001,
            progress: false, checkpoint_every: 1, keep_checkpoints: 2, checkpoint_root: data/06_models}
-evaluation: {device: cpu, batch_size: 8, reference: colearn, alpha: 0.05, equal_var: true}
+evaluation: {device: cpu, seeds: [1, 2], n_bootstrap: 500}
+validation: {grid: {learning_rate: [0.02], l2_lambda: [0.001], baseline_skips: [true, false]}}
 mlflow: {enabled: true, experiment_name: e2e, log_models: true}
 """
 
@@ -91,56 +93,89 @@ def trained_project(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_outputs_and_table_ii(trained_project):
+def test_outputs_and_tables(trained_project):
     root, proc = trained_project
     rep = root / "data" / "08_reporting"
-    for f in ["table_ii.md", "table_ii.csv", "fig5_segmentations.png", "fig6_fusion_maps.png", "test_slice_metrics.csv"]:
+    for f in ["table_ii.md", "table_ii.csv", "table_ii_paper_protocol.md", "table_ii_paper_protocol.csv",
+              "table_ablation.md", "table_ablation.csv", "answers.md", "fig5_segmentations.png",
+              "fig6_fusion_maps.png", "test_slice_metrics.csv"]:
         assert (rep / f).stat().st_size > 0, f
     table = pd.read_csv(rep / "table_ii.csv")
-    assert len(table) == 20
-    assert list(table["CNN"][:4]) == ["TB", "TC", "FS", "our method"]
-    assert list(dict.fromkeys(table["ROI"])) == ["lungs", "mediastinum", "tumours", "background", "overall"]
-    assert "| lungs | TB |" in (rep / "table_ii.md").read_text()
+    assert len(table) == 5 * 5 * 4  # ROIs x metrics x nets
+    assert list(table["net"][:4]) == ["tb", "tc", "fs", "colearn"]
     assert "Table II" in proc.stdout and "mlflow ui" in proc.stdout
+    assert "Table II, paper protocol" in (rep / "table_ii_paper_protocol.md").read_text()
+    ablation = pd.read_csv(rep / "table_ablation.csv")
+    assert set(ablation["net"]) == {"colearn", "tb_skips", "tb_skips_conv"}
+    assert (rep / "answers.md").read_text().count("\n- ") == 4  # lungs, mediastinum, tumours, overall
     split = json.loads((root / "data" / "06_models" / "split.json").read_text())
-    assert set(split["train"]).isdisjoint(split["test"]) and len(split["test"]) == 1
+    assert split["mode"] == "kfold" and len(split["outer"]) == 2
     per_slice = pd.read_csv(rep / "test_slice_metrics.csv")
-    assert set(per_slice["study"]) == set(split["test"])  # evaluated on test studies only
-    for net in ("colearn", "tb", "tc", "fs"):
+    for (fold, seed), part in per_slice.groupby(["fold", "seed"]):  # each partition on its test studies
+        assert set(part["study"]) == set(split["outer"][fold - 1]["test"]), (fold, seed)
+    assert per_slice["study"].nunique() == 5  # K-fold: every study tested
+    assert set(per_slice["seed"]) == {1, 2}
+    for net in ("colearn", "tb", "tc", "fs", "tb_skips", "tb_skips_conv"):
         bundle = torch.load(root / "data" / "06_models" / net / "model.pt", weights_only=True)
         assert bundle["net"] == net and bundle["model_kwargs"]["width"] == 4
         hist = pd.read_csv(rep / net / "training_history.csv")
-        assert list(hist["epoch"]) == [1, 2]
-        assert (rep / net / "training_curves.png").exists()
+        assert len(hist) == 4 and set(zip(hist["seed"], hist["fold"])) == {(1, 1), (1, 2), (2, 1), (2, 2)}
 
 
 @pytest.mark.slow
-def test_mlflow_parent_and_nested_runs(trained_project):
+def test_table_values_recomputed_from_the_per_slice_metrics(trained_project):
+    from scipy import stats
+
+    root, _ = trained_project
+    rep = root / "data" / "08_reporting"
+    per_slice = pd.read_csv(rep / "test_slice_metrics.csv")
+    lungs = per_slice[per_slice["roi"] == "lungs"]
+    study = lungs.groupby(["net", "seed", "study"])["dice"].mean().groupby(["net", "study"]).mean()
+    ref, tb = study["colearn"], study["tb"].loc[study["colearn"].index]
+    table = pd.read_csv(rep / "table_ii.csv").set_index(["roi", "metric", "net"])
+    row = table.loc[("lungs", "dice", "tb")]
+    assert row["mean"] == pytest.approx(tb.mean())
+    assert row["sd_studies"] == pytest.approx(tb.std(ddof=1))
+    assert row["difference"] == pytest.approx((ref - tb).mean())
+    assert row["p_ttest"] == pytest.approx(stats.ttest_rel(ref, tb).pvalue)
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+    paper = pd.read_csv(rep / "table_ii_paper_protocol.csv")
+    first = lungs[lungs["seed"] == 1]
+    p_paper = stats.ttest_ind(first.loc[first["net"] == "colearn", "dice"].dropna(),
+                              first.loc[first["net"] == "tb", "dice"].dropna()).pvalue
+    cell = paper[(paper["ROI"] == "lungs") & (paper["net"] == "tb")].iloc[0]
+    assert cell["dice_p"] == pytest.approx(p_paper)
+
+
+@pytest.mark.slow
+def test_mlflow_one_nested_run_per_net_seed_and_fold(trained_project):
     import mlflow
 
     root, _ = trained_project
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     exp = client.get_experiment_by_name("e2e")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([exp.experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"}
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     parent = parents[0]
-    assert parent.info.status == "FINISHED"
     assert parent.data.params["training.learning_rate"] == "0.02"
-    assert parent.data.params["split.n_test"] == "1"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"split.json", "table_ii.md", "table_ii.csv", "figures"} <= artifacts
+    assert {"split.json", "table_ii.md", "table_ii_paper_protocol.md", "answers.md", "figures", "tables"} <= artifacts
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"colearn", "tb", "tc", "fs"}
-    for name, run in children.items():
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
-        assert sorted(steps) == [1, 2], name
-        assert "test_lungs_dice_mean" in run.data.metrics
-        paths = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"state_dict", "figures", "training_history.csv"} <= paths
+    assert set(children) == {"colearn", "tb", "tc", "fs", "tb_skips", "tb_skips_conv"}
+    assert children["tb"].data.params["model.width"] == "4" and children["tb"].data.params["net"] == "tb"
+    assert "test_lungs_dice_mean" in children["tb"].data.metrics
+    seeds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {c.info.run_id for c in children.values()}]
+    assert len(seeds) == 6 * 2 * 2  # nets x seeds x folds
+    for run in seeds:
+        assert run.data.params["seed"] in {"1", "2"} and run.data.params["fold"] in {"1", "2"}
+        assert run.data.params["training.seed"] == run.data.params["seed"]
+        assert "test_lungs_dice" in run.data.metrics
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
     models = client.search_logged_models(experiment_ids=[exp.experiment_id])
     assert {m.source_run_id for m in models} == {r.info.run_id for r in children.values()}
-    assert (root / "mlartifacts").is_dir()
 
 
 @pytest.mark.slow
@@ -148,7 +183,7 @@ def test_rerun_resumes_from_final_checkpoints(trained_project):
     root, _ = trained_project
     before = {n: torch.load(root / "data/06_models" / n / "model.pt", weights_only=True) for n in ("colearn", "fs")}
     proc = kedro(root, "run", "--env", "test", "--pipelines", "train_eval",
-                 "--to-nodes", "colearn.train,fs.train")
+                 "--to-nodes", "colearn.train_evaluate,fs.train_evaluate")
     assert "resumed from" in proc.stdout + proc.stderr
     for n, b in before.items():
         after = torch.load(root / "data/06_models" / n / "model.pt", weights_only=True)
@@ -179,13 +214,20 @@ def test_predict_cli_writes_labels_on_the_ct_grid(trained_project, tmp_path):
 
 
 @pytest.mark.slow
-def test_validate_pipeline_reports_both_folds(tmp_path):
+def test_validate_pipeline_chooses_settings_on_the_training_folds(tmp_path):
     root = make_project(tmp_path / "p")
-    params = root / "conf" / "test" / "parameters_train_eval.yml"
-    params.write_text(params.read_text().replace("epochs: 2", "epochs: 1"))
     kedro(root, "run", "--env", "test", "--pipeline", "validate")
-    table = pd.read_csv(root / "data" / "08_reporting" / "validation_accuracy.csv")
-    assert len(table) == 8 and set(table["fold"]) == {1, 2}
-    assert table["val_accuracy"].between(0, 1).all() and table["train_accuracy"].between(0, 1).all()
-    md = (root / "data" / "08_reporting" / "validation_accuracy.md").read_text()
-    assert "| colearn | fold 1 | fold 2 |" in md
+    rep = root / "data" / "08_reporting"
+    table = pd.read_csv(rep / "validation_scores.csv")
+    # colearn-type nets: 1 grid point; tb, tc, fs: 2 (baseline_skips true/false); 2 folds each
+    assert len(table) == (3 * 1 + 3 * 2) * 2 and set(table["fold"]) == {1, 2}
+    assert table["score"].between(0, 1).all()
+    chosen = json.loads((rep / "validation_chosen_settings.json").read_text())
+    assert set(chosen) == {"colearn", "tb", "tc", "fs", "tb_skips", "tb_skips_conv"}
+    for net in ("tb", "tc", "fs"):
+        best = table[table["net"] == net].groupby("baseline_skips")["score"].mean().idxmax()
+        assert chosen[net]["model"]["baseline_skips"] == bool(best)
+    assert chosen["colearn"] == {"model": {}, "training": {"learning_rate": 0.02, "l2_lambda": 0.001}}
+    split = json.loads((root / "data" / "06_models" / "split.json").read_text())
+    assert "| colearn | 1 |" in (rep / "validation.md").read_text()
+    assert not set(split["test"]) & set(split["folds"][0] + split["folds"][1])

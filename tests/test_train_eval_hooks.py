@@ -23,21 +23,26 @@ def test_tracking_uri_precedence(monkeypatch, tmp_path):
 
 def test_each_net_is_its_own_namespace_with_the_same_inputs():
     p = create_pipeline()
+    assert set(NETS) == {"colearn", "tb", "tc", "fs", "tb_skips", "tb_skips_conv"}
     for net in NETS:
         nodes = {n.name: n for n in p.nodes if n.namespace == net}
-        assert set(nodes) == {f"{net}.train", f"{net}.evaluate", f"{net}.plot_training_curves"}
-        assert nodes[f"{net}.train"].inputs == ["train_set", "params:model", "params:training"]
-        assert nodes[f"{net}.train"].outputs == [f"{net}.model", f"{net}.history"]
+        assert set(nodes) == {f"{net}.train_evaluate", f"{net}.plot_training_curves"}
+        node = nodes[f"{net}.train_evaluate"]
+        assert node.inputs == ["all_slices", "split", "params:model", "params:training", "params:evaluation",
+                               "params:net_overrides"]
+        assert node.outputs == [f"{net}.model", f"{net}.history", f"{net}.slice_metrics", f"{net}.test_predictions"]
     assert p.inputs() == {"model_input", "params:split", "params:model", "params:training", "params:evaluation",
-                          "params:figures", "params:reporting"}
+                          "params:net_overrides", "params:figures", "params:reporting"}
+    assert {"table_ii_md", "table_ii_paper_protocol_md", "table_ablation_md", "answers_md"} <= set(p.datasets())
 
 
-def test_validate_trains_each_net_on_each_fold():
+def test_validate_runs_a_grid_per_net_on_the_training_folds():
     p = create_validate()
     names = {n.name for n in p.nodes}
     for net in NETS:
-        assert {f"validate.{net}.train_fold_1", f"validate.{net}.train_fold_2"} <= names
-    fold1 = next(n for n in p.nodes if n.name == "validate.colearn.train_fold_1")
-    assert fold1.inputs[:2] == ["validate.fold_1_set", "validate.fold_2_set"]
+        assert f"validate.{net}.validate_grid" in names
+    grid = next(n for n in p.nodes if n.name == "validate.colearn.validate_grid")
+    assert grid.inputs[:2] == ["validate.fold_1_set", "validate.fold_2_set"]
+    assert "test_set" not in {i for n in p.nodes for i in n.inputs}  # never sees the test studies
     # the split node is the same as train_eval's, so the two pipelines can be combined
     assert len((p + create_pipeline()).nodes) == len(p.nodes) + len(create_pipeline().nodes) - 1

@@ -21,11 +21,11 @@ def test_kedro_viz_build_exports_train_eval_nodes(tmp_path):
     assert {"phantom", "preprocess", "train_eval", "validate", "__default__"} <= pipelines
     data = json.loads((api / "pipelines" / "train_eval").read_text())
     tasks = {n["name"] for n in data["nodes"] if n["type"] == "task"}
-    assert {"split_studies", "assemble_train_set", "assemble_test_set", "train", "evaluate",
-            "plot_training_curves", "build_table_ii", "plot_segmentations", "plot_fusion_maps",
-            "report_results"} <= tasks
+    assert {"split_studies", "assemble_all_slices", "assemble_test_set", "train_evaluate",
+            "plot_training_curves", "build_table_ii", "build_paper_protocol_table", "build_ablation_table",
+            "write_answers", "plot_segmentations", "plot_fusion_maps", "report_results"} <= tasks
     datasets = {n["name"] for n in data["nodes"] if n["type"] == "data"}
-    for net in ("colearn", "tb", "tc", "fs"):
+    for net in ("colearn", "tb", "tc", "fs", "tb_skips", "tb_skips_conv"):
         assert {f"{net}.model", f"{net}.history", f"{net}.slice_metrics"} <= datasets
     assert {"colearn", "tb", "tc", "fs"} <= set(data["modular_pipelines"])
     default = json.loads((api / "pipelines" / "__default__").read_text())

@@ -1,5 +1,18 @@
-"""Metrics, t-tests, Table II and figures (see docs/train_eval.md, "Evaluation")."""
+"""Metrics, study-level statistics, Table II and figures (see docs/train_eval.md, "Evaluation")."""
 
+from colearn_pipeline.evaluation.comparison import (
+    ComparisonSettings,
+    answer_sentences,
+    study_level_table,
+    study_means,
+    study_table_markdown,
+)
+from colearn_pipeline.evaluation.statistics import (
+    bootstrap_mean_ci,
+    holm_adjust,
+    paired_t_pvalues,
+    wilcoxon_pvalues,
+)
 from colearn_pipeline.evaluation.figures import (
     first_fusion_map,
     fusion_map_grid,
@@ -12,7 +25,9 @@ from colearn_pipeline.evaluation.metrics import (
     ROI_NAMES,
     confusion_counts,
     metrics_from_counts,
+    overall_from_rois,
     predict_labels,
+    scored_slice_mask,
     slice_metrics,
 )
 from colearn_pipeline.evaluation.tables import (
@@ -25,6 +40,17 @@ from colearn_pipeline.evaluation.tables import (
 )
 
 __all__ = [
+    "ComparisonSettings",
+    "answer_sentences",
+    "bootstrap_mean_ci",
+    "holm_adjust",
+    "overall_from_rois",
+    "paired_t_pvalues",
+    "scored_slice_mask",
+    "study_level_table",
+    "study_means",
+    "study_table_markdown",
+    "wilcoxon_pvalues",
     "METRICS",
     "NET_LABELS",
     "ROI_NAMES",

@@ -12,8 +12,11 @@ Conventions (docs/train_eval.md, "Evaluation"):
   accuracy are still defined (1.0 there).
 - Exception: a slice that has ROI k in the ground truth but where the net predicts no pixel of
   k gets precision 0 (not NaN), so missing an ROI is not rewarded by dropping the slice.
-- The "overall" value of a slice is the mean over the four ROIs of that slice's values
-  (NaN ROIs skipped); its mean and SD are then taken over slices, as for each ROI.
+- The "overall" value of a slice is the mean over the three foreground ROIs (lungs,
+  mediastinum, tumours) of that slice's values (NaN ROIs skipped), as the paper's Table II
+  computes its overall accuracy and specificity (checked against its published rows in
+  tests/test_evaluation_paper_table.py); ``overall_includes_background=True`` adds background.
+  Its mean and SD are then taken over slices, as for each ROI.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import torch
 
 #: ROI names by label value, in the paper's Table II row order (background last there).
 ROI_NAMES: dict[int, str] = {1: "lungs", 2: "mediastinum", 3: "tumours", 0: "background"}
+#: The ROI that the "overall" row leaves out unless asked to include it.
+BACKGROUND: str = "background"
 METRICS: tuple[str, ...] = ("precision", "sensitivity", "specificity", "accuracy", "dice")
 
 
@@ -84,6 +89,7 @@ def slice_metrics(
     studies: Sequence[str] | None = None,
     slice_index: Sequence[int] | None = None,
     labels: Mapping[int, str] = ROI_NAMES,
+    overall_includes_background: bool = False,
 ) -> pd.DataFrame:
     """Long table of metrics per slice and ROI, plus the per-slice "overall" rows.
 
@@ -95,6 +101,8 @@ def slice_metrics(
         Pseudonym and CT z index of each slice (kept as identifying columns).
     labels : mapping
         ``{label value: ROI name}``.
+    overall_includes_background : bool
+        Average the "overall" row over every ROI instead of the foreground ROIs only.
 
     Returns
     -------
@@ -106,17 +114,14 @@ def slice_metrics(
     studies = list(studies) if studies is not None else [""] * n
     zidx = list(slice_index) if slice_index is not None else list(range(n))
     frames = []
-    per_roi = []
+    per_roi = {}
     for value, name in labels.items():
         c = confusion_counts(pred, truth, value)
         m = metrics_from_counts(**c)
         df = pd.DataFrame({"slice": np.arange(n), "study": studies, "slice_index": zidx, "roi": name, **m, **c})
         frames.append(df)
-        per_roi.append(np.stack([m[k] for k in METRICS], axis=1))
-    stacked = np.stack(per_roi)  # (roi, N, metric)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
-        overall = np.nanmean(stacked, axis=0)
+        per_roi[name] = np.stack([m[k] for k in METRICS], axis=1)
+    overall = overall_from_rois(per_roi, overall_includes_background)
     frames.append(
         pd.DataFrame(
             {"slice": np.arange(n), "study": studies, "slice_index": zidx, "roi": "overall",
@@ -124,6 +129,55 @@ def slice_metrics(
         )
     )
     return pd.concat(frames, ignore_index=True)
+
+
+def scored_slice_mask(labels: np.ndarray, mode: str, lung_label: int = 1, tumour_label: int = 3) -> np.ndarray:
+    """Which slices are scored: ``"tumour"`` (the paper: slices with tumour) or ``"all_thorax"``
+    (also every slice with lung, so false-positive tumours on tumour-free slices count).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(N, H, W)`` ground truth.
+    mode : str
+        ``"tumour"`` or ``"all_thorax"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(N,)``.
+    """
+    y = np.asarray(labels)
+    tumour = (y == tumour_label).any(axis=(1, 2))
+    if mode == "tumour":
+        return tumour
+    if mode == "all_thorax":
+        return tumour | (y == lung_label).any(axis=(1, 2))
+    raise ValueError(f"unknown test slice mode {mode!r}; expected 'tumour' or 'all_thorax'")
+
+
+def overall_from_rois(values_by_roi: Mapping[str, np.ndarray], include_background: bool = False) -> np.ndarray:
+    """The "overall" value: mean over the ROIs (foreground only unless asked), NaN skipped.
+
+    Parameters
+    ----------
+    values_by_roi : mapping
+        ``{roi name: array}``, arrays of one shape (e.g. ``(N, metrics)`` per slice, or ROI means).
+    include_background : bool
+        Also average the ``"background"`` entry.
+
+    Returns
+    -------
+    numpy.ndarray
+        Element-wise mean over the chosen ROIs; NaN where all of them are NaN.
+    """
+    chosen = [np.asarray(v, dtype=np.float64) for k, v in values_by_roi.items()
+              if include_background or k != BACKGROUND]
+    if not chosen:
+        raise ValueError("no ROI to average for the overall row")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN entries stay NaN
+        return np.nanmean(np.stack(chosen), axis=0)
 
 
 @torch.no_grad()

@@ -102,12 +102,22 @@ def format_table_ii(summary: pd.DataFrame, metrics: Sequence[str] = METRICS, alp
 
 
 def table_ii_markdown(summary: pd.DataFrame, metrics: Sequence[str] = METRICS, alpha: float = 0.05,
-                      n_slices: int | None = None, n_studies: int | None = None) -> str:
-    """The Table II layout as a Markdown document (ROI shown once per block)."""
+                      n_slices: int | None = None, n_studies: int | None = None,
+                      overall_includes_background: bool = False) -> str:
+    """The paper's protocol in the Table II layout as a Markdown document (ROI shown once per block).
+
+    Slice-level, unadjusted two-sample t-tests as the paper did: kept so the paper can be
+    reproduced cell for cell, labelled as such; the primary analysis is study-level
+    (:mod:`colearn_pipeline.evaluation.comparison`).
+    """
     t = format_table_ii(summary, metrics, alpha)
     header = ["ROI", "CNN", *[m.capitalize() for m in metrics]]
     lines = [
-        "# Table II: comparison of CNNs",
+        "# Table II, paper protocol: slice-level two-sample t-tests, unadjusted",
+        "",
+        "Reproduces the paper's analysis. Test slices of one study are not independent and both nets"
+        " are scored on the same slices, so these p-values overstate significance; see table_ii.md"
+        " for the study-level primary analysis.",
         "",
         "Metrics: mean ± standard deviation over test slices, in %.",
         "",
@@ -125,7 +135,8 @@ def table_ii_markdown(summary: pd.DataFrame, metrics: Sequence[str] = METRICS, a
         f"\\* p < {alpha:g}, two-sample t-test (scipy.stats.ttest_ind) of {ref.iloc[0] if len(ref) else 'the reference'}"
         " against that row's net over the test slices.",
         "Slices where a ratio is undefined (e.g. no pixel of the ROI in the ground truth and none predicted)"
-        " are left out of that ROI's mean, SD and test; 'overall' is the per-slice mean over the four ROIs.",
+        " are left out of that ROI's mean, SD and test; 'overall' is the per-slice mean over the "
+        + ("four ROIs." if overall_includes_background else "three foreground ROIs, as the paper's Table II."),
     ]
     if n_slices is not None:
         lines.append(f"Test set: {n_slices} slices" + (f" from {n_studies} studies." if n_studies is not None else "."))

@@ -21,6 +21,7 @@ from colearn_pipeline.models.blocks import (
 from colearn_pipeline.models.loss import class_scaled_cross_entropy, colearn_loss, l2_penalty
 from colearn_pipeline.models.nets import (
     DEFAULTS,
+    ABLATION_NAMES,
     MODEL_NAMES,
     CoLearnNet,
     FusedInputNet,
@@ -35,6 +36,7 @@ from colearn_pipeline.models.nets import (
 
 __all__ = [
     "DEFAULTS",
+    "ABLATION_NAMES",
     "MODEL_NAMES",
     "CoLearnNet",
     "CoLearningUnit",

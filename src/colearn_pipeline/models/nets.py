@@ -13,6 +13,15 @@ tc         one encoder whose first conv takes CT and PET as two channels (early)
 fs         one encoder on the pixel-intermixed CT/PET image (:class:`PixelIntermix`)
 =========  ==========================================================================
 
+Ablation controls (not in the paper; they ask whether a win is due to the fusion maps):
+
+=============  ======================================================================
+tb_skips       TB with per-scale skips: the co-learning net with every fusion map = 1
+tb_skips_conv  capacity-matched control: tb_skips plus, at every scale, the co-learning
+               unit's conv *added* to ``cat([CT, PET])`` instead of multiplying it; the
+               same parameters as the co-learning net (exactly), no multiplicative gate
+=============  ======================================================================
+
 Skip connections of the baselines: in the paper's Fig. 1 every skip input of the reconstruction
 goes through a co-learning unit; the baselines are Fig. 1 "with no co-learning component"
 (Sec. III-G), and in the authors' TensorFlow baseline code the reconstruction takes only the
@@ -49,6 +58,9 @@ __all__ = [
     "SegmentationNet",
     "TwoBranchNet",
     "TwoChannelNet",
+    "ABLATION_NAMES",
+    "TwoBranchSkipNet",
+    "TwoBranchAdditiveNet",
     "build_model",
     "count_parameters",
     "predict_proba",
@@ -57,6 +69,8 @@ __all__ = [
 
 #: Names accepted by :func:`build_model`, in the order of Table II.
 MODEL_NAMES: tuple[str, ...] = ("colearn", "tb", "tc", "fs")
+#: Ablation nets, also accepted by :func:`build_model`.
+ABLATION_NAMES: tuple[str, ...] = ("tb_skips", "tb_skips_conv")
 #: Channels of every net's input: 0 CT, 1 PET.
 NUM_INPUT_CHANNELS: int = 2
 #: Keyword arguments of :func:`build_model` and their defaults (Table I; ``fs_blend_weight`` from
@@ -315,6 +329,67 @@ class FusedInputNet(_Baseline):
         return self._reconstruct(self.encoder(self.intermix(x)))
 
 
+class TwoBranchSkipNet(TwoBranchNet):
+    """``tb_skips``: TB whose reconstruction always gets ``cat([CT, PET])`` of every scale.
+
+    The co-learning net with every fusion map fixed to 1 (Eq. 4 with ``F = 1``).
+    Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``.
+
+    Parameters
+    ----------
+    width, depth, num_classes, kernel_size, negative_slope
+        See :class:`SegmentationNet`.
+    """
+
+    def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
+                 negative_slope: float = 0.1):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope, baseline_skips=True)
+
+
+class TwoBranchAdditiveNet(SegmentationNet):
+    """``tb_skips_conv``: the capacity-matched control of the co-learning net.
+
+    Same encoders, co-learning units and reconstruction as :class:`CoLearnNet` (so the same
+    parameter count), but each scale's unit output is *added* to the concatenated features,
+    ``cat([CT, PET]) + unit(CT, PET)``, instead of multiplying them (Eq. 4). A win of the
+    co-learning net over this one is credited to the multiplicative gating, not to capacity.
+
+    Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``.
+
+    Parameters
+    ----------
+    width, depth, num_classes, kernel_size, negative_slope
+        See :class:`SegmentationNet`.
+    fusion_kernel_size
+        In-plane size of the unit's 3D kernel (as :class:`CoLearnNet`).
+    """
+
+    def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
+                 fusion_kernel_size: int = 3, negative_slope: float = 0.1):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+        self.ct_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        self.pet_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        self.fusion_units = nn.ModuleList(
+            CoLearningUnit(width, fusion_kernel_size, negative_slope) for _ in range(depth)
+        )
+        fused_channels = 2 * width
+        self.reconstruction = Reconstruction(
+            fused_channels, fused_channels if depth > 1 else 0, width, depth, kernel_size, negative_slope
+        )
+        init_weights(self, negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)``."""
+        self.check_input(x)
+        ct_features = self.ct_encoder(x[:, 0:1])
+        pet_features = self.pet_encoder(x[:, 1:2])
+        fused = [
+            torch.cat([ct, pet], dim=1) + unit(ct, pet)
+            for unit, ct, pet in zip(self.fusion_units, ct_features, pet_features, strict=True)
+        ]
+        return self.head(self.reconstruction(fused[-1], fused[:-1]))
+
+
 _NETS: dict[str, tuple[type[SegmentationNet], tuple[str, ...]]] = {
     "colearn": (CoLearnNet, ("width", "depth", "num_classes", "kernel_size", "fusion_kernel_size", "negative_slope")),
     "tb": (TwoBranchNet, ("width", "depth", "num_classes", "kernel_size", "negative_slope", "baseline_skips")),
@@ -323,11 +398,16 @@ _NETS: dict[str, tuple[type[SegmentationNet], tuple[str, ...]]] = {
         FusedInputNet,
         ("width", "depth", "num_classes", "kernel_size", "negative_slope", "fs_blend_weight", "baseline_skips"),
     ),
+    "tb_skips": (TwoBranchSkipNet, ("width", "depth", "num_classes", "kernel_size", "negative_slope")),
+    "tb_skips_conv": (
+        TwoBranchAdditiveNet,
+        ("width", "depth", "num_classes", "kernel_size", "fusion_kernel_size", "negative_slope"),
+    ),
 }
 
 
 def build_model(name: str, **kwargs: Any) -> SegmentationNet:
-    """Build one of the four nets by name.
+    """Build one of the four nets, or an ablation net (:data:`ABLATION_NAMES`), by name.
 
     Every net accepts every keyword of :data:`DEFAULTS`, so one parameter dictionary serves all
     four; a keyword a net does not use is accepted and ignored (``fusion_kernel_size`` for the
@@ -337,7 +417,8 @@ def build_model(name: str, **kwargs: Any) -> SegmentationNet:
     Parameters
     ----------
     name
-        One of :data:`MODEL_NAMES`: ``"colearn"``, ``"tb"``, ``"tc"``, ``"fs"`` (case-insensitive).
+        One of :data:`MODEL_NAMES` (``"colearn"``, ``"tb"``, ``"tc"``, ``"fs"``) or
+        :data:`ABLATION_NAMES` (``"tb_skips"``, ``"tb_skips_conv"``), case-insensitive.
     **kwargs
         ``width=64, depth=4, num_classes=4, kernel_size=3, fusion_kernel_size=3,
         negative_slope=0.1, fs_blend_weight=0.5, baseline_skips=False``.
@@ -349,7 +430,7 @@ def build_model(name: str, **kwargs: Any) -> SegmentationNet:
     """
     key = str(name).lower()
     if key not in _NETS:
-        raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES}")
+        raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES + ABLATION_NAMES}")
     unknown = sorted(set(kwargs) - set(DEFAULTS))
     if unknown:
         raise TypeError(f"build_model got unknown keyword(s) {unknown}; accepted: {sorted(DEFAULTS)}")

@@ -1,4 +1,12 @@
-"""Study-level train/test split and the two training folds of the parameter validation."""
+"""Study-level train/test split (holdout or K-fold) and the training folds of the parameter
+validation.
+
+A split is a JSON-serialisable dict. ``outer`` lists the train/test partitions the nets are
+trained and tested on: one for ``mode: holdout`` (the paper's 40 / 10), ``k`` for
+``mode: kfold`` (every study tested exactly once). Each partition carries ``folds``, the
+training studies divided for the parameter validation. The top-level ``train``, ``test`` and
+``folds`` repeat the first partition (what the ``validate`` pipeline uses).
+"""
 
 from __future__ import annotations
 
@@ -65,15 +73,55 @@ def make_split(
         sorted(train_unsorted[i] for i in chunk)
         for chunk in np.array_split(fold_order, n_folds)
     ]
+    part = {"train": sorted(train_unsorted), "test": test, "folds": folds}
     return {
         "format": SPLIT_FORMAT,
+        "mode": "holdout",
         "seed": int(seed),
         "test_fraction": float(test_fraction),
         "n_folds": int(n_folds),
-        "train": sorted(train_unsorted),
-        "test": test,
-        "folds": folds,
+        **part,
+        "outer": [part],
     }
+
+
+def make_kfold_split(studies: Iterable[str], k: int, n_folds: int = 2, seed: int = 0) -> dict:
+    """Study-level K-fold cross-validation: every study is a test study in exactly one partition.
+
+    Parameters
+    ----------
+    studies : iterable of str
+        Study pseudonyms (sorted first, so only the set and the seed matter).
+    k : int
+        Number of outer folds (test sets); sizes differ by at most one study.
+    n_folds : int
+        Folds each partition's training studies are divided into (parameter validation).
+    seed : int
+        Seed of the permutation (``numpy.random.default_rng``).
+
+    Returns
+    -------
+    dict
+        As :func:`make_split` with ``mode: "kfold"``, ``k`` and ``k`` entries in ``outer``.
+    """
+    names = sorted(str(s) for s in studies)
+    if len(set(names)) != len(names):
+        raise ValueError("study names are not unique")
+    if k < 2:
+        raise ValueError(f"k must be >= 2 for K-fold, got {k}")
+    if len(names) < k + n_folds:
+        raise ValueError(f"need at least k + n_folds = {k + n_folds} studies for K-fold, got {len(names)}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(names))
+    outer = []
+    for chunk in np.array_split(order, k):
+        test = sorted(names[i] for i in chunk)
+        train = [names[i] for i in order if names[i] not in set(test)]
+        inner = rng.permutation(len(train))
+        folds = [sorted(train[i] for i in part) for part in np.array_split(inner, n_folds)]
+        outer.append({"train": sorted(train), "test": test, "folds": folds})
+    return {"format": SPLIT_FORMAT, "mode": "kfold", "seed": int(seed), "k": int(k), "n_folds": int(n_folds),
+            **outer[0], "outer": outer}
 
 
 def check_split(split: dict) -> None:
@@ -82,8 +130,19 @@ def check_split(split: dict) -> None:
     Parameters
     ----------
     split : dict
-        As returned by :func:`make_split` (or loaded from its JSON).
+        As returned by :func:`make_split` or :func:`make_kfold_split` (or loaded from JSON).
     """
+    for part in [split, *split.get("outer", [])]:
+        _check_partition(part)
+    if split.get("mode") == "kfold":
+        tests = [s for part in split["outer"] for s in part["test"]]
+        if len(tests) != len(set(tests)):
+            raise ValueError("K-fold: a study is a test study in two partitions")
+        if set(tests) != set(split["outer"][0]["train"]) | set(split["outer"][0]["test"]):
+            raise ValueError("K-fold: the test sets do not cover every study")
+
+
+def _check_partition(split: dict) -> None:
     train, test = set(split["train"]), set(split["test"])
     if train & test:
         raise ValueError(f"studies in both training and test sets: {sorted(train & test)}")

@@ -1,4 +1,7 @@
-"""Thin nodes of the ``train_eval`` pipeline; the work is in ``training`` and ``evaluation``."""
+"""Thin nodes of the ``train_eval`` pipeline; the work is in ``training`` and ``evaluation``.
+
+Parameters are read through the strict dataclasses of :mod:`.params` (no fallback values here).
+"""
 
 from __future__ import annotations
 
@@ -22,9 +25,26 @@ from colearn_pipeline.evaluation import (
     table_ii_markdown,
     training_curves,
 )
-from colearn_pipeline.evaluation.tables import format_table_ii
+from colearn_pipeline.evaluation.comparison import (
+    ComparisonSettings,
+    answer_sentences,
+    study_level_table,
+    study_table_markdown,
+)
+from colearn_pipeline.evaluation.metrics import METRICS, scored_slice_mask
+from colearn_pipeline.evaluation.tables import NET_LABELS, ROI_ORDER, format_table_ii
+from colearn_pipeline.hooks import nested_run
+from colearn_pipeline.pipelines.train_eval.params import (
+    EvaluationParams,
+    FigureParams,
+    ReportingParams,
+    SplitParams,
+    net_overrides,
+    strict,
+)
 from colearn_pipeline.training import assemble_slices, check_split, load_model, make_split, resolve_device
 from colearn_pipeline.training.loop import TrainConfig, train_model
+from colearn_pipeline.training.split import make_kfold_split
 
 logger = logging.getLogger(__name__)
 
@@ -39,33 +59,76 @@ def _by_study(model_input: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def split_studies(model_input: Mapping[str, Any], split_params: Mapping[str, Any]) -> dict:
-    """Study-level split of the model input (``params:split``: seed, test_fraction, n_folds).
+    """Study-level split of the model input (``params:split``: holdout or K-fold).
 
     Only the partition names are used, so no study is loaded here.
     """
-    split = make_split(
-        _by_study(model_input).keys(),
-        test_fraction=float(split_params.get("test_fraction", 0.2)),
-        n_folds=int(split_params.get("n_folds", 2)),
-        seed=int(split_params.get("seed", 0)),
-    )
+    p = strict(SplitParams, split_params, "split")
+    names = _by_study(model_input).keys()
+    if p.mode == "kfold":
+        split = make_kfold_split(names, k=p.k, n_folds=p.n_folds, seed=p.seed)
+    else:
+        split = make_split(names, test_fraction=p.test_fraction, n_folds=p.n_folds, seed=p.seed)
     check_split(split)
     logger.info(
-        "split: %d training studies (folds of %s), %d test studies",
-        len(split["train"]), [len(f) for f in split["folds"]], len(split["test"]),
+        "split (%s): %d partition(s); test studies per partition %s",
+        p.mode, len(split["outer"]), [len(o["test"]) for o in split["outer"]],
     )
     return split
 
 
 def assemble_set(model_input: Mapping[str, Any], split: Mapping[str, Any], which: str) -> dict[str, np.ndarray]:
-    """Standardised slices of the ``train`` / ``test`` studies, or of fold ``fold_<k>`` (1-based)."""
-    if which.startswith("fold_"):
+    """Standardised slices of ``all`` studies, the first partition's ``train`` / ``test``
+    studies, or training fold ``fold_<k>`` (1-based) of the first partition."""
+    if which == "all":
+        studies = sorted(set(split["train"]) | set(split["test"]))
+    elif which.startswith("fold_"):
         studies = split["folds"][int(which.removeprefix("fold_")) - 1]
     else:
         studies = split[which]
     data = assemble_slices(_by_study(model_input), studies)
     logger.info("%s set: %d slices from %d studies", which, len(data["x"]), len(studies))
     return data
+
+
+def subset(slices: Mapping[str, np.ndarray], studies: list[str], mask: np.ndarray | None = None) -> dict:
+    """The slices of ``studies`` (and, if given, where ``mask`` is true), in stored order."""
+    keep = np.isin(slices["study"], list(studies))
+    if mask is not None:
+        keep &= mask
+    if not keep.any():
+        raise ValueError(f"no slices for studies {sorted(studies)}")
+    return {k: np.asarray(v)[keep] for k, v in slices.items()}
+
+
+def test_set_of(all_slices: Mapping[str, np.ndarray], studies: list[str], evaluation: EvaluationParams) -> dict:
+    """The scored slices of some test studies (``evaluation.slices``: tumour or all_thorax)."""
+    return subset(all_slices, studies, scored_slice_mask(np.asarray(all_slices["y"]), evaluation.slices))
+
+
+def assemble_test_set(all_slices: Mapping[str, np.ndarray], split: Mapping[str, Any],
+                      evaluation_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The first partition's scored test slices (for Fig. 5 and Fig. 6)."""
+    return test_set_of(all_slices, split["outer"][0]["test"], strict(EvaluationParams, evaluation_params, "evaluation"))
+
+
+def _net_settings(net: str, model_params: Mapping, training_params: Mapping, overrides: Mapping) -> tuple[dict, dict]:
+    model_extra, training_extra = net_overrides(overrides, net)
+    return {**model_params, **model_extra}, {**training_params, **training_extra}
+
+
+def _mlflow_epoch_logger():
+    """A callback logging an epoch row to the active MLflow run, or None without one."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return None
+
+    def log(row: dict[str, float]) -> None:
+        values = {k: float(v) for k, v in row.items() if k != "epoch" and np.isfinite(v)}
+        mlflow.log_metrics(values, step=int(row["epoch"]))
+
+    return log
 
 
 def train_net(
@@ -78,8 +141,7 @@ def train_net(
 ) -> tuple[dict, pd.DataFrame]:
     """Train ``net``; checkpoints in ``<checkpoint_root>/<run_label or net>/checkpoints``.
 
-    Per-epoch metrics go to the active MLflow run when there is one (the project's hooks open
-    a nested run per net around this node).
+    Per-epoch metrics go to the active MLflow run when there is one.
     """
     cfg = TrainConfig.from_params(training_params)
     label = run_label or net
@@ -90,69 +152,156 @@ def train_net(
     return bundle, pd.DataFrame(history)
 
 
-def _mlflow_epoch_logger():
-    """A callback logging an epoch row to the active MLflow run, or None without one."""
-    try:
-        import mlflow
-    except ImportError:  # pragma: no cover - mlflow is a dependency
-        return None
+def evaluate_bundle(bundle: Mapping[str, Any], test_set: Mapping[str, np.ndarray],
+                    evaluation: EvaluationParams) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-slice, per-ROI metrics of a trained net on scored test slices, and its labels."""
+    device = resolve_device(evaluation.device)
+    pred = predict_labels(load_model(bundle, device), test_set["x"], evaluation.batch_size, device)
+    metrics = slice_metrics(pred, test_set["y"], test_set["study"], test_set["slice_index"],
+                            overall_includes_background=evaluation.overall_includes_background)
+    return metrics, pred
+
+
+def _log_seed_metrics(metrics: pd.DataFrame) -> None:
+    import mlflow
+
     if mlflow.active_run() is None:
-        return None
-
-    def log(row: dict[str, float]) -> None:
-        step = int(row["epoch"])
-        values = {k: float(v) for k, v in row.items() if k != "epoch" and np.isfinite(v)}
-        mlflow.log_metrics(values, step=step)
-
-    return log
+        return
+    study = metrics.groupby(["roi", "study"])[list(METRICS)].mean().groupby("roi").mean()
+    mlflow.log_metrics({f"test_{roi}_{m}": float(v) for roi, row in study.iterrows()
+                        for m, v in row.items() if np.isfinite(v)})
 
 
-def evaluate_net(
-    bundle: Mapping[str, Any], test_set: Mapping[str, np.ndarray], evaluation_params: Mapping[str, Any]
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Predict the test slices and compute the per-slice, per-ROI metrics."""
-    device = resolve_device(evaluation_params.get("device", "auto"))
-    model = load_model(bundle, device)
-    pred = predict_labels(model, test_set["x"], int(evaluation_params.get("batch_size", 8)), device)
-    metrics = slice_metrics(pred, test_set["y"], test_set["study"], test_set["slice_index"])
-    return metrics, {"labels": pred, "study": np.asarray(test_set["study"]), "slice_index": test_set["slice_index"]}
+def _one_run(net, part_index, part, seed, all_slices, model, training, evaluation):
+    """Train and evaluate one (partition, seed) in its own nested MLflow run."""
+    cfg = {**training, "seed": int(seed)}
+    name = f"{net} seed {seed}" + (f" fold {part_index + 1}" if part_index is not None else "")
+    run_params = {"net": net, "seed": seed, "fold": part_index + 1 if part_index is not None else "holdout",
+                  "model": model, "training": cfg}
+    with nested_run(name, run_params, {"net": net, "seed": str(seed)}):
+        # checkpoints of every seed and partition under <root>/<net>/checkpoints/<fingerprint>:
+        # the fingerprint covers seed and training data, and colearn-train writes the same path
+        bundle, history = train_net(subset(all_slices, part["train"]), model, cfg, net)
+        test = test_set_of(all_slices, part["test"], evaluation)
+        metrics, pred = evaluate_bundle(bundle, test, evaluation)
+        _log_seed_metrics(metrics)
+    fold = part_index + 1 if part_index is not None else 1
+    return bundle, history.assign(seed=seed, fold=fold), metrics.assign(net=net, seed=seed, fold=fold), pred
+
+
+def train_evaluate_net(
+    all_slices: Mapping[str, np.ndarray],
+    split: Mapping[str, Any],
+    model_params: Mapping[str, Any],
+    training_params: Mapping[str, Any],
+    evaluation_params: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    net: str,
+) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """Train ``net`` once per seed and split partition; score every partition's test slices.
+
+    Returns
+    -------
+    model : dict
+        Bundle of the first seed on the first partition (``data/06_models/<net>/model.pt``).
+    history : pandas.DataFrame
+        Per-epoch rows with ``seed`` and ``fold``.
+    slice_metrics : pandas.DataFrame
+        Per-slice, per-ROI metrics of every seed and partition (``net``, ``seed``, ``fold``).
+    test_predictions : dict
+        Labels of the first seed on the first partition's scored test slices (Fig. 5).
+    """
+    evaluation = strict(EvaluationParams, evaluation_params, "evaluation")
+    model, training = _net_settings(net, model_params, training_params, overrides)
+    kfold = split["mode"] == "kfold"
+    results = [
+        _one_run(net, k if kfold else None, part, seed, all_slices, model, training, evaluation)
+        for k, part in enumerate(split["outer"]) for seed in evaluation.seeds
+    ]
+    first = results[0]
+    history = pd.concat([r[1] for r in results], ignore_index=True)
+    metrics = pd.concat([r[2] for r in results], ignore_index=True)
+    return first[0], history, metrics, {"labels": first[3]}
 
 
 def plot_training_curves(history: pd.DataFrame, net: str) -> Figure:
-    """Training curves of one net."""
-    return training_curves({net: history}, title=f"{net}: training")
+    """Training curves of one net, one line per seed and partition."""
+    runs = {f"{net} seed {s} fold {f}": h for (s, f), h in history.groupby(["seed", "fold"])}
+    return training_curves(runs, title=f"{net}: training")
 
 
-def build_table_ii(
-    split: Mapping[str, Any],
-    test_set: Mapping[str, np.ndarray],
-    evaluation_params: Mapping[str, Any],
-    **slice_metrics_by_net: pd.DataFrame,
-) -> tuple[pd.DataFrame, str, pd.DataFrame]:
-    """Table II (CSV table, Markdown) and the long per-slice metrics of every net."""
-    alpha = float(evaluation_params.get("alpha", 0.05))
-    summary = summarise(
-        slice_metrics_by_net,
-        reference=evaluation_params.get("reference", "colearn"),
-        alpha=alpha,
-        equal_var=bool(evaluation_params.get("equal_var", True)),
-    )
-    md = table_ii_markdown(summary, alpha=alpha, n_slices=len(test_set["y"]), n_studies=len(split["test"]))
-    table = pd.concat([format_table_ii(summary, alpha=alpha), summary.drop(columns=["roi", "cnn"])], axis=1)
-    per_slice = pd.concat([df.assign(net=net) for net, df in slice_metrics_by_net.items()], ignore_index=True)
-    return table, md, per_slice
+def collect_slice_metrics(**slice_metrics_by_net: pd.DataFrame) -> pd.DataFrame:
+    """One long per-slice metrics table of every net, seed and partition."""
+    return pd.concat(list(slice_metrics_by_net.values()), ignore_index=True)
+
+
+def _settings(evaluation: EvaluationParams) -> ComparisonSettings:
+    return ComparisonSettings(reference=evaluation.reference, alpha=evaluation.alpha,
+                              n_bootstrap=evaluation.n_bootstrap, bootstrap_seed=evaluation.bootstrap_seed,
+                              confidence=evaluation.confidence)
+
+
+def _study_table(per_slice: pd.DataFrame, nets: list[str], evaluation_params: Mapping, title: str):
+    evaluation = strict(EvaluationParams, evaluation_params, "evaluation")
+    settings = _settings(evaluation)
+    nets = [*nets, evaluation.reference]
+    table = study_level_table(per_slice, nets, list(ROI_ORDER), list(METRICS), settings)
+    return table, study_table_markdown(table, title, NET_LABELS, settings)
+
+
+def build_table_ii(per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Table II, study-level primary analysis: the reference net against the baselines."""
+    baselines = list(strict(EvaluationParams, evaluation_params, "evaluation").baselines)
+    return _study_table(per_slice, baselines, evaluation_params,
+                        "Table II: comparison of CNNs (study-level, primary analysis)")
+
+
+def build_ablation_table(per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Ablation table: the reference net against tb_skips and the capacity-matched control."""
+    ablation = list(strict(EvaluationParams, evaluation_params, "evaluation").ablation)
+    return _study_table(per_slice, ablation, evaluation_params,
+                        "Ablation: is it the fusion maps, or the skips and parameters? (study-level)")
+
+
+def build_paper_protocol_table(
+    per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any]
+) -> tuple[pd.DataFrame, str]:
+    """The paper's protocol (slice-level two-sample t-tests, unadjusted) on the first seed."""
+    evaluation = strict(EvaluationParams, evaluation_params, "evaluation")
+    nets = [*evaluation.baselines, evaluation.reference]
+    first = per_slice[(per_slice["seed"] == evaluation.seeds[0]) & per_slice["net"].isin(nets)]
+    by_net = {net: df for net, df in first.groupby("net")}
+    summary = summarise(by_net, reference=evaluation.reference, alpha=evaluation.alpha,
+                        equal_var=evaluation.equal_var)
+    one = by_net[evaluation.reference]
+    n_slices = one[["study", "slice_index", "fold"]].drop_duplicates().shape[0]
+    md = table_ii_markdown(summary, alpha=evaluation.alpha, n_slices=n_slices, n_studies=one["study"].nunique(),
+                           overall_includes_background=evaluation.overall_includes_background)
+    md += f"Training seed {evaluation.seeds[0]} only (the paper trained once).\n"
+    table = pd.concat([format_table_ii(summary, alpha=evaluation.alpha), summary.drop(columns=["roi", "cnn"])], axis=1)
+    return table, md
+
+
+def write_answers(table_ii: pd.DataFrame, ablation: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> str:
+    """One sentence per ROI: does the reference beat the best baseline, and tb_skips?"""
+    e = strict(EvaluationParams, evaluation_params, "evaluation")
+    lines = answer_sentences(table_ii, ablation, ["lungs", "mediastinum", "tumours", "overall"], e.endpoint_metric,
+                             list(e.baselines), e.ablation[0], NET_LABELS, e.reference)
+    head = (f"# Does co-learning help? ({e.endpoint_metric}, study-level, {len(e.seeds)} seed(s); "
+            f"Δ = {NET_LABELS.get(e.reference, e.reference)} − other, Holm-adjusted within each table)\n\n")
+    return head + "\n".join(f"- {s}" for s in lines) + "\n"
 
 
 def plot_segmentations(
     test_set: Mapping[str, np.ndarray], figure_params: Mapping[str, Any], **predictions_by_net: Mapping[str, Any]
 ) -> Figure:
     """Fig. 5: fused PET-CT, ground truth and every net's labels for a few test slices."""
-    slices = select_slices(test_set["y"], int(figure_params.get("n_slices", 3)))
+    f = strict(FigureParams, figure_params, "figures")
+    slices = select_slices(test_set["y"], f.n_slices)
     titles = [f"{test_set['study'][i]} z={int(test_set['slice_index'][i])}" for i in slices]
     return segmentation_panels(
         test_set["x"], test_set["y"], {n: p["labels"] for n, p in predictions_by_net.items()}, slices,
-        pet_cmap=figure_params.get("pet_cmap", "hot"), pet_alpha=float(figure_params.get("pet_alpha", 0.8)),
-        titles=titles,
+        pet_cmap=f.pet_cmap, pet_alpha=float(f.pet_alpha), titles=titles,
     )
 
 
@@ -160,26 +309,30 @@ def plot_fusion_maps(
     bundle: Mapping[str, Any], test_set: Mapping[str, np.ndarray], figure_params: Mapping[str, Any]
 ) -> Figure:
     """Fig. 6: the first co-learning unit's fusion map on the test slice with the most tumour."""
+    f = strict(FigureParams, figure_params, "figures")
     i = select_slices(test_set["y"], 1)[0]
     fmap = first_fusion_map(load_model(bundle, "cpu"), test_set["x"][i])
     return fusion_map_grid(
-        fmap, columns=int(figure_params.get("fusion_columns", 8)),
+        fmap, columns=f.fusion_columns,
         title=f"first co-learning unit, {test_set['study'][i]} z={int(test_set['slice_index'][i])}",
     )
 
 
-def report_results(table_ii_md: str, reporting_params: Mapping[str, Any]) -> None:
-    """Print Table II and say where the tables, figures and MLflow runs are.
+def report_results(table_ii_md: str, answers_md: str, reporting_params: Mapping[str, Any]) -> None:
+    """Print Table II and the answers, and say where the tables, figures and MLflow runs are.
 
-    Printed (not only logged) so the Markdown table keeps its layout on the console.
+    Printed (not only logged) so the Markdown keeps its layout on the console.
     """
-    folder = reporting_params.get("folder", "data/08_reporting")
+    r = strict(ReportingParams, reporting_params, "reporting")
     print(
-        f"\n{table_ii_md}\n"
-        f"Table II:  {folder}/table_ii.md, {folder}/table_ii.csv\n"
-        f"Figures:   {folder}/fig5_segmentations.png, {folder}/fig6_fusion_maps.png, {folder}/<net>/training_curves.png\n"
+        f"\n{table_ii_md}\n{answers_md}\n"
+        f"Table II:  {r.folder}/table_ii.md (study-level), {r.folder}/table_ii_paper_protocol.md, "
+        f"{r.folder}/table_ablation.md, {r.folder}/answers.md (tables also as .csv)\n"
+        f"Figures:   {r.folder}/fig5_segmentations.png, {r.folder}/fig6_fusion_maps.png, "
+        f"{r.folder}/<net>/training_curves.png\n"
         f"Models:    data/06_models/<net>/model.pt (colearn-predict --model ...)\n"
-        f"MLflow:    mlflow ui --backend-store-uri {reporting_params.get('mlflow_uri_hint', 'sqlite:///mlflow.db')}\n",
+        f"MLflow:    mlflow ui --backend-store-uri {r.mlflow_uri_hint}\n",
         flush=True,
     )
-    logger.info("Table II written to %s/table_ii.md", folder)
+    logger.info("Table II written to %s/table_ii.md", r.folder)
+

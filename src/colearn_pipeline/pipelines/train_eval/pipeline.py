@@ -1,8 +1,9 @@
-"""Wiring of ``train_eval``: split -> slice sets -> per-net namespaces (train, evaluate, curves)
--> Table II, Fig. 5, Fig. 6, report.
+"""Wiring of ``train_eval``: split -> slices -> per-net namespaces (train and evaluate every seed
+and partition, curves) -> per-slice metrics -> Table II (study-level), the paper-protocol table,
+the ablation table, the answers, Fig. 5, Fig. 6, report.
 
-Each net's nodes live in the namespace of its name (``colearn.train``, ``tb.evaluate``, ...),
-so Kedro-Viz shows four parallel node sets and ``kedro run --namespaces=tb`` runs one.
+Each net's nodes live in the namespace of its name (``colearn.train_evaluate``, ...), so
+Kedro-Viz shows parallel node sets and ``kedro run --namespaces=tb`` runs one.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from kedro.pipeline import Node, Pipeline
 
 from colearn_pipeline.pipelines.train_eval import nodes
 
-#: The four nets, in the paper's order (kept here so the pipeline structure is static).
-NETS: tuple[str, ...] = ("colearn", "tb", "tc", "fs")
+#: The four nets of Table II, in the paper's order, then the ablation nets (kept here so the
+#: pipeline structure is static).
+TABLE_II_NETS: tuple[str, ...] = ("colearn", "tb", "tc", "fs")
+ABLATION_NETS: tuple[str, ...] = ("tb_skips", "tb_skips_conv")
+NETS: tuple[str, ...] = TABLE_II_NETS + ABLATION_NETS
 
 
 def _bind(func, **kwargs):
@@ -24,31 +28,35 @@ def _bind(func, **kwargs):
 
 
 def split_pipeline() -> Pipeline:
-    """The split node and the train / test slice sets (shared with ``validate``)."""
+    """The split node and the slices of every study (shared with ``validate``)."""
     return Pipeline(
         [
             Node(nodes.split_studies, ["model_input", "params:split"], "split", name="split_studies"),
-            Node(_bind(nodes.assemble_set, which="train"), ["model_input", "split"], "train_set",
-                 name="assemble_train_set"),
-            Node(_bind(nodes.assemble_set, which="test"), ["model_input", "split"], "test_set",
+            Node(_bind(nodes.assemble_set, which="all"), ["model_input", "split"], "all_slices",
+                 name="assemble_all_slices"),
+            Node(nodes.assemble_test_set, ["all_slices", "split", "params:evaluation"], "test_set",
                  name="assemble_test_set"),
         ]
     )
 
 
 def net_pipeline(net: str) -> Pipeline:
-    """Train, evaluate and plot one net, in the namespace ``net``."""
+    """Train and evaluate one net on every seed and partition, and plot, in the namespace ``net``."""
     template = Pipeline(
         [
-            Node(_bind(nodes.train_net, net=net), ["train_set", "params:model", "params:training"],
-                 ["model", "history"], name="train"),
-            Node(nodes.evaluate_net, ["model", "test_set", "params:evaluation"],
-                 ["slice_metrics", "test_predictions"], name="evaluate"),
+            Node(_bind(nodes.train_evaluate_net, net=net),
+                 ["all_slices", "split", "params:model", "params:training", "params:evaluation",
+                  "params:net_overrides"],
+                 ["model", "history", "slice_metrics", "test_predictions"], name="train_evaluate"),
             Node(_bind(nodes.plot_training_curves, net=net), "history", "training_curves",
                  name="plot_training_curves"),
         ]
     )
-    return Pipeline(template, inputs={"train_set", "test_set"}, parameters={"params:model", "params:training", "params:evaluation"}, namespace=net)
+    return Pipeline(
+        template, inputs={"all_slices", "split"},
+        parameters={"params:model", "params:training", "params:evaluation", "params:net_overrides"},
+        namespace=net,
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -63,18 +71,25 @@ def create_pipeline(**kwargs) -> Pipeline:
 
 
 def _report_pipeline() -> Pipeline:
+    ev = "params:evaluation"
     return Pipeline(
         [
-            Node(nodes.build_table_ii,
-                 {"split": "split", "test_set": "test_set", "evaluation_params": "params:evaluation",
-                  **{n: f"{n}.slice_metrics" for n in NETS}},
-                 ["table_ii_csv", "table_ii_md", "test_slice_metrics"], name="build_table_ii"),
+            Node(nodes.collect_slice_metrics, {n: f"{n}.slice_metrics" for n in NETS}, "test_slice_metrics",
+                 name="collect_slice_metrics"),
+            Node(nodes.build_table_ii, ["test_slice_metrics", ev], ["table_ii_csv", "table_ii_md"],
+                 name="build_table_ii"),
+            Node(nodes.build_paper_protocol_table, ["test_slice_metrics", ev],
+                 ["table_ii_paper_protocol_csv", "table_ii_paper_protocol_md"], name="build_paper_protocol_table"),
+            Node(nodes.build_ablation_table, ["test_slice_metrics", ev], ["table_ablation_csv", "table_ablation_md"],
+                 name="build_ablation_table"),
+            Node(nodes.write_answers, ["table_ii_csv", "table_ablation_csv", ev], "answers_md", name="write_answers"),
             Node(nodes.plot_segmentations,
                  {"test_set": "test_set", "figure_params": "params:figures",
-                  **{n: f"{n}.test_predictions" for n in NETS}},
+                  **{n: f"{n}.test_predictions" for n in TABLE_II_NETS}},
                  "fig5_segmentations", name="plot_segmentations"),
             Node(nodes.plot_fusion_maps, ["colearn.model", "test_set", "params:figures"], "fig6_fusion_maps",
                  name="plot_fusion_maps"),
-            Node(nodes.report_results, ["table_ii_md", "params:reporting"], None, name="report_results"),
+            Node(nodes.report_results, ["table_ii_md", "answers_md", "params:reporting"], None,
+                 name="report_results"),
         ]
     )

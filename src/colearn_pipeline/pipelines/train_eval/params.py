@@ -1,0 +1,130 @@
+"""Strict parameter blocks of ``train_eval`` and ``validate``: one frozen dataclass per block.
+
+Every key of a block must be given in conf (``conf/base/parameters_train_eval.yml``) and no
+other key is accepted: a typo or a missing key fails with its name. No default lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SLICE_MODES = ("tumour", "all_thorax")
+SPLIT_MODES = ("holdout", "kfold")
+
+
+def strict(cls: type[T], params: Mapping[str, Any], block: str) -> T:
+    """Build dataclass ``cls`` from ``params``; unknown or missing keys raise naming them.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass.
+    params : mapping
+        The conf block.
+    block : str
+        Its name in conf (for the message), e.g. ``"evaluation"``.
+    """
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params:{block} must be a mapping, got {type(params).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(params) - set(names))
+    missing = [n for n in names if n not in params]
+    if unknown or missing:
+        parts = ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])
+        raise ValueError(f"params:{block}: {'; '.join(parts)} (accepted: {names})")
+    return cls(**{n: params[n] for n in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitParams:
+    """``split``: study-level holdout or K-fold cross-validation."""
+
+    mode: str
+    seed: int
+    test_fraction: float
+    n_folds: int
+    k: int
+
+    def __post_init__(self) -> None:
+        if self.mode not in SPLIT_MODES:
+            raise ValueError(f"params:split.mode must be one of {SPLIT_MODES}, got {self.mode!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationParams:
+    """``evaluation``: seeds, test slices, statistics, which nets go in which table."""
+
+    device: str
+    batch_size: int
+    seeds: list
+    slices: str
+    reference: str
+    baselines: list
+    ablation: list
+    endpoint_metric: str
+    alpha: float
+    equal_var: bool
+    n_bootstrap: int
+    bootstrap_seed: int
+    confidence: float
+    overall_includes_background: bool
+
+    def __post_init__(self) -> None:
+        if self.slices not in SLICE_MODES:
+            raise ValueError(f"params:evaluation.slices must be one of {SLICE_MODES}, got {self.slices!r}")
+        if not self.seeds:
+            raise ValueError("params:evaluation.seeds must list at least one training seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"params:evaluation.seeds has duplicates: {self.seeds}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureParams:
+    """``figures``: Fig. 5 and Fig. 6."""
+
+    n_slices: int
+    pet_cmap: str
+    pet_alpha: float
+    fusion_columns: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportingParams:
+    """``reporting``: where the report says the outputs are."""
+
+    folder: str
+    mlflow_uri_hint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationParams:
+    """``validation``: the hyper-parameter grid searched on the training folds, per net."""
+
+    last_epochs: int
+    score: str
+    grid: dict
+
+    def __post_init__(self) -> None:
+        allowed = {"learning_rate", "l2_lambda", "baseline_skips"}
+        bad = sorted(set(self.grid) - allowed)
+        if bad:
+            raise ValueError(f"params:validation.grid: unknown key(s) {bad} (accepted: {sorted(allowed)})")
+        if self.score not in ("val_accuracy", "val_dice"):
+            raise ValueError(f"params:validation.score must be val_accuracy or val_dice, got {self.score!r}")
+
+
+def net_overrides(overrides: Mapping[str, Any], net: str) -> tuple[dict, dict]:
+    """``(model, training)`` overrides of one net from ``params:net_overrides``.
+
+    ``net_overrides: {tb: {model: {baseline_skips: true}, training: {learning_rate: 0.05}}}``;
+    a net not listed gets none. Only the keys ``model`` and ``training`` are accepted.
+    """
+    entry = dict((overrides or {}).get(net) or {})
+    unknown = sorted(set(entry) - {"model", "training"})
+    if unknown:
+        raise ValueError(f"params:net_overrides.{net}: unknown key(s) {unknown} (accepted: ['model', 'training'])")
+    return dict(entry.get("model") or {}), dict(entry.get("training") or {})
