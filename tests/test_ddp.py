@@ -79,7 +79,7 @@ def test_torchrun_colearn_train_then_kedro_resumes(tmp_path):
     model = root / "data" / "06_models" / "tc" / "model.pt"
     assert model.exists()
     before = torch.load(model, weights_only=True)["state_dict"]
-    out = kedro(root, "run", "--env", "test", "--pipeline", "train_eval", "--to-nodes", "tc.train")
+    out = kedro(root, "run", "--env", "test", "--pipeline", "train_eval", "--to-nodes", "tc.train_evaluate")
     assert "resumed from" in out.stdout + out.stderr
     after = torch.load(model, weights_only=True)["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
