@@ -65,7 +65,7 @@ def protocol(env: str) -> dict:
     return {
         "nets": proto.get("nets", ["colearn", "tb", "tc", "fs"]), "seeds": proto.get("seeds", [params["training"]["seed"]]),
         "epochs": int(params["training"]["epochs"]), "model": params["model"],
-        "size": [int(v) for v in params["preprocess"]["model_size"]],
+        "size": [int(v) for v in params["preprocess"]["model_input"]["model_size"]],
         "slices": int(proto.get("nominal_training_slices", 690)),
     }
 

@@ -225,7 +225,7 @@ def test_model_uri_from_mlflow_loads(tiny_bundle, tmp_path, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from colearn_pipeline.hooks import MlflowHooks
+    from colearn_pipeline.hooks import MlflowHooks, MlflowSettings
     from colearn_pipeline.inference.models import ModelLoadError, load_bundle
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -234,7 +234,9 @@ def test_model_uri_from_mlflow_loads(tiny_bundle, tmp_path, monkeypatch):
     experiment = client.create_experiment("predict-test", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment).info.run_id
     hooks = MlflowHooks()
-    hooks._client, hooks._settings = client, {"log_models": False}
+    hooks._client = client
+    hooks._settings = MlflowSettings(enabled=True, tracking_uri=None, experiment_name="predict-test", log_models=False,
+                                     fail_on_logging_error=True)
     hooks._log_model(run_id, tiny_bundle[0])
     client.set_terminated(run_id)
     client.create_registered_model("colearn-test")
