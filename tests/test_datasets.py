@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -195,3 +197,18 @@ def test_raw_datasets_read_by_tags_and_refuse_a_writer_elsewhere(tmp_path):
     assert tree.discover("k") is tree.discover("k") and not tree.discover("k").studies
     with pytest.raises(DatasetError, match="no DICOM folder"):
         DicomTreeDataset(str(tmp_path / "none")).load()
+
+
+def test_reports_with_a_byte_order_mark_are_read_and_listed_by_study(tmp_path):
+    """Issue 11: a report saved with a UTF-8 BOM (Windows editors) is read, not refused as unusable."""
+    from colearn_pipeline.datasets import ReportsDataset
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    body = json.dumps({"study_instance_uid": "1.2.3", "findings": [{"kind": "primary", "position_mm": [1, 2, 3]}]})
+    (reports / "bom.json").write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    (reports / "broken.json").write_text("{not json")
+    loaded = ReportsDataset(str(reports)).load()
+    assert loaded["findings"] == {"1.2.3": [{"kind": "primary", "position_mm": [1, 2, 3]}]}
+    assert loaded["files"] == {"1.2.3": ["reports/bom.json"]}
+    assert [f for f, _ in loaded["problems"]] == ["reports/broken.json"]

@@ -146,3 +146,14 @@ def test_unreadable_file_message_names_the_label_not_the_raw_path(tmp_path):
     with pytest.raises(DicomSeriesError) as err:
         read_series([missing], "study-x", file_labels={str(missing): "file-0123456789"})
     assert "Doe" not in str(err.value) and err.value.file == "file-0123456789"
+
+
+def test_zero_pixel_spacing_is_refused_naming_the_tag(tmp_path):
+    """Issue 11: PixelSpacing 0 would give a volume of no extent; the message names the tag and the value."""
+
+    def zero(ds, k):
+        ds.PixelSpacing = [0.0, 0.9]
+
+    _, files = _series(tmp_path, extra=zero)
+    with pytest.raises(DicomSeriesError, match=r"PixelSpacing \(0028,0030\) must be positive, got \[0.0, 0.9\]"):
+        read_series(files, study="study-abc")

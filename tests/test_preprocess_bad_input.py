@@ -89,6 +89,7 @@ def cohort(tmp_path_factory):
     study("no_dose", pet_extra=pet_suv_tags(dose_bq=None))
     study("units", pet_extra=pet_suv_tags(units="PROPCPS"))
     study("no_report", with_report=False)
+    (reports / "orphan.json").write_text(json.dumps({"study_instance_uid": generate_uid(), "findings": []}))
     before = _hashes(raw)
     out = tmp_path_factory.mktemp("out")
     result = run_preprocess_catalog(raw, out, workers=2)
@@ -239,3 +240,10 @@ def test_no_patient_identifiers_in_any_output_or_log(cohort):
     assert set(table["status"]) == {"ok", "quarantined", "tumours_unlabelled"}
     manifest = json.loads((cohort["out"] / "08_reporting" / "preprocess_manifest.json").read_text())
     assert manifest["summary"]["ok"] == 2
+
+
+def test_report_of_no_study_is_listed_by_label(cohort):
+    """Issue 11: a report whose StudyInstanceUID matches no study is listed (by label), not silently dropped."""
+    problems = cohort["manifest"]["report_problems"]
+    orphans = [p for p in problems if "matches no study" in p["reason"]]
+    assert len(orphans) == 1 and orphans[0]["file"].startswith("report-"), problems

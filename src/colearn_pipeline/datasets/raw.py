@@ -79,8 +79,9 @@ class ReportsDataset(AbstractDataset[os.PathLike, dict]):
     """Diagnostic reports, ``*.json`` with ``study_instance_uid`` and ``findings`` (``position_mm``, ``kind``).
 
     ``load`` returns ``{"findings": {uid: [finding, ...]}, "digests": {uid: sha256},
-    "problems": [(file, reason), ...]}``; reports of the same study are concatenated; a missing
-    folder means no reports. Problems name the report file only.
+    "files": {uid: [report file, ...]}, "problems": [(file, reason), ...]}``; reports of the same
+    study are concatenated; a missing folder means no reports; a UTF-8 byte-order mark (as some
+    Windows editors write) is read. Problems name the report file only.
     """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
@@ -91,11 +92,12 @@ class ReportsDataset(AbstractDataset[os.PathLike, dict]):
         findings: dict[str, list] = {}
         digests: dict[str, Any] = {}
         problems: list[tuple[str, str]] = []
+        files: dict[str, list[str]] = {}
         folder = Path(self._path)
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
                 raw = path.read_bytes()
-                report = json.loads(raw.decode("utf-8"))
+                report = json.loads(raw.decode("utf-8-sig"))
                 uid = str(report["study_instance_uid"]).strip()
                 items = report.get("findings") or []
                 if not isinstance(items, list):
@@ -104,9 +106,11 @@ class ReportsDataset(AbstractDataset[os.PathLike, dict]):
                 problems.append((f"reports/{path.name}", f"unusable report ({type(exc).__name__}: {exc})"))
                 continue
             findings.setdefault(uid, []).extend(items)
+            files.setdefault(uid, []).append(f"reports/{path.name}")
             digests.setdefault(uid, hashlib.sha256())
             digests[uid].update(raw)
-        return {"findings": findings, "digests": {u: d.hexdigest() for u, d in digests.items()}, "problems": problems}
+        return {"findings": findings, "digests": {u: d.hexdigest() for u, d in digests.items()}, "files": files,
+                "problems": problems}
 
     def save(self, data: os.PathLike | str) -> None:
         _check_written_here(data, self._path, "ReportsDataset")

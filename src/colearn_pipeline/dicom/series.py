@@ -242,6 +242,8 @@ def _consistent_geometry(
     series_uid = first.get("SeriesInstanceUID")
     iop0 = _floats(first, "ImageOrientationPatient", 6, study, labels[0])
     ps0 = _floats(first, "PixelSpacing", 2, study, labels[0])
+    if not np.all(ps0 > 0):
+        raise DicomSeriesError(study, labels[0], f"PixelSpacing (0028,0030) must be positive, got {ps0.tolist()}")
     shape0 = slices[0].shape
     positions = np.empty((len(headers), 3), dtype=np.float64)
     for i, (ds, image, label) in enumerate(zip(headers, slices, labels)):

@@ -136,8 +136,13 @@ def discover_studies(raw_dicom: DicomTree, raw_reports: dict[str, Any], discover
         logger.warning("preprocess: skipped %s: %s", item["file"], item["reason"])
     if len(skipped) > MAX_SKIPPED_LOGGED:
         logger.warning("preprocess: %d more files skipped (see the manifest)", len(skipped) - MAX_SKIPPED_LOGGED)
-    report_labels = {f: "report-" + short_hash(f, params.pseudonym_key) for f, _ in raw_reports["problems"]}
-    problems = [{"file": report_labels[f], "reason": r} for f, r in raw_reports["problems"]]
+    known_uids = {s.study_uid for s in found.studies.values()}
+    orphans = [(f, "the report's study_instance_uid matches no study in the DICOM tree")
+               for uid, report_files in raw_reports.get("files", {}).items() if uid not in known_uids
+               for f in report_files]
+    report_problems = [*raw_reports["problems"], *orphans]
+    report_labels = {f: "report-" + short_hash(f, params.pseudonym_key) for f, _ in report_problems}
+    problems = [{"file": report_labels[f], "reason": r} for f, r in report_problems]
     for item in problems:
         logger.warning("preprocess: %s: %s", item["file"], item["reason"])
     logger.info("preprocess discover_studies: %d studies, %d files skipped", len(out), len(skipped))
