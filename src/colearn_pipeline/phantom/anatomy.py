@@ -193,22 +193,8 @@ def _u(rng: np.random.Generator, lo_hi) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: float, height_m: float) -> Anatomy:
-    """Draw one study's anatomy.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        The study's anatomy stream.
-    z0, z1 : float
-        Patient z (mm) of the lowest and highest slice centres.
-    weight_kg, height_m : float
-        Body habitus; the body outline and fat thickness follow the BMI.
-
-    Returns
-    -------
-    Anatomy
-    """
+def _sample_body(rng: np.random.Generator, z0: float, z1: float, weight_kg: float, height_m: float) -> dict:
+    """Body outline, wall, skeleton, domes and carina level (the :class:`Anatomy` fields drawn first)."""
     bmi = weight_kg / height_m**2
     H = z1 - z0
     zt = lambda t: z0 + t * H  # noqa: E731
@@ -238,16 +224,12 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
     anat["apex_top"] = _u(rng, APEX_TOP_T)
     z_car = zt(_u(rng, (0.58, 0.66)))
     anat["z_carina"] = z_car
-    tmp = Anatomy(**anat, heart_centre=np.zeros(3), heart_axes=np.eye(3), heart_semi=np.ones(3),
-                  lv_centre=np.zeros(3), lv_semi=np.ones(3), myo_mm=10.0,
-                  trachea=None, bronchi={}, oesophagus=None, oesophagus_air_r=0.0, aorta=[],
-                  desc_aorta=None, svc=None, pulmonary_arteries=[], hilum={}, column_half_width=20.0)
-    y_vb, y_st = tmp.y_vb, tmp.y_sternum
-    y_vb_front = y_vb - tmp.vb_r
-    y_st_back = y_st + tmp.sternum_h
-    x_sp = cx
+    return anat
 
-    # Airways: trachea down to the carina, then the main bronchi to the hila.
+
+def _sample_airways(rng: np.random.Generator, anat: dict, y_vb_front: float) -> dict:
+    """Trachea down to the carina, the main bronchi to the hila, and the oesophagus."""
+    cx, z0, z1, z_car = anat["cx"], anat["z0"], anat["z1"], anat["z_carina"]
     r_tr = _u(rng, (8.0, 10.0))
     x_tr = cx + _u(rng, (-3.0, 3.0))
     y_tr = y_vb_front - _u(rng, (16.0, 22.0)) - r_tr
@@ -266,7 +248,13 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
                       np.array([cx + _u(rng, (8, 16)), y_vb_front - r_oe - 6.0, z0 - 30.0]), r_oe, r_oe)
     oesophagus_air_r = _u(rng, (1.5, 3.0)) if rng.random() < 0.35 else 0.0
 
-    # Heart: an ellipsoid resting on the left dome, long axis to the left, anterior and inferior.
+    return dict(trachea=trachea, bronchi=bronchi, hilum=hilum, oesophagus=oesophagus,
+                oesophagus_air_r=oesophagus_air_r)
+
+
+def _sample_heart(rng: np.random.Generator, anat: dict, y_st_back: float, y_vb_front: float) -> dict:
+    """Heart: an ellipsoid resting on the left dome, long axis to the left, anterior and inferior."""
+    cx = anat["cx"]
     alpha = np.deg2rad(_u(rng, (30, 50)))
     beta = np.deg2rad(_u(rng, (15, 30)))
     e0 = np.array([np.cos(alpha) * np.cos(beta), -np.sin(alpha) * np.cos(beta), -np.sin(beta)])
@@ -282,13 +270,29 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
     lv_semi = heart_semi * np.array([0.72, 0.55, 0.62])
     myo_mm = _u(rng, MYOCARDIUM_THICKNESS_MM)
 
-    # Great vessels.
+    return dict(heart_centre=heart_centre, heart_axes=np.stack([e0, e1, e2]), heart_semi=heart_semi,
+                lv_centre=lv_centre, lv_semi=lv_semi, myo_mm=myo_mm)
+
+
+def _sample_great_vessels(rng: np.random.Generator, anat: dict, frame: Anatomy, airways: dict,
+                          heart_centre: np.ndarray) -> dict:
+    """Aorta (ascending, arch, descending), SVC and pulmonary arteries.
+
+    ``frame`` is a provisional :class:`Anatomy` giving the vertebra and sternum positions.
+    """
+    cx, z0, z1, z_car = anat["cx"], anat["z0"], anat["z1"], anat["z_carina"]
+    H = z1 - z0
+    zt = lambda t: z0 + t * H  # noqa: E731
+    x_sp, y_vb = cx, frame.y_vb
+    y_st_back = frame.y_sternum + frame.sternum_h
+    x_tr, y_tr = airways["trachea"].p0[0], airways["trachea"].p0[1]
+    hilum = airways["hilum"]
     r_aa = _u(rng, (13.0, 17.0))
     r_da = _u(rng, (10.0, 13.0))
     x_aa = cx + _u(rng, (-14.0, -4.0))
     y_aa = y_st_back + r_aa + _u(rng, (18.0, 28.0))
-    x_da = x_sp + 1.1 * tmp.vb_r + r_da + _u(rng, (-6.0, 0.0))
-    y_da = y_vb - _u(rng, (0.3, 0.8)) * tmp.vb_r
+    x_da = x_sp + 1.1 * frame.vb_r + r_da + _u(rng, (-6.0, 0.0))
+    y_da = y_vb - _u(rng, (0.3, 0.8)) * frame.vb_r
     z_arch = zt(_u(rng, (0.76, 0.84)))
     aorta = [Tube(np.array([x_aa, y_aa, heart_centre[2] + 10.0]), np.array([x_aa, y_aa, z_arch]), r_aa, r_aa)]
     h_arch = r_aa + _u(rng, (6.0, 14.0))
@@ -314,12 +318,36 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
         Tube(under_carina, hilum["right"], 0.7 * r_pt, 0.55 * r_pt),
         Tube(pt1, hilum["left"], 0.75 * r_pt, 0.55 * r_pt),
     ]
-    anat.update(
-        heart_centre=heart_centre, heart_axes=np.stack([e0, e1, e2]), heart_semi=heart_semi,
-        lv_centre=lv_centre, lv_semi=lv_semi, myo_mm=myo_mm, trachea=trachea, bronchi=bronchi,
-        oesophagus=oesophagus, oesophagus_air_r=oesophagus_air_r, aorta=aorta, desc_aorta=desc_aorta, svc=svc,
-        pulmonary_arteries=pulmonary, hilum=hilum, column_half_width=_u(rng, (16.0, 24.0)),
-    )
+    return dict(aorta=aorta, desc_aorta=desc_aorta, svc=svc, pulmonary_arteries=pulmonary)
+
+
+def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: float, height_m: float) -> Anatomy:
+    """Draw one study's anatomy.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The study's anatomy stream.
+    z0, z1 : float
+        Patient z (mm) of the lowest and highest slice centres.
+    weight_kg, height_m : float
+        Body habitus; the body outline and fat thickness follow the BMI.
+
+    Returns
+    -------
+    Anatomy
+    """
+    anat = _sample_body(rng, z0, z1, weight_kg, height_m)
+    tmp = Anatomy(**anat, heart_centre=np.zeros(3), heart_axes=np.eye(3), heart_semi=np.ones(3),
+                  lv_centre=np.zeros(3), lv_semi=np.ones(3), myo_mm=10.0,
+                  trachea=None, bronchi={}, oesophagus=None, oesophagus_air_r=0.0, aorta=[],
+                  desc_aorta=None, svc=None, pulmonary_arteries=[], hilum={}, column_half_width=20.0)
+    y_vb_front = tmp.y_vb - tmp.vb_r
+    y_st_back = tmp.y_sternum + tmp.sternum_h
+    airways = _sample_airways(rng, anat, y_vb_front)
+    heart = _sample_heart(rng, anat, y_st_back, y_vb_front)
+    vessels = _sample_great_vessels(rng, anat, tmp, airways, heart["heart_centre"])
+    anat.update(**airways, **heart, **vessels, column_half_width=_u(rng, (16.0, 24.0)))
     anatomy = Anatomy(**anat)
     anatomy.lung_vessels = _vessel_trees(rng, anatomy)
     _sample_abdomen_and_fat(rng, anatomy)
