@@ -7,6 +7,7 @@ posterior, z to the head. The body rests supine on the scanner table (larger y).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -455,24 +456,9 @@ def _superior_mediastinum(column: np.ndarray, lungs: np.ndarray, cavity: np.ndar
 BONE = (C.CORTEX, C.MARROW, C.CARTILAGE, C.DISC, C.CANAL)
 
 
-def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
-    """Tissue codes (uint8, ``(z, y, x)``) of the anatomy on a grid (no lesions).
-
-    Parameters
-    ----------
-    anat : Anatomy
-    grid : Grid
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 tissue codes from :mod:`colearn_pipeline.phantom.config`.
-    """
-    nz, ny, nx = grid.shape_zyx
-    tissue = np.zeros(grid.shape_zyx, np.uint8)
-    cavity = np.zeros(grid.shape_zyx, bool)
-    column = np.zeros(grid.shape_zyx, bool)
-    xs, ys, zs = grid.axis_mm("x"), grid.axis_mm("y"), grid.axis_mm("z")
+def _slice_frame(anat: Anatomy, grid: Grid) -> SimpleNamespace:
+    """In-plane coordinates (mm) and the slice-independent landmarks :func:`rasterise` paints with."""
+    xs, ys = grid.axis_mm("x"), grid.axis_mm("y")
     X, Y = np.meshgrid(xs, ys)
     dxb, dyb = X - anat.cx, Y - anat.cy
     r = np.hypot(dxb, dyb)
@@ -491,84 +477,111 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
     table_shell = in_table & ((Y < y_table + TABLE_SHELL_MM) | (Y > y_table + TABLE_THICKNESS_MM - TABLE_SHELL_MM))
     rb0 = anat.body_radius(phi, anat.z0) / anat.taper(anat.z0)
     z_notch = anat.z_jugular_notch
-    for k, z in enumerate(zs):
-        t = anat.t_of(z)
-        sl = np.zeros((ny, nx), np.uint8)
-        sl[in_table] = C.TABLE_FOAM
-        sl[table_shell] = C.TABLE_SHELL
-        rb = rb0 * anat.taper(z)
-        rc = rb - wall
-        body = r <= rb
-        sl[body] = C.MUSCLE
-        sl[body & (r > rb - anat.fat_mm)] = C.FAT
-        cav = r <= rc
-        # ribs: oblique hoops descending anteriorly; a slice cuts each one as a short arc
-        band = (r > rc + 1.0) & (r <= rc + 1.0 + anat.rib_mm)
-        u = (z + anat.rib_drop_mm * g - anat.rib_phase_mm) / anat.rib_spacing_mm
-        fz = (u - np.floor(u)) * anat.rib_spacing_mm
-        rib = band & (fz < anat.rib_height_mm) & (g > 0.06)
-        edge = (fz < RIB_CORTEX_MM) | (fz > anat.rib_height_mm - RIB_CORTEX_MM) | \
-            (r < rc + 1.0 + RIB_CORTEX_MM) | (r > rc + 1.0 + anat.rib_mm - RIB_CORTEX_MM)
-        sl[rib & (g <= 0.78)] = C.MARROW
-        sl[rib & (g <= 0.78) & edge] = C.CORTEX
-        sl[rib & (g > 0.78) & (g <= 0.93)] = C.CARTILAGE
-        # thoracic cavity: lungs (apices narrow towards the top), abdomen below the diaphragm
-        lung_ok = np.ones_like(cav)
-        if t > anat.apex_t0:
-            f = np.clip((t - anat.apex_t0) / (anat.apex_top - anat.apex_t0), 0, 1)
-            shrink = np.sqrt(max(0.0, 1.0 - f**2))
-            lung_ok = np.zeros_like(cav)
-            for sgn in (-1.0, 1.0):
-                xa, ya = anat.cx + sgn * 0.5 * anat.body_a * 0.62, anat.cy + 0.15 * anat.body_b_post
-                rx, ry = 0.5 * anat.body_a * 0.85 * shrink, anat.body_b_post * 0.75 * shrink
-                if rx > 1 and ry > 1:
-                    lung_ok |= ((X - xa) / rx) ** 2 + ((Y - ya) / ry) ** 2 <= 1.0
-        sl[cav & lung_ok] = C.LUNG
-        below = cav & (z < dome)
-        sl[below & (X < anat.cx + 25.0)] = C.LIVER
-        sl[below & (X >= anat.cx + 25.0)] = C.ABDOMEN
-        pleural_fat = cav & ~below & (r > rc - anat.extrapleural_mm)
-        sl[pleural_fat] = C.FAT
-        sl[below & (z >= dome - anat.diaphragm_mm)] = C.MUSCLE
-        sl[below & (z < dome - anat.diaphragm_mm) & (z >= dome - anat.diaphragm_mm - anat.subphrenic_fat_mm)
-           & (X >= anat.cx + 25.0)] = C.FAT
-        cavity[k] = cav & ~below & ~pleural_fat
-        # mediastinal column: sternum to spine, between the lungs
-        hw = anat.column_half_width * (0.85 if t > 0.8 else 1.0)
-        ymid, hh = 0.5 * (y_col_front + y_col_back), 0.5 * (y_col_back - y_col_front) + 3.0
-        column[k] = (((X - anat.cx - 4.0) / hw) ** 2 + ((Y - ymid) / hh) ** 2 <= 1.0) & cavity[k]
-        if t > anat.apex_t0:
-            column[k] = _superior_mediastinum(column[k], cavity[k] & lung_ok, cavity[k] & (Y < y_col_back),
-                                              X < anat.cx + 4.0, z > z_notch)
-        # spine: vertebral body (with discs), canal, posterior elements, transverse processes
-        fzv = ((z - anat.disc_phase) / anat.vert_h) % 1.0 * anat.vert_h
-        vb_q = ((X - anat.cx) / (1.1 * anat.vb_r)) ** 2 + ((Y - y_vb) / anat.vb_r) ** 2
-        vb_in = ((X - anat.cx) / (1.1 * anat.vb_r - 2)) ** 2 + ((Y - y_vb) / (anat.vb_r - 2)) ** 2
-        rc_canal = np.hypot(X - anat.cx, Y - y_canal)
-        arch = rc_canal <= anat.canal_r + 5.0
-        spinous = ((X - anat.cx) / 5.0) ** 2 + ((Y - y_canal - anat.canal_r - 20.0) / 18.0) ** 2 <= 1.0
-        transverse = ((np.abs(X - anat.cx) - 24.0) / 14.0) ** 2 + ((Y - y_canal + 2.0) / 6.0) ** 2 <= 1.0
-        for m in (arch, spinous, transverse):
-            sl[m & body] = C.CORTEX
-        sl[(((X - anat.cx) / 3.0) ** 2 + ((Y - y_canal - anat.canal_r - 20.0) / 15.0) ** 2 <= 1.0)] = C.MARROW
-        sl[vb_q <= 1.0] = C.CORTEX
-        sl[vb_in <= 1.0] = C.DISC if fzv < anat.disc_h else C.MARROW
-        sl[rc_canal <= anat.canal_r] = C.CANAL
-        # sternum
-        if anat.z_xiphoid < z <= z_notch:
-            sq = ((X - anat.cx) / anat.sternum_w) ** 2 + ((Y - y_st) / anat.sternum_h) ** 2
-            sqi = ((X - anat.cx) / (anat.sternum_w - 1.5)) ** 2 + ((Y - y_st) / (anat.sternum_h - 1.5)) ** 2
-            sl[sq <= 1.0] = C.CORTEX
-            sl[sqi <= 1.0] = C.MARROW
-        tissue[k] = sl
-    spine_free = ~np.isin(tissue, BONE)
-    cavity &= spine_free
+    return SimpleNamespace(X=X, Y=Y, r=r, phi=phi, wall=wall, g=g, dome=dome, y_vb=y_vb, y_st=y_st, y_canal=y_canal,
+                           y_col_front=y_col_front, y_col_back=y_col_back, in_table=in_table,
+                           table_shell=table_shell, rb0=rb0, z_notch=z_notch)
 
-    # Mediastinum: the column plus padded great vessels, airways, oesophagus and heart.
+
+def _paint_table_wall_and_ribs(anat: Anatomy, f: SimpleNamespace, z: float) -> tuple[np.ndarray, ...]:
+    """One slice's table, body wall (muscle, fat) and ribs.
+
+    Returns the slice's tissue codes, the body and cavity masks (the cavity is inside the wall) and
+    the cavity radius (mm) per pixel.
+    """
+    r, g, wall, in_table, table_shell, rb0 = f.r, f.g, f.wall, f.in_table, f.table_shell, f.rb0
+    ny, nx = r.shape
+    sl = np.zeros((ny, nx), np.uint8)
+    sl[in_table] = C.TABLE_FOAM
+    sl[table_shell] = C.TABLE_SHELL
+    rb = rb0 * anat.taper(z)
+    rc = rb - wall
+    body = r <= rb
+    sl[body] = C.MUSCLE
+    sl[body & (r > rb - anat.fat_mm)] = C.FAT
+    cav = r <= rc
+    # ribs: oblique hoops descending anteriorly; a slice cuts each one as a short arc
+    band = (r > rc + 1.0) & (r <= rc + 1.0 + anat.rib_mm)
+    u = (z + anat.rib_drop_mm * g - anat.rib_phase_mm) / anat.rib_spacing_mm
+    fz = (u - np.floor(u)) * anat.rib_spacing_mm
+    rib = band & (fz < anat.rib_height_mm) & (g > 0.06)
+    edge = (fz < RIB_CORTEX_MM) | (fz > anat.rib_height_mm - RIB_CORTEX_MM) | \
+        (r < rc + 1.0 + RIB_CORTEX_MM) | (r > rc + 1.0 + anat.rib_mm - RIB_CORTEX_MM)
+    sl[rib & (g <= 0.78)] = C.MARROW
+    sl[rib & (g <= 0.78) & edge] = C.CORTEX
+    sl[rib & (g > 0.78) & (g <= 0.93)] = C.CARTILAGE
+    return sl, body, cav, rc
+
+
+def _paint_thorax(sl: np.ndarray, anat: Anatomy, f: SimpleNamespace, z: float, cav: np.ndarray,
+                  rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lungs, diaphragm and upper abdomen of one slice; returns the thoracic cavity and where lung may be."""
+    X, Y, r, dome = f.X, f.Y, f.r, f.dome
+    t = anat.t_of(z)
+    # thoracic cavity: lungs (apices narrow towards the top), abdomen below the diaphragm
+    lung_ok = np.ones_like(cav)
+    if t > anat.apex_t0:
+        frac = np.clip((t - anat.apex_t0) / (anat.apex_top - anat.apex_t0), 0, 1)
+        shrink = np.sqrt(max(0.0, 1.0 - frac**2))
+        lung_ok = np.zeros_like(cav)
+        for sgn in (-1.0, 1.0):
+            xa, ya = anat.cx + sgn * 0.5 * anat.body_a * 0.62, anat.cy + 0.15 * anat.body_b_post
+            rx, ry = 0.5 * anat.body_a * 0.85 * shrink, anat.body_b_post * 0.75 * shrink
+            if rx > 1 and ry > 1:
+                lung_ok |= ((X - xa) / rx) ** 2 + ((Y - ya) / ry) ** 2 <= 1.0
+    sl[cav & lung_ok] = C.LUNG
+    below = cav & (z < dome)
+    sl[below & (X < anat.cx + 25.0)] = C.LIVER
+    sl[below & (X >= anat.cx + 25.0)] = C.ABDOMEN
+    pleural_fat = cav & ~below & (r > rc - anat.extrapleural_mm)
+    sl[pleural_fat] = C.FAT
+    sl[below & (z >= dome - anat.diaphragm_mm)] = C.MUSCLE
+    sl[below & (z < dome - anat.diaphragm_mm) & (z >= dome - anat.diaphragm_mm - anat.subphrenic_fat_mm)
+       & (X >= anat.cx + 25.0)] = C.FAT
+    return cav & ~below & ~pleural_fat, lung_ok
+
+
+def _mediastinal_column(anat: Anatomy, f: SimpleNamespace, z: float, cavity: np.ndarray,
+                        lung_ok: np.ndarray) -> np.ndarray:
+    """The mediastinal column of one slice: sternum to spine, between the lungs."""
+    X, Y, y_col_front, y_col_back, z_notch = f.X, f.Y, f.y_col_front, f.y_col_back, f.z_notch
+    t = anat.t_of(z)
+    hw = anat.column_half_width * (0.85 if t > 0.8 else 1.0)
+    ymid, hh = 0.5 * (y_col_front + y_col_back), 0.5 * (y_col_back - y_col_front) + 3.0
+    column = (((X - anat.cx - 4.0) / hw) ** 2 + ((Y - ymid) / hh) ** 2 <= 1.0) & cavity
+    if t > anat.apex_t0:
+        column = _superior_mediastinum(column, cavity & lung_ok, cavity & (Y < y_col_back),
+                                       X < anat.cx + 4.0, z > z_notch)
+    return column
+
+
+def _paint_spine_and_sternum(sl: np.ndarray, anat: Anatomy, f: SimpleNamespace, z: float, body: np.ndarray) -> None:
+    """Vertebral body (with discs), canal, posterior elements, transverse processes and sternum."""
+    X, Y, y_vb, y_st, y_canal, z_notch = f.X, f.Y, f.y_vb, f.y_st, f.y_canal, f.z_notch
+    fzv = ((z - anat.disc_phase) / anat.vert_h) % 1.0 * anat.vert_h
+    vb_q = ((X - anat.cx) / (1.1 * anat.vb_r)) ** 2 + ((Y - y_vb) / anat.vb_r) ** 2
+    vb_in = ((X - anat.cx) / (1.1 * anat.vb_r - 2)) ** 2 + ((Y - y_vb) / (anat.vb_r - 2)) ** 2
+    rc_canal = np.hypot(X - anat.cx, Y - y_canal)
+    arch = rc_canal <= anat.canal_r + 5.0
+    spinous = ((X - anat.cx) / 5.0) ** 2 + ((Y - y_canal - anat.canal_r - 20.0) / 18.0) ** 2 <= 1.0
+    transverse = ((np.abs(X - anat.cx) - 24.0) / 14.0) ** 2 + ((Y - y_canal + 2.0) / 6.0) ** 2 <= 1.0
+    for m in (arch, spinous, transverse):
+        sl[m & body] = C.CORTEX
+    sl[(((X - anat.cx) / 3.0) ** 2 + ((Y - y_canal - anat.canal_r - 20.0) / 15.0) ** 2 <= 1.0)] = C.MARROW
+    sl[vb_q <= 1.0] = C.CORTEX
+    sl[vb_in <= 1.0] = C.DISC if fzv < anat.disc_h else C.MARROW
+    sl[rc_canal <= anat.canal_r] = C.CANAL
+    # sternum
+    if anat.z_xiphoid < z <= z_notch:
+        sq = ((X - anat.cx) / anat.sternum_w) ** 2 + ((Y - y_st) / anat.sternum_h) ** 2
+        sqi = ((X - anat.cx) / (anat.sternum_w - 1.5)) ** 2 + ((Y - y_st) / (anat.sternum_h - 1.5)) ** 2
+        sl[sq <= 1.0] = C.CORTEX
+        sl[sqi <= 1.0] = C.MARROW
+
+
+def _mediastinum_region(tissue: np.ndarray, cavity: np.ndarray, column: np.ndarray, grid: Grid,
+                        anat: Anatomy) -> None:
+    """Mediastinal fat: the column plus padded great vessels, airways, oesophagus and heart."""
     region = column
-    heart = ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes)
-    lv_out = ellipsoid(grid, anat.lv_centre, anat.lv_semi, anat.heart_axes)
-    lv_in = ellipsoid(grid, anat.lv_centre, anat.lv_semi - anat.myo_mm, anat.heart_axes)
     padded = [ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes, pad_mm=6.0),
               ellipsoid(grid, anat.lv_centre, anat.lv_semi, anat.heart_axes, pad_mm=6.0)]
     tubes_pad = ([(tb, 5.0) for tb in (anat.trachea, anat.oesophagus, anat.svc)]
@@ -582,6 +595,12 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
     soft = (tissue == C.LUNG) | (tissue == C.MUSCLE)
     tissue[region & soft] = C.MED_FAT
 
+
+def _paint_heart_and_tubes(tissue: np.ndarray, grid: Grid, anat: Anatomy) -> None:
+    """Pericardial fat, heart, great vessels, oesophagus, airways and lung vessels."""
+    heart = ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes)
+    lv_out = ellipsoid(grid, anat.lv_centre, anat.lv_semi, anat.heart_axes)
+    lv_in = ellipsoid(grid, anat.lv_centre, anat.lv_semi - anat.myo_mm, anat.heart_axes)
     # Pericardial fat around the heart and the epicardial fat pad on the diaphragm (mediastinum).
     in_chest = lambda sub: sub == C.LUNG  # noqa: E731
     paint(tissue, ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes, pad_mm=anat.pericardial_fat_mm),
@@ -611,4 +630,33 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
         paint(tissue, capsule(grid, tb.p0, tb.p1, tb.r0, tb.r1), C.AIRWAY, lambda s: s == C.AIRWAY_WALL)
     for tb in anat.lung_vessels:
         paint(tissue, capsule(grid, tb.p0, tb.p1, tb.r0, tb.r1), C.LUNG_VESSEL, lambda s: s == C.LUNG)
+
+
+def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
+    """Tissue codes (uint8, ``(z, y, x)``) of the anatomy on a grid (no lesions).
+
+    Parameters
+    ----------
+    anat : Anatomy
+    grid : Grid
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 tissue codes from :mod:`colearn_pipeline.phantom.config`.
+    """
+    tissue = np.zeros(grid.shape_zyx, np.uint8)
+    cavity = np.zeros(grid.shape_zyx, bool)
+    column = np.zeros(grid.shape_zyx, bool)
+    f = _slice_frame(anat, grid)
+    for k, z in enumerate(grid.axis_mm("z")):
+        sl, body, cav, rc = _paint_table_wall_and_ribs(anat, f, z)
+        cavity[k], lung_ok = _paint_thorax(sl, anat, f, z, cav, rc)
+        column[k] = _mediastinal_column(anat, f, z, cavity[k], lung_ok)
+        _paint_spine_and_sternum(sl, anat, f, z, body)
+        tissue[k] = sl
+    spine_free = ~np.isin(tissue, BONE)
+    cavity &= spine_free
+    _mediastinum_region(tissue, cavity, column, grid, anat)
+    _paint_heart_and_tubes(tissue, grid, anat)
     return tissue
