@@ -391,6 +391,50 @@ def _one(args) -> dict:
     return generate_study(tmp, index, seed, config=cfg)
 
 
+def _generate_studies(tmp: Path, n_studies: int, seed: int, cfg: C.PhantomConfig, workers: int,
+                      progress: bool | Callable[[int, int], None]) -> list[dict]:
+    """Generate every study into ``tmp`` (in parallel processes when ``workers > 1``), sorted by index."""
+    jobs = [(tmp, i, seed, cfg) for i in range(n_studies)]
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+        bar = tqdm(total=n_studies, unit="study", desc="phantom")
+    studies: list[dict] = []
+
+    def done(s: dict) -> None:
+        studies.append(s)
+        log.debug("phantom study %d/%d written: %s (%s, %d lesions)", len(studies), n_studies,
+                  s["pseudonym"], s["convention"], s["n_lesions"])
+        if bar is not None:
+            bar.update(1)
+        elif callable(progress):
+            progress(len(studies), n_studies)
+
+    if workers > 1 and n_studies > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for s in pool.map(_one, jobs):
+                done(s)
+    else:
+        for job in jobs:
+            done(_one(job))
+    if bar is not None:
+        bar.close()
+    return sorted(studies, key=lambda s: s["index"])
+
+
+def _swap_into_place(tmp: Path, out: Path, summary: dict) -> None:
+    """Move the new cohort's folders from ``tmp`` into ``out``: forget the old summary first, then
+    move the folders, then write the summary."""
+    (out / COHORT_FILE).unlink(missing_ok=True)
+    old = Path(tempfile.mkdtemp(prefix=".phantom-old-", dir=out))
+    for name in OWNED_DIRS:
+        if (out / name).exists():
+            os.replace(out / name, old / name)
+        os.replace(tmp / name, out / name)
+    _atomic_text(out / COHORT_FILE, json.dumps(summary, indent=2))
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def generate_cohort(out_dir: str | os.PathLike, n_studies: int = C.DEFAULT_N_STUDIES, seed: int = C.DEFAULT_SEED,
                     size: str = C.DEFAULT_SIZE, workers: int = 1, force: bool = False,
                     progress: bool | Callable[[int, int], None] = False, **overrides: Any) -> dict[str, Any]:
@@ -446,43 +490,10 @@ def generate_cohort(out_dir: str | os.PathLike, n_studies: int = C.DEFAULT_N_STU
         for name in OWNED_DIRS:
             (tmp / name).mkdir()
         _atomic_text(out / OWNER_MARKER, "dicom/, reports/ and phantom_truth/ here are written by colearn-phantom\n")
-        jobs = [(tmp, i, seed, cfg) for i in range(n_studies)]
-        bar = None
-        if progress is True:
-            from tqdm import tqdm
-            bar = tqdm(total=n_studies, unit="study", desc="phantom")
-        studies: list[dict] = []
-
-        def done(s: dict) -> None:
-            studies.append(s)
-            log.debug("phantom study %d/%d written: %s (%s, %d lesions)", len(studies), n_studies,
-                      s["pseudonym"], s["convention"], s["n_lesions"])
-            if bar is not None:
-                bar.update(1)
-            elif callable(progress):
-                progress(len(studies), n_studies)
-
-        if workers > 1 and n_studies > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for s in pool.map(_one, jobs):
-                    done(s)
-        else:
-            for job in jobs:
-                done(_one(job))
-        if bar is not None:
-            bar.close()
-        studies.sort(key=lambda s: s["index"])
+        studies = _generate_studies(tmp, n_studies, seed, cfg, workers, progress)
         summary = {"parameters": params, "n_studies": n_studies, "conventions": sorted({s["convention"] for s in studies}),
                    "n_lesions": int(sum(s["n_lesions"] for s in studies)), "studies": studies}
-        # swap into place: forget the old summary first, then move the folders, then the summary
-        (out / COHORT_FILE).unlink(missing_ok=True)
-        old = Path(tempfile.mkdtemp(prefix=".phantom-old-", dir=out))
-        for name in OWNED_DIRS:
-            if (out / name).exists():
-                os.replace(out / name, old / name)
-            os.replace(tmp / name, out / name)
-        _atomic_text(out / COHORT_FILE, json.dumps(summary, indent=2))
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_into_place(tmp, out, summary)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote phantom cohort: %d studies, %d lesions, into %s", n_studies, summary["n_lesions"], out)
