@@ -108,8 +108,9 @@ def write_inputs(raw: Path, folder: Path, max_studies: int | None) -> int:
     """CT, SUV on the CT grid, report seeds and truth labels of every phantom study, as ``.npz``."""
     import SimpleITK as sitk
 
+    from colearn_pipeline.dicom import resample_to_reference
     from colearn_pipeline.groundtruth.phantom_qa import (
-        find_ct_series, read_ct, report_seeds_zyx, resample_onto, truth_folders,
+        find_ct_studies, read_ct, report_seeds_zyx, truth_folders,
     )
 
     reports = {}
@@ -118,15 +119,15 @@ def write_inputs(raw: Path, folder: Path, max_studies: int | None) -> int:
         reports[report["study_instance_uid"]] = report
     truths = truth_folders(raw)
     n = 0
-    for uid, names in sorted(find_ct_series(raw / "dicom").items()):
+    for uid, study in sorted(find_ct_studies(raw / "dicom").items()):
         if uid not in reports or uid not in truths or (max_studies is not None and n >= max_studies):
             continue
-        ct = read_ct(names)
+        ct = read_ct(study, raw / "dicom")
         truth_dir = truths[uid]
-        truth = resample_onto(sitk.ReadImage(str(truth_dir / "labels.nii.gz")), ct, nearest=True)
-        suv = resample_onto(sitk.Cast(sitk.ReadImage(str(truth_dir / "suv.nii.gz")), sitk.sitkFloat32), ct)
+        truth = resample_to_reference(sitk.ReadImage(str(truth_dir / "labels.nii.gz")), ct, "nearest")
+        suv = resample_to_reference(sitk.Cast(sitk.ReadImage(str(truth_dir / "suv.nii.gz")), sitk.sitkFloat32), ct)
         np.savez(folder / f"{truth_dir.name}.npz", ct=sitk.GetArrayFromImage(ct), suv=sitk.GetArrayFromImage(suv),
-                 truth=sitk.GetArrayFromImage(truth), seeds=np.array(report_seeds_zyx(reports[uid], ct)),
+                 truth=sitk.GetArrayFromImage(truth).astype(np.uint8), seeds=np.array(report_seeds_zyx(reports[uid], ct)),
                  spacing=np.array(ct.GetSpacing()))
         n += 1
     return n

@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import SimpleITK as sitk
 
+    from colearn_pipeline.dicom import resample_to_reference
     from colearn_pipeline.groundtruth import phantom_qa as qa
 
     new_src = str(Path(__file__).resolve().parents[1] / "src")
@@ -68,9 +69,9 @@ def main(argv=None) -> int:
         tmp = Path(tmp_s)
         for raw in map(Path, args.raw_dirs):
             truths = qa.truth_folders(raw)
-            for uid, names in sorted(qa.find_ct_series(raw / "dicom").items()):
-                ct = qa.read_ct(names)
-                truth = sitk.GetArrayFromImage(qa.resample_onto(sitk.ReadImage(str(truths[uid] / "labels.nii.gz")), ct, nearest=True))
+            for uid, study in sorted(qa.find_ct_studies(raw / "dicom").items()):
+                ct = qa.read_ct(study, raw / "dicom")
+                truth = sitk.GetArrayFromImage(resample_to_reference(sitk.ReadImage(str(truths[uid] / "labels.nii.gz")), ct, "nearest"))
                 array, spacing = sitk.GetArrayFromImage(ct), ct.GetSpacing()
                 for tag, src in (("old", args.old_src), ("new", new_src)):
                     print(_row(f"{truths[uid].name} {tag}", _run(src, array, spacing, tmp, tag), spacing, truth), flush=True)

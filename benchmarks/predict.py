@@ -58,7 +58,7 @@ def phantom_net(root: str, width: int, epochs: int, size: int = 64) -> dict:
     import SimpleITK as sitk
 
     from colearn_pipeline.dicom.grid import resize_slices
-    from colearn_pipeline.training.data import standardise_slices
+    from colearn_pipeline.training.inputs import network_input, resize_labels_nearest
 
     params = yaml.safe_load((REPO / "conf/base/parameters_predict.yml").read_text())["predict"]
     found = discover(Path(root) / "dicom")
@@ -67,9 +67,9 @@ def phantom_net(root: str, width: int, epochs: int, size: int = 64) -> dict:
         data = load_study(Path(root) / "dicom", study, params)
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(root) / "phantom_truth" / pseudonym / "labels.nii.gz")))
         idx = data.slice_index
-        xs.append(np.stack([standardise_slices(resize_slices(data.ct.array[idx], (size, size))),
-                            standardise_slices(resize_slices(data.suv_ct[idx], (size, size)))], axis=1))
-        ys.append(resize_slices(truth[idx].astype(np.uint8), (size, size), "label"))
+        xs.append(network_input(resize_slices(data.ct.array[idx], (size, size)),
+                                resize_slices(data.suv_ct[idx], (size, size))))
+        ys.append(resize_labels_nearest(truth[idx].astype(np.uint8), size, size))
     train = {"x": np.concatenate(xs), "y": np.concatenate(ys)}
     bundle, history = train_model("colearn", {"width": width, "depth": 3}, train,
                                   dict(seed=0, epochs=epochs, batch_size=8, learning_rate=0.05, l2_lambda=0.0,

@@ -1,9 +1,9 @@
 """Mean Dice of the derived ground truth against the phantom's truth labels, per class.
 
 The cohort is written by ``colearn_pipeline.phantom`` (anatomy 1.1: fat planes, diaphragm,
-stomach with gas, spleen) as DICOM, read back with SimpleITK and processed by
+stomach with gas, spleen) as DICOM, read back with :mod:`colearn_pipeline.dicom` and processed by
 :mod:`colearn_pipeline.groundtruth.phantom_qa`, exactly as the command
-``python -m colearn_pipeline.groundtruth.phantom_qa RAW_DIR`` does. Our own modules are imported
+``python -m colearn_pipeline.groundtruth RAW_DIR`` does. Our own modules are imported
 plainly: an import error is a failure, never a skip (issue 15).
 
 Issue 12's targets on demo/paper size: lungs >= 0.98, mediastinum >= 0.93, tumours >= 0.90.

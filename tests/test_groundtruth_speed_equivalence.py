@@ -167,21 +167,22 @@ def tiny_phantom_study(tmp_path_factory):
 
     import SimpleITK as sitk
 
+    from colearn_pipeline.dicom import resample_to_reference
     from colearn_pipeline.groundtruth.phantom_qa import (
-        find_ct_series, read_ct, report_seeds_zyx, resample_onto, truth_folders,
+        find_ct_studies, read_ct, report_seeds_zyx, truth_folders,
     )
     from colearn_pipeline.phantom import generate_cohort
 
     raw = tmp_path_factory.mktemp("phantom")
     generate_cohort(raw, n_studies=1, size="tiny", seed=7)
-    (uid, names), = find_ct_series(raw / "dicom").items()
+    (uid, study), = find_ct_studies(raw / "dicom").items()
     report = json.loads(next((raw / "reports").glob("*.json")).read_text())
-    ct = read_ct(names)
+    ct = read_ct(study, raw / "dicom")
     truth_dir = truth_folders(raw)[uid]
-    truth = resample_onto(sitk.ReadImage(str(truth_dir / "labels.nii.gz")), ct, nearest=True)
-    suv = resample_onto(sitk.Cast(sitk.ReadImage(str(truth_dir / "suv.nii.gz")), sitk.sitkFloat32), ct)
+    truth = resample_to_reference(sitk.ReadImage(str(truth_dir / "labels.nii.gz")), ct, "nearest")
+    suv = resample_to_reference(sitk.Cast(sitk.ReadImage(str(truth_dir / "suv.nii.gz")), sitk.sitkFloat32), ct)
     return (sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(suv), report_seeds_zyx(report, ct),
-            ct.GetSpacing(), sitk.GetArrayFromImage(truth))
+            ct.GetSpacing(), sitk.GetArrayFromImage(truth).astype(np.uint8))
 
 
 def test_phantom_lungs_and_tumours_against_truth_and_invariants(tiny_phantom_study):

@@ -389,7 +389,7 @@ def test_to_channels_last_keeps_outputs():
 
 
 def test_parameter_table_cli(capsys):
-    from colearn_pipeline.models.__main__ import main
+    from colearn_pipeline.models.cli import main
 
     main(["--width", "8"])
     out = capsys.readouterr().out

@@ -28,6 +28,7 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 SUV_TOLERANCE = 0.01
 SUV_MIN = 0.5
+LABEL_LUNG, LABEL_MEDIASTINUM, LABEL_TUMOUR = 1, 2, 3
 
 
 @pytest.fixture(scope="module")
@@ -227,14 +228,65 @@ def test_report_positions_fall_inside_their_lesions(cohort):
     assert n_primary >= N_STUDIES and n_node >= 1
 
 
+#: Measured lesion contrast the phantom promises: peak SUV >= this times the local background.
+MIN_LESION_CONTRAST = 3.0
+#: The background of a lesion: its host tissue (lung for primaries, mediastinum for nodes) in a
+#: shell this far (mm) beyond the lesion's edge.
+BACKGROUND_SHELL_MM = (10.0, 30.0)
+
+
+def _pet_suv_image(cohort: Path, s: dict) -> sitk.Image:
+    """The written PET series read back as SUV from its own headers (:func:`textbook_suv`), on its grid."""
+    pet = [items for items in _series(cohort, s).values() if items[0][1].Modality == "PT" and len(items) > 1][0]
+    first, second = pet[0][1], pet[1][1]
+    image = sitk.GetImageFromArray(np.stack([textbook_suv(d) for _, d in pet]))
+    image.SetSpacing((float(first.PixelSpacing[1]), float(first.PixelSpacing[0]),
+                      float(second.ImagePositionPatient[2]) - float(first.ImagePositionPatient[2])))
+    image.SetOrigin(tuple(float(v) for v in first.ImagePositionPatient))
+    return image
+
+
 def test_lesions_stand_out_from_their_surroundings_in_pet(cohort):
-    """True lesion peaks are >= 3x the local background, and away from the myocardium."""
+    """Measured in the written PET: each lesion's peak SUV is >= 3x the median SUV of its host tissue
+    (truth labels) 10-30 mm beyond its edge."""
+    n = 0
     for s in _summary(cohort)["studies"]:
         study = _study_json(cohort, s)
+        suv_img = _pet_suv_image(cohort, s)
+        suv = sitk.GetArrayFromImage(suv_img)
+        truth = sitk.ReadImage(str(cohort / s["truth_dir"] / "labels.nii.gz"))
+        labels = sitk.GetArrayFromImage(sitk.Resample(truth, suv_img, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+        zyx = np.indices(suv.shape).reshape(3, -1).T
+        spacing_zyx = np.array(suv_img.GetSpacing())[::-1]
         for les in study["lesions"]:
-            bg = study["lung_suv_true"] if les["kind"] == "primary" else study["blood_pool_suv_true"]
-            assert les["peak_suv_true"] >= 2.5 * bg
-            assert les["diameter_mm"] >= (15.0 if les["kind"] == "primary" else 10.0)
+            centre = np.array(suv_img.TransformPhysicalPointToIndex(tuple(les["position_mm"]))[::-1])
+            dist_mm = np.linalg.norm((zyx - centre) * spacing_zyx, axis=1).reshape(suv.shape)
+            radius = 0.5 * les["diameter_mm"]
+            peak = suv[dist_mm <= radius].max()
+            host = LABEL_LUNG if les["kind"] == "primary" else LABEL_MEDIASTINUM
+            shell = (dist_mm > radius + BACKGROUND_SHELL_MM[0]) & (dist_mm <= radius + BACKGROUND_SHELL_MM[1])
+            background = np.median(suv[shell & (labels == host)])
+            assert (shell & (labels == host)).sum() >= 10, (s["pseudonym"], les["text"])
+            assert peak >= MIN_LESION_CONTRAST * background, (s["pseudonym"], les["text"], peak, background)
+            n += 1
+    assert n >= N_STUDIES
+
+
+def test_lesions_keep_away_from_the_myocardium(cohort):
+    """Measured on the CT grid: no tumour voxel of the truth labels lies within the configured margin
+    of the myocardium of the study's anatomy (rebuilt from the study's anatomy stream)."""
+    from colearn_pipeline.phantom.generate import _sample_grids, _sample_patient
+
+    cfg = make_config("tiny")
+    for s in _summary(cohort)["studies"]:
+        streams = study_streams(SEED, s["index"])
+        _, weight_kg, height_m = _sample_patient(streams["patient"], cfg)
+        grid, _, (z0, z1) = _sample_grids(streams["patient"], cfg.geometry)
+        tissue = rasterise(sample_anatomy(streams["anatomy"], z0, z1, weight_kg, height_m), grid)
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / s["truth_dir"] / "labels.nii.gz")))
+        assert labels.shape == tissue.shape and (tissue == C.MYOCARDIUM).any()
+        to_myocardium_mm = ndimage.distance_transform_edt(tissue != C.MYOCARDIUM, sampling=grid.spacing_xyz_mm[::-1])
+        assert to_myocardium_mm[labels == LABEL_TUMOUR].min() >= cfg.myocardium_margin_mm, s["pseudonym"]
 
 
 def test_airways_are_mediastinum_not_lung_and_labels_follow_tissue():

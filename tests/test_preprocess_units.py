@@ -20,7 +20,7 @@ from colearn_pipeline.pipelines.preprocess.params import (
     build,
     groundtruth_keywords,
 )
-from colearn_pipeline.pipelines.preprocess.study import build_model_input, ct_storage_array, findings_to_seeds
+from colearn_pipeline.pipelines.preprocess.study import build_model_input, ct_storage_array, findings_to_seeds, write_nifti
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FUNCTIONS = {"lungs": segment_lungs, "mediastinum": segment_mediastinum, "tumours": segment_tumours}
@@ -131,11 +131,25 @@ def test_findings_to_seeds_uses_the_ct_geometry():
         findings_to_seeds([{"position_mm": [1.0, 2.0]}], img, "study-x")
 
 
-def test_ct_storage_is_lossless():
-    hu = np.array([[[-1024.0, 0.0, 3071.0]]], np.float32)
-    assert ct_storage_array(hu).dtype == np.int16
-    frac = hu + 0.5
-    assert ct_storage_array(frac).dtype == np.float32
+@pytest.mark.parametrize(
+    ("values_hu", "stored_dtype"),
+    [
+        ([-1024.0, -1.0, 0.0, 1.0, 3071.0, -32768.0, 32767.0], np.int16),  # integer HU, int16's whole range
+        ([-1024.0, 0.5, 3071.0, -0.25, 12.75], np.float32),                 # fractional HU stay float
+        ([-1024.0, 0.0, 32768.0, 40000.0], np.float32),                     # integers beyond int16 stay float
+        ([-32769.0, 0.0, 7.0], np.float32),
+    ],
+)
+def test_ct_storage_is_lossless(tmp_path, values_hu, stored_dtype):
+    """The staged CT NIfTI gives back exactly the HU it was given, whichever type it is stored as."""
+    hu = np.array(values_hu, np.float32).reshape(1, 1, -1)
+    stored = ct_storage_array(hu)
+    assert stored.dtype == stored_dtype
+    np.testing.assert_array_equal(stored.astype(np.float64), hu.astype(np.float64))
+    path = write_nifti(sitk.GetImageFromArray(stored), tmp_path / "ct_hu.nii.gz")
+    back = sitk.GetArrayFromImage(sitk.ReadImage(path))
+    assert back.dtype == stored_dtype
+    np.testing.assert_array_equal(back.astype(np.float64), hu.astype(np.float64))
 
 
 def test_model_input_keys_and_dtypes():

@@ -7,7 +7,8 @@ NPZ helpers keep working (``colearn-predict --study NPZ`` maps a model input's s
 import sys
 
 from colearn_pipeline.inference.cli import main
-from colearn_pipeline.inference.segment import labels_to_ct_volume, resize_nearest, write_label_nifti
+from colearn_pipeline.inference.segment import labels_to_ct_volume, write_label_nifti
+from colearn_pipeline.training.inputs import resize_labels_nearest as resize_nearest
 
 __all__ = ["labels_to_ct_volume", "main", "resize_nearest", "write_label_nifti"]
 

@@ -279,31 +279,55 @@ def find_airway(
     return np.zeros_like(candidates), None
 
 
+def _lung_candidates(ct_s: np.ndarray, threshold_hu: float, spacing_xyz_mm, body_opening_radius_mm: float):
+    """Dark voxels inside the body and not connected to the outside air, cropped to their in-plane box.
+
+    Returns the crop (all slices: the airway search slab is counted in slices), the cropped
+    candidates and the cropped smoothed CT.
+    """
+    dark = ct_s < threshold_hu
+    candidates = dark & ~_outside_air(dark) & body_mask(dark, spacing_xyz_mm, opening_radius_mm=body_opening_radius_mm)
+    del dark
+    inner = bounding_box(candidates)
+    inner = (slice(None), *inner[1:]) if inner is not None else (slice(None),) * 3
+    return inner, candidates[inner], ct_s[inner]
+
+
+def _airway_to_remove(ct_s: np.ndarray, candidates: np.ndarray, spacing_xyz_mm, remove_airway: bool,
+                      airway_dilation_mm: float, airway_params: dict) -> tuple[np.ndarray, float | None]:
+    """The dilated airway (:func:`find_airway`) and its threshold; nothing when ``remove_airway`` is False."""
+    if not remove_airway:
+        return np.zeros_like(candidates), None
+    airway, airway_thr = find_airway(ct_s, candidates, spacing_xyz_mm, **airway_params)
+    if airway_dilation_mm > 0 and airway.any():
+        airway = dilation(airway, ellipsoid_footprint(airway_dilation_mm, spacing_xyz_mm))
+    return airway, airway_thr
+
+
+def _lungs_from_candidates(candidates: np.ndarray, airway: np.ndarray | None, spacing_xyz_mm,
+                           closing_radius_mm: float, max_hole_px: float | None, max_components: int,
+                           min_volume_fraction: float) -> tuple[np.ndarray, int]:
+    """The largest components, closed and with their small holes filled; the airway stays out."""
+    lungs, kept = _largest_components(candidates, max_components, min_volume_fraction)
+    if kept:
+        lungs = fill_holes_per_slice(closing(lungs, ellipsoid_footprint(closing_radius_mm, spacing_xyz_mm)), max_hole_px)
+        # The closing must not bring the airway back where it touches the lungs at the hila.
+        if airway is not None and airway.any():
+            lungs &= ~(airway & ~fill_holes_per_slice(lungs & ~airway, max_hole_px))
+    return lungs, kept
+
+
 def segment_lungs(
-    ct_hu,
-    spacing_xyz_mm,
-    *,
-    threshold_hu: float | None = None,
-    initial_hu: float = INITIAL_THRESHOLD_HU,
-    tolerance_hu: float = THRESHOLD_TOLERANCE_HU,
-    max_iterations: int = THRESHOLD_MAX_ITERATIONS,
-    air_floor_hu: float = AIR_FLOOR_HU,
-    smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
-    airway_threshold_hu: float = AIRWAY_THRESHOLD_HU,
-    airway_threshold_step_hu: float = AIRWAY_THRESHOLD_STEP_HU,
-    airway_min_threshold_hu: float = AIRWAY_MIN_THRESHOLD_HU,
-    airway_max_volume_ml: float = AIRWAY_MAX_VOLUME_ML,
-    airway_min_volume_ml: float = AIRWAY_MIN_VOLUME_ML,
-    airway_search_fraction: float = AIRWAY_SEARCH_FRACTION,
-    airway_dilation_mm: float = AIRWAY_DILATION_MM,
-    remove_airway: bool = True,
-    superior_at_high_z: bool = True,
-    closing_radius_mm: float = LUNG_CLOSING_RADIUS_MM,
-    body_opening_radius_mm: float = BODY_OPENING_RADIUS_MM,
-    max_hole_area_mm2: float | None = MAX_HOLE_AREA_MM2,
-    min_volume_fraction: float = LUNG_MIN_VOLUME_FRACTION,
-    max_components: int = MAX_LUNG_COMPONENTS,
-    return_info: bool = False,
+    ct_hu, spacing_xyz_mm, *, threshold_hu: float | None = None, initial_hu: float = INITIAL_THRESHOLD_HU,
+    tolerance_hu: float = THRESHOLD_TOLERANCE_HU, max_iterations: int = THRESHOLD_MAX_ITERATIONS,
+    air_floor_hu: float = AIR_FLOOR_HU, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
+    airway_threshold_hu: float = AIRWAY_THRESHOLD_HU, airway_threshold_step_hu: float = AIRWAY_THRESHOLD_STEP_HU,
+    airway_min_threshold_hu: float = AIRWAY_MIN_THRESHOLD_HU, airway_max_volume_ml: float = AIRWAY_MAX_VOLUME_ML,
+    airway_min_volume_ml: float = AIRWAY_MIN_VOLUME_ML, airway_search_fraction: float = AIRWAY_SEARCH_FRACTION,
+    airway_dilation_mm: float = AIRWAY_DILATION_MM, remove_airway: bool = True, superior_at_high_z: bool = True,
+    closing_radius_mm: float = LUNG_CLOSING_RADIUS_MM, body_opening_radius_mm: float = BODY_OPENING_RADIUS_MM,
+    max_hole_area_mm2: float | None = MAX_HOLE_AREA_MM2, min_volume_fraction: float = LUNG_MIN_VOLUME_FRACTION,
+    max_components: int = MAX_LUNG_COMPONENTS, return_info: bool = False,
 ):
     """Segment both lungs in a thoracic CT.
 
@@ -319,30 +343,24 @@ def segment_lungs(
         Passed to :func:`optimal_threshold_hu`.
     smoothing_sigma_mm : float
         Gaussian smoothing of the CT before thresholding (mm); 0 disables it.
-    airway_threshold_hu : float
-        Initial threshold (HU) of the trachea / main bronchi region (stricter than the lung one).
-    airway_threshold_step_hu, airway_min_threshold_hu, airway_max_volume_ml, airway_min_volume_ml, airway_search_fraction
-        Leak control and search slab of :func:`find_airway`.
+    airway_threshold_hu, airway_threshold_step_hu, airway_min_threshold_hu, airway_max_volume_ml, airway_min_volume_ml, airway_search_fraction, superior_at_high_z
+        Initial threshold (HU, stricter than the lung one), leak control and search slab of
+        :func:`find_airway` (trachea and main bronchi); ``superior_at_high_z`` is True when the last
+        slice is the most superior (the architecture's axial slice order, +z = superior in LPS).
     airway_dilation_mm : float
         The airway is dilated by this (mm) before removal, to take the partial-volume wall too.
     remove_airway : bool
-        Set False to keep the airway (e.g. a scan with no trachea in the field of view).
-    superior_at_high_z : bool
-        True when the last slice is the most superior (the architecture's slice order for axial
-        scans: increasing position along the slice normal, +z = superior in LPS).
+        False keeps the airway (e.g. a scan with no trachea in the field of view).
     closing_radius_mm : float
         Radius (mm) of the 3D closing that fills vessels at the lung border.
     body_opening_radius_mm : float
         In-plane opening (mm) that separates the body from the scanner table, see :func:`body_mask`.
     max_hole_area_mm2 : float or None
-        Only holes of a slice up to this area (mm²) are filled (vessels, small nodules): the
-        liver dome and the stomach seen through the lung bases are larger and stay out. None
-        fills every hole.
-    min_volume_fraction : float
-        A component other than the largest is kept only if it has at least this fraction of the
-        largest's volume.
-    max_components : int
-        At most this many components (the two lungs) are kept.
+        Only holes of a slice up to this area (mm²) are filled (vessels, small nodules), not the
+        larger liver dome or stomach seen through the lung bases. None fills every hole.
+    min_volume_fraction, max_components : float, int
+        At most ``max_components`` components (the two lungs) are kept; one other than the largest
+        only if it has at least ``min_volume_fraction`` of the largest's volume.
     return_info : bool
         Also return a dict with the thresholds used.
 
@@ -361,52 +379,22 @@ def segment_lungs(
     box, ct_s, threshold_hu = _smoothed_and_threshold(
         ct, sp, threshold_hu, smoothing_sigma_mm, initial_hu, tolerance_hu, max_iterations, air_floor_hu
     )
-    dark = ct_s < threshold_hu
-    candidates = dark & ~_outside_air(dark) & body_mask(dark, spacing_xyz_mm, opening_radius_mm=body_opening_radius_mm)
-    del dark
-    # Everything below happens within the candidates' in-plane box (all slices: the airway
-    # search slab is counted in slices).
-    inner = bounding_box(candidates)
-    inner = (slice(None), *inner[1:]) if inner is not None else (slice(None),) * 3
-    candidates, ct_s = candidates[inner], ct_s[inner]
-
-    airway = np.zeros_like(candidates)
-    airway_thr = None
-    if remove_airway:
-        airway, airway_thr = find_airway(
-            ct_s,
-            candidates,
-            spacing_xyz_mm,
-            airway_threshold_hu=airway_threshold_hu,
-            airway_threshold_step_hu=airway_threshold_step_hu,
-            airway_min_threshold_hu=airway_min_threshold_hu,
-            airway_max_volume_ml=airway_max_volume_ml,
-            airway_min_volume_ml=airway_min_volume_ml,
-            airway_search_fraction=airway_search_fraction,
-            superior_at_high_z=superior_at_high_z,
-        )
-        if airway_dilation_mm > 0 and airway.any():
-            airway = dilation(airway, ellipsoid_footprint(airway_dilation_mm, spacing_xyz_mm))
-        candidates &= ~airway
-
-    lungs, kept = _largest_components(candidates, max_components, min_volume_fraction)
-    if kept:
-        max_hole_px = None if max_hole_area_mm2 is None else max_hole_area_mm2 / (sp[1] * sp[2])
-        lungs = fill_holes_per_slice(closing(lungs, ellipsoid_footprint(closing_radius_mm, spacing_xyz_mm)), max_hole_px)
-        # The closing must not bring the airway back where it touches the lungs at the hila.
-        if remove_airway and airway.any():
-            lungs &= ~(airway & ~fill_holes_per_slice(lungs & ~airway, max_hole_px))
-    lungs_full = np.zeros(ct.shape, dtype=bool)
+    inner, candidates, ct_s = _lung_candidates(ct_s, threshold_hu, spacing_xyz_mm, body_opening_radius_mm)
+    airway, airway_thr = _airway_to_remove(ct_s, candidates, spacing_xyz_mm, remove_airway, airway_dilation_mm, dict(
+        airway_threshold_hu=airway_threshold_hu, airway_threshold_step_hu=airway_threshold_step_hu,
+        airway_min_threshold_hu=airway_min_threshold_hu, airway_max_volume_ml=airway_max_volume_ml,
+        airway_min_volume_ml=airway_min_volume_ml, airway_search_fraction=airway_search_fraction,
+        superior_at_high_z=superior_at_high_z))
+    candidates &= ~airway
+    max_hole_px = None if max_hole_area_mm2 is None else max_hole_area_mm2 / (sp[1] * sp[2])
+    lungs, kept = _lungs_from_candidates(candidates, airway if remove_airway else None, spacing_xyz_mm,
+                                         closing_radius_mm, max_hole_px, max_components, min_volume_fraction)
+    lungs_full, airway_full = np.zeros(ct.shape, dtype=bool), np.zeros(ct.shape, dtype=bool)
     lungs_full[box][inner] = lungs
     if return_info:
-        airway_full = np.zeros(ct.shape, dtype=bool)
         airway_full[box][inner] = airway & ~lungs if remove_airway else airway
-        return lungs_full, {
-            "threshold_hu": float(threshold_hu),
-            "airway_threshold_hu": airway_thr,
-            "n_components": kept,
-            "airway_mask": airway_full,
-        }
+        return lungs_full, {"threshold_hu": float(threshold_hu), "airway_threshold_hu": airway_thr,
+                            "n_components": kept, "airway_mask": airway_full}
     return lungs_full
 
 

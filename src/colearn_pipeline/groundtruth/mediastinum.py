@@ -229,23 +229,13 @@ def compute_bone_mask(ct_hu: np.ndarray, spacing_xyz_mm, bone_hu: float = BONE_H
 
 
 def mediastinum_envelope(
-    ct_hu: np.ndarray,
-    lung_mask: np.ndarray,
-    spacing_xyz_mm,
-    *,
-    bone_hu: float = BONE_HU,
-    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
-    lung_margin_mm: float = LUNG_MARGIN_MM,
-    hull_margin_mm: float = HULL_MARGIN_MM,
-    anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
-    vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM,
-    spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
-    floor_radius_mm: float = FLOOR_RADIUS_MM,
-    floor_sigma_mm: float = FLOOR_SIGMA_MM,
-    floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
-    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
-    bone_mask: np.ndarray | None = None,
-    return_floor_cut: bool = False,
+    ct_hu: np.ndarray, lung_mask: np.ndarray, spacing_xyz_mm, *, bone_hu: float = BONE_HU,
+    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM, lung_margin_mm: float = LUNG_MARGIN_MM,
+    hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
+    floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM,
+    floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
+    bone_mask: np.ndarray | None = None, return_floor_cut: bool = False,
 ):
     """Where the mediastinum may lie (superior at high z).
 
@@ -392,56 +382,64 @@ def _grow(ct: np.ndarray, envelope: np.ndarray, seeds, spacing_xyz_mm, lower_hu:
     return sitk.GetArrayFromImage(grown).astype(bool)
 
 
+#: The keyword arguments of :func:`segment_mediastinum` passed on to :func:`mediastinum_envelope`.
+_ENVELOPE_KEYS = ("bone_hu", "bone_closing_radius_mm", "lung_margin_mm", "hull_margin_mm", "anterior_margin_mm",
+                  "vertebral_depth_mm", "spine_search_half_width_mm", "floor_radius_mm", "floor_sigma_mm",
+                  "floor_lung_above_mm", "min_lung_area_mm2")
+
+
+def _working_grid(ct_box: np.ndarray, lungs_box: np.ndarray, factor: int, spacing_c, smoothing_sigma_mm: float):
+    """CT (block mean, smoothed), lungs (block majority) and lungs (block any) on the working grid."""
+    ct_c = _block_reduce(ct_box, factor, "mean")
+    if smoothing_sigma_mm > 0:
+        ct_c = ndi.gaussian_filter(ct_c, smoothing_sigma_mm / spacing_zyx(spacing_c), mode="nearest")
+    return ct_c, _block_reduce(lungs_box, factor, "major"), _block_reduce(lungs_box, factor, "any")
+
+
+def _enclosed_floor_cuts(grown: np.ndarray, floor_cuts, window: np.ndarray, lungs_c: np.ndarray,
+                         floor_enclosed_fraction: float) -> np.ndarray:
+    """What the floor rules took out but the growth encloses (given back to the mediastinum).
+
+    The two cuts are taken apart, so that the in-ring cut beside the heart does not hide the column
+    through it; in a lung's ring the lung counts in the rim (the liver or stomach there is bordered
+    by lung).
+    """
+    below_cut, ring_cut = floor_cuts
+    back = enclosed_by_growth(grown, below_cut & window, lungs_c, floor_enclosed_fraction)
+    grown = grown | back
+    return back | enclosed_by_growth(grown, ring_cut & window, np.zeros_like(lungs_c), floor_enclosed_fraction)
+
+
 def segment_mediastinum(
-    ct_hu,
-    lung_mask,
-    spacing_xyz_mm,
-    *,
-    lower_hu: float = MEDIASTINUM_LOWER_HU,
-    upper_hu: float = MEDIASTINUM_UPPER_HU,
-    bone_hu: float = BONE_HU,
-    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
-    lung_margin_mm: float = LUNG_MARGIN_MM,
-    hull_margin_mm: float = HULL_MARGIN_MM,
-    anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
-    vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM,
-    spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
-    floor_radius_mm: float = FLOOR_RADIUS_MM,
-    floor_sigma_mm: float = FLOOR_SIGMA_MM,
-    floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
-    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION,
-    smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
-    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
-    seed_search_mm: float = SEED_SEARCH_MM,
-    closing_radius_mm: float = CLOSING_RADIUS_MM,
-    working_spacing_mm: float = WORKING_SPACING_MM,
-    superior_at_high_z: bool | None = None,
-    seeds_zyx=None,
-    airway_mask=None,
-    return_info: bool = False,
+    ct_hu, lung_mask, spacing_xyz_mm, *, lower_hu: float = MEDIASTINUM_LOWER_HU,
+    upper_hu: float = MEDIASTINUM_UPPER_HU, bone_hu: float = BONE_HU, bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
+    lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
+    floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
+    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
+    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2, seed_search_mm: float = SEED_SEARCH_MM, closing_radius_mm: float = CLOSING_RADIUS_MM,
+    working_spacing_mm: float = WORKING_SPACING_MM, superior_at_high_z: bool | None = None, seeds_zyx=None,
+    airway_mask=None, return_info: bool = False,
 ):
     """Coarse mediastinum by connected thresholding inside the envelope between the lungs.
 
     Parameters
     ----------
-    ct_hu : ndarray, shape (z, y, x)
-        CT in HU.
-    lung_mask : ndarray of bool, shape (z, y, x)
-        From :func:`segment_lungs`.
+    ct_hu, lung_mask : ndarray, shape (z, y, x)
+        CT in HU; bool lungs from :func:`segment_lungs`.
     spacing_xyz_mm : sequence of 3 float
         Voxel spacing, SimpleITK order (x, y, z), mm.
     lower_hu, upper_hu : float
         Window of ConnectedThreshold (HU): soft tissue and fat, not lung or bone.
     bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, anterior_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
         The envelope, see :func:`mediastinum_envelope`.
-    smoothing_sigma_mm : float
-        Gaussian smoothing (mm) of the CT before thresholding; 0 disables it.
+    smoothing_sigma_mm, closing_radius_mm : float
+        Gaussian smoothing (mm) of the CT before thresholding (0 disables it); radius (mm) of the
+        in-plane closing before per-slice hole filling.
     min_lung_area_mm2 : float
         A slice belongs to the envelope and gets a seed only where both lungs have this area.
     seed_search_mm : float
         How far (mm) a seed may move to reach the window inside the envelope.
-    closing_radius_mm : float
-        Radius (mm) of the in-plane closing before per-slice hole filling.
     working_spacing_mm : float
         In-plane spacing (mm) the work is done at (an integer block of CT pixels); the boundary
         with the lungs is taken back at full resolution.
@@ -459,8 +457,7 @@ def segment_mediastinum(
     mediastinum : ndarray of bool, shape (z, y, x)
     info : dict, only with ``return_info``
     """
-    ct = np.asarray(ct_hu, dtype=np.float32)
-    lungs = np.asarray(lung_mask, dtype=bool)
+    ct, lungs = np.asarray(ct_hu, dtype=np.float32), np.asarray(lung_mask, dtype=bool)
     if ct.shape != lungs.shape or ct.ndim != 3:
         raise ValueError(f"ct_hu {ct.shape} and lung_mask {lungs.shape} must be the same 3D shape")
     superior = superior_is_high_z(lungs, airway_mask) if superior_at_high_z is None else bool(superior_at_high_z)
@@ -475,35 +472,22 @@ def segment_mediastinum(
     factor = max(1, int(round(working_spacing_mm / min(sp[1], sp[2]))))
     spacing_c = (sp[2] * factor, sp[1] * factor, sp[0])
     ct_box, lungs_box = flip(ct[box]), flip(lungs[box])
-    ct_c = _block_reduce(ct_box, factor, "mean")
-    if smoothing_sigma_mm > 0:
-        ct_c = ndi.gaussian_filter(ct_c, smoothing_sigma_mm / spacing_zyx(spacing_c), mode="nearest")
-    lungs_c, lungs_any = _block_reduce(lungs_box, factor, "major"), _block_reduce(lungs_box, factor, "any")
+    ct_c, lungs_c, lungs_any = _working_grid(ct_box, lungs_box, factor, spacing_c, smoothing_sigma_mm)
     bone = compute_bone_mask(ct_c, spacing_c, bone_hu, bone_closing_radius_mm)
-    envelope, floor_cuts = mediastinum_envelope(
-        ct_c, lungs_c, spacing_c, bone_hu=bone_hu, bone_closing_radius_mm=bone_closing_radius_mm,
-        lung_margin_mm=lung_margin_mm, hull_margin_mm=hull_margin_mm, anterior_margin_mm=anterior_margin_mm, vertebral_depth_mm=vertebral_depth_mm,
-        spine_search_half_width_mm=spine_search_half_width_mm, floor_radius_mm=floor_radius_mm, floor_sigma_mm=floor_sigma_mm,
-        floor_lung_above_mm=floor_lung_above_mm, min_lung_area_mm2=min_lung_area_mm2, bone_mask=bone, return_floor_cut=True,
-    )
+    envelope, floor_cuts = mediastinum_envelope(ct_c, lungs_c, spacing_c, bone_mask=bone, return_floor_cut=True, **{
+        k: v for k, v in locals().items() if k in _ENVELOPE_KEYS})
     seeds = _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
                                    lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm)
     grown = _grow(ct_c, envelope, seeds, spacing_c, lower_hu, upper_hu) if seeds else np.zeros_like(envelope)
     if floor_enclosed_fraction <= 1.0 and grown.any():
-        window = (ct_c >= lower_hu) & (ct_c <= upper_hu)
-        # Apart, so that the in-ring cut beside the heart does not hide the column through it; in a
-        # lung's ring the lung counts in the rim (the liver or stomach there is bordered by lung).
-        below_cut, ring_cut = floor_cuts
-        grown |= enclosed_by_growth(grown, below_cut & window, lungs_c, floor_enclosed_fraction)
-        grown |= enclosed_by_growth(grown, ring_cut & window, np.zeros_like(lungs_c), floor_enclosed_fraction)
+        grown |= _enclosed_floor_cuts(grown, floor_cuts, (ct_c >= lower_hu) & (ct_c <= upper_hu), lungs_c, floor_enclosed_fraction)
     if airway_mask is not None and grown.any():
-        on_slices = envelope.any(axis=(1, 2))[:, None, None]
-        grown |= _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any") & ~lungs_c & on_slices
+        airway_c = _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any")
+        grown |= airway_c & ~lungs_c & envelope.any(axis=(1, 2))[:, None, None]
     if grown.any():
         grown = _solid(grown, lungs_any, bone, spacing_c, closing_radius_mm, lung_margin_mm + working_spacing_mm)
     out[box] = flip(_block_expand(grown, factor, lungs_box.shape)) & ~lungs[box]
-    info["seeds_zyx"] = [_seed_to_full(s, box, factor, superior, ct_box.shape[0]) for s in seeds]
-    info["n_seeds"] = len(seeds)
+    info.update(seeds_zyx=[_seed_to_full(s, box, factor, superior, ct_box.shape[0]) for s in seeds], n_seeds=len(seeds))
     return (out, info) if return_info else out
 
 

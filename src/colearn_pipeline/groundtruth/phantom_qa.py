@@ -4,61 +4,38 @@ Reads a raw folder laid out as docs/architecture.md describes (``dicom/`` any tr
 ``phantom_truth/<pseudonym>/``), derives the labels from the CT, the truth SUV resampled onto
 the CT grid and the report positions, and compares them with the truth labels per class.
 
-Command line::
+Command line (:mod:`colearn_pipeline.groundtruth.cli`)::
 
-    python -m colearn_pipeline.groundtruth.phantom_qa data/01_raw [--studies N]
+    python -m colearn_pipeline.groundtruth data/01_raw [--studies N]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from colearn_pipeline.dicom import StudyFiles, choose_series, discover, read_series, resample_to_reference
 from colearn_pipeline.groundtruth.labels import LABELS, dice
 from colearn_pipeline.groundtruth.pipeline import derive_labels
 
-_TAG_MODALITY = "0008|0060"
-_TAG_STUDY_UID = "0020|000d"
+def find_ct_studies(dicom_dir) -> dict[str, StudyFiles]:
+    """Studies under ``dicom_dir`` (any tree) that have a CT series, as ``{StudyInstanceUID: StudyFiles}``.
 
-
-def find_ct_series(dicom_dir) -> dict[str, list[str]]:
-    """CT series under ``dicom_dir`` (any tree), as ``{StudyInstanceUID: sorted file names}``.
-
-    GDCM (through SimpleITK's ImageSeriesReader) groups and sorts the files of each series.
+    :func:`colearn_pipeline.dicom.discover` groups the files, as preprocess does.
     """
-    found: dict[str, list[str]] = {}
-    for folder, _, files in os.walk(dicom_dir):
-        if not files:
-            continue
-        for series_id in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder):
-            names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series_id)
-            header = sitk.ImageFileReader()
-            header.SetFileName(names[0])
-            header.LoadPrivateTagsOff()
-            header.ReadImageInformation()
-            if header.GetMetaData(_TAG_MODALITY).strip() != "CT":
-                continue
-            study = header.GetMetaData(_TAG_STUDY_UID).strip()
-            found.setdefault(study, []).extend(names)
-    return found
+    found = discover(dicom_dir)
+    return {study.study_uid: study for study in found.studies.values()
+            if any(series.modality == "CT" for series in study.series.values())}
 
 
-def read_ct(file_names) -> sitk.Image:
-    """Read a CT series as a float32 image in HU."""
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(file_names))
-    return sitk.Cast(reader.Execute(), sitk.sitkFloat32)
-
-
-def resample_onto(image: sitk.Image, reference: sitk.Image, *, nearest: bool = False) -> sitk.Image:
-    """Resample ``image`` onto the grid of ``reference`` in physical space (linear or nearest)."""
-    interp = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    return sitk.Resample(image, reference, sitk.Transform(), interp, 0.0, image.GetPixelID())
+def read_ct(study: StudyFiles, dicom_dir) -> sitk.Image:
+    """The study's CT (chosen by :func:`colearn_pipeline.dicom.choose_series`) as a float32 image in HU."""
+    ct = choose_series(study).ct
+    volume = read_series(list(ct.files), study.pseudonym, root=dicom_dir, file_labels=study.file_labels)
+    return volume.to_sitk(volume.array.astype(np.float32, copy=False))
 
 
 def report_seeds_zyx(report: dict, ct: sitk.Image) -> list[tuple[float, float, float]]:
@@ -116,8 +93,8 @@ def evaluate_study(ct: sitk.Image, truth_dir, report: dict, *, params: dict | No
         and the per-finding tumour info.
     """
     truth_dir = Path(truth_dir)
-    truth_labels = resample_onto(sitk.ReadImage(str(truth_dir / "labels.nii.gz")), ct, nearest=True)
-    suv = resample_onto(sitk.Cast(sitk.ReadImage(str(truth_dir / "suv.nii.gz")), sitk.sitkFloat32), ct)
+    truth_labels = resample_to_reference(sitk.ReadImage(str(truth_dir / "labels.nii.gz")), ct, "nearest")
+    suv = resample_to_reference(sitk.Cast(sitk.ReadImage(str(truth_dir / "suv.nii.gz")), sitk.sitkFloat32), ct)
     ct_hu = sitk.GetArrayFromImage(ct)
     truth = sitk.GetArrayFromImage(truth_labels)
     seeds = report_seeds_zyx(report, ct)
@@ -143,34 +120,11 @@ def evaluate_cohort(raw_dir, *, params: dict | None = None, max_studies: int | N
         reports[rep["study_instance_uid"]] = rep
     truths = truth_folders(raw)
     results = []
-    for study_uid, names in sorted(find_ct_series(raw / "dicom").items()):
+    for study_uid, study in sorted(find_ct_studies(raw / "dicom").items()):
         if study_uid not in reports or study_uid not in truths:
             continue
         truth_dir = truths[study_uid]
-        results.append(evaluate_study(read_ct(names), truth_dir, reports[study_uid], params=params))
+        results.append(evaluate_study(read_ct(study, raw / "dicom"), truth_dir, reports[study_uid], params=params))
         if max_studies is not None and len(results) >= max_studies:
             break
     return results
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("raw_dir", help="folder with dicom/, reports/, phantom_truth/")
-    parser.add_argument("--studies", type=int, default=None, help="evaluate at most this many studies")
-    parser.add_argument("--params", default=None, help="JSON file of {lungs:{}, mediastinum:{}, tumours:{}}")
-    args = parser.parse_args(argv)
-    params = json.loads(Path(args.params).read_text()) if args.params else None
-    results = evaluate_cohort(args.raw_dir, params=params, max_studies=args.studies)
-    if not results:
-        print("no study with CT, report and truth found")
-        return 1
-    print(f"{'study':<20} {'lung':>7} {'medias':>7} {'tumour':>7}")
-    for r in results:
-        print(f"{r['study']:<20} {r['dice_lung']:7.3f} {r['dice_mediastinum']:7.3f} {r['dice_tumour']:7.3f}")
-    means = {k: float(np.mean([r[f'dice_{k}'] for r in results])) for k in ("lung", "mediastinum", "tumour")}
-    print(f"{'mean':<20} {means['lung']:7.3f} {means['mediastinum']:7.3f} {means['tumour']:7.3f}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

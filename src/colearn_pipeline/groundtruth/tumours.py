@@ -87,19 +87,39 @@ def _climb(suv: np.ndarray, seed: np.ndarray, ball: np.ndarray):
         current, steps = best, steps + 1
 
 
+def _ball_around(peak_zyx, half: np.ndarray, sp, max_radius_mm: float, shape):
+    """The box of ``half`` voxels around a peak, the ball of ``max_radius_mm`` in it and the peak's index in the box."""
+    lo = np.maximum(np.asarray(peak_zyx) - half, 0)
+    hi = np.minimum(np.asarray(peak_zyx) + half + 1, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    d2 = sum(((g - p) * s) ** 2 for g, p, s in zip(np.ogrid[box], peak_zyx, sp))
+    return box, d2 <= max_radius_mm**2, tuple(int(p - a) for p, a in zip(peak_zyx, lo))
+
+
+def _grow_until_contained(sub: np.ndarray, allowed: np.ndarray, shell: np.ndarray, local_peak, peak: float,
+                          fraction: float, min_threshold_suv: float, leak_fraction_step: float,
+                          max_peak_fraction: float):
+    """The peak's connected region above ``fraction * peak``, the fraction raised while it reaches ``shell``.
+
+    Returns the region, the fraction and threshold (SUV) used, and whether it still reaches the shell.
+    """
+    while True:
+        thr = max(fraction * peak, min_threshold_suv)
+        cand = (sub >= thr) & allowed
+        cand[local_peak] = True
+        lab, _ = ndi.label(cand)
+        region = lab == lab[local_peak]
+        capped = bool((region & shell).any())
+        if not capped or leak_fraction_step <= 0 or fraction + leak_fraction_step > max_peak_fraction + 1e-9:
+            return region, fraction, thr, capped
+        fraction += leak_fraction_step
+
+
 def segment_tumours(
-    suv,
-    seeds_zyx,
-    spacing_xyz_mm,
-    *,
-    peak_fraction: float = PEAK_FRACTION,
-    seed_search_radius_mm: float = SEED_SEARCH_RADIUS_MM,
-    max_radius_mm: float = MAX_RADIUS_MM,
-    min_peak_suv: float = MIN_PEAK_SUV,
-    min_threshold_suv: float = MIN_THRESHOLD_SUV,
-    leak_fraction_step: float = LEAK_FRACTION_STEP,
-    max_peak_fraction: float = MAX_PEAK_FRACTION,
-    allowed_mask=None,
+    suv, seeds_zyx, spacing_xyz_mm, *, peak_fraction: float = PEAK_FRACTION,
+    seed_search_radius_mm: float = SEED_SEARCH_RADIUS_MM, max_radius_mm: float = MAX_RADIUS_MM,
+    min_peak_suv: float = MIN_PEAK_SUV, min_threshold_suv: float = MIN_THRESHOLD_SUV,
+    leak_fraction_step: float = LEAK_FRACTION_STEP, max_peak_fraction: float = MAX_PEAK_FRACTION, allowed_mask=None,
 ):
     """Tumours as the connected region above a fraction of each finding's peak SUV.
 
@@ -157,39 +177,18 @@ def segment_tumours(
     for seed in seeds_zyx:
         peak_zyx = move_seed_to_peak(suv, seed, spacing_xyz_mm, seed_search_radius_mm)
         peak = float(suv[peak_zyx])
-        entry = {
-            "seed_zyx": tuple(float(v) for v in seed),
-            "peak_zyx": peak_zyx,
-            "peak_suv": peak,
-            "peak_fraction": float(peak_fraction),
-            "threshold_suv": max(peak_fraction * peak, min_threshold_suv),
-            "voxels": 0,
-            "capped": False,
-        }
+        entry = {"seed_zyx": tuple(float(v) for v in seed), "peak_zyx": peak_zyx, "peak_suv": peak,
+                 "peak_fraction": float(peak_fraction), "threshold_suv": max(peak_fraction * peak, min_threshold_suv),
+                 "voxels": 0, "capped": False}
         if peak < min_peak_suv or peak <= 0:
             info.append(entry)
             continue
-        lo = np.maximum(np.asarray(peak_zyx) - half, 0)
-        hi = np.minimum(np.asarray(peak_zyx) + half + 1, suv.shape)
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        grids = np.ogrid[box]
-        d2 = sum(((g - p) * s) ** 2 for g, p, s in zip(grids, peak_zyx, sp))
-        ball = d2 <= max_radius_mm**2
+        box, ball, local_peak = _ball_around(peak_zyx, half, sp, max_radius_mm, suv.shape)
         shell = ball & ~ndi.binary_erosion(ball, border_value=1)
         allowed = ball if allowed_mask is None else ball & np.asarray(allowed_mask, dtype=bool)[box]
-        local_peak = tuple(int(p - a) for p, a in zip(peak_zyx, lo))
-        sub = suv[box]
-        fraction = float(peak_fraction)
-        while True:
-            thr = max(fraction * peak, min_threshold_suv)
-            cand = (sub >= thr) & allowed
-            cand[local_peak] = True
-            lab, _ = ndi.label(cand)
-            region = lab == lab[local_peak]
-            capped = bool((region & shell).any())
-            if not capped or leak_fraction_step <= 0 or fraction + leak_fraction_step > max_peak_fraction + 1e-9:
-                break
-            fraction += leak_fraction_step
+        region, fraction, thr, capped = _grow_until_contained(
+            suv[box], allowed, shell, local_peak, peak, float(peak_fraction), min_threshold_suv, leak_fraction_step,
+            max_peak_fraction)
         entry.update(peak_fraction=fraction, threshold_suv=thr, capped=capped, voxels=int(region.sum()))
         out[box] |= region
         info.append(entry)

@@ -1,7 +1,5 @@
-"""``python -m colearn_pipeline.inference`` is ``colearn-predict``."""
-
-import sys
+"""``python -m colearn_pipeline.inference`` is ``colearn-predict``: see :mod:`colearn_pipeline.inference.cli`."""
 
 from colearn_pipeline.inference.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

@@ -2,9 +2,10 @@
 
 Each slice is resized to the net's input size (``bundle["input_hw"]``, what it was trained on)
 with :func:`~colearn_pipeline.dicom.grid.resize_slices`, exactly as preprocess builds the model
-input; each channel is standardised per slice; the argmax labels are resized back by nearest
-neighbour with pixel centres aligned (:func:`resize_nearest`), which inverts a resize of the
-whole field of view.
+input; the network input and the label resizing are the ones training uses
+(:func:`~colearn_pipeline.training.inputs.network_input`, each channel standardised per slice;
+:func:`~colearn_pipeline.training.inputs.resize_labels_nearest`, nearest neighbour with pixel
+centres aligned, which inverts a resize of the whole field of view).
 """
 
 from __future__ import annotations
@@ -19,19 +20,7 @@ import torch
 
 from colearn_pipeline.dicom.grid import resize_slices
 from colearn_pipeline.evaluation.metrics import predict_labels
-from colearn_pipeline.training.data import standardise_slices
-
-
-def resize_nearest(labels: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Nearest-neighbour resize of a ``(S, H, W)`` stack to ``(S, rows, cols)``.
-
-    Pixel centres are aligned (output pixel ``i`` samples input ``floor((i + 0.5) * H / rows)``),
-    which inverts a resize of the whole field of view.
-    """
-    s, h, w = labels.shape
-    yi = np.minimum(((np.arange(rows) + 0.5) * h / rows).astype(np.int64), h - 1)
-    xi = np.minimum(((np.arange(cols) + 0.5) * w / cols).astype(np.int64), w - 1)
-    return labels[:, yi[:, None], xi[None, :]]
+from colearn_pipeline.training.inputs import network_input, resize_labels_nearest
 
 
 def segment_volume(
@@ -77,15 +66,9 @@ def segment_volume(
     labels = np.zeros((z, rows, cols), dtype=np.uint8)
     for start in range(0, index.size, max(1, int(chunk_slices))):
         part = index[start : start + max(1, int(chunk_slices))]
-        x = np.stack(
-            [
-                standardise_slices(resize_slices(ct_hu[part], input_hw, "image")),
-                standardise_slices(resize_slices(suv[part], input_hw, "image")),
-            ],
-            axis=1,
-        )
+        x = network_input(resize_slices(ct_hu[part], input_hw, "image"), resize_slices(suv[part], input_hw, "image"))
         predicted = predict_labels(model, x, batch_size, device)
-        labels[part] = resize_nearest(predicted.astype(np.uint8), rows, cols)
+        labels[part] = resize_labels_nearest(predicted.astype(np.uint8), rows, cols)
     return labels
 
 
@@ -98,15 +81,14 @@ def labels_to_ct_volume(labels: np.ndarray, study: Mapping[str, Any]) -> np.ndar
     if idx.size and (idx.min() < 0 or idx.max() >= z):
         raise ValueError(f"slice_index outside the CT volume of {z} slices")
     volume = np.zeros((z, rows, cols), dtype=np.uint8)
-    volume[idx] = resize_nearest(np.asarray(labels, dtype=np.uint8), rows, cols)
+    volume[idx] = resize_labels_nearest(np.asarray(labels, dtype=np.uint8), rows, cols)
     return volume
 
 
 def predict_model_input(model: torch.nn.Module, study: Mapping[str, Any], device: str | torch.device = "cpu",
                         batch_size: int = 8) -> np.ndarray:
     """Label stack ``(S, H, W)`` of a net for one study's model input (the NPZ contract)."""
-    x = np.stack([standardise_slices(study["ct_hu"]), standardise_slices(study["suv"])], axis=1)
-    return predict_labels(model, x, batch_size, device)
+    return predict_labels(model, network_input(study["ct_hu"], study["suv"]), batch_size, device)
 
 
 def write_label_nifti(volume: np.ndarray, study: Mapping[str, Any], out: str | os.PathLike) -> Path:

@@ -7,6 +7,7 @@ posterior, z to the head. The body rests supine on the scanner table (larger y).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -193,22 +194,8 @@ def _u(rng: np.random.Generator, lo_hi) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: float, height_m: float) -> Anatomy:
-    """Draw one study's anatomy.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        The study's anatomy stream.
-    z0, z1 : float
-        Patient z (mm) of the lowest and highest slice centres.
-    weight_kg, height_m : float
-        Body habitus; the body outline and fat thickness follow the BMI.
-
-    Returns
-    -------
-    Anatomy
-    """
+def _sample_body(rng: np.random.Generator, z0: float, z1: float, weight_kg: float, height_m: float) -> dict:
+    """Body outline, wall, skeleton, domes and carina level (the :class:`Anatomy` fields drawn first)."""
     bmi = weight_kg / height_m**2
     H = z1 - z0
     zt = lambda t: z0 + t * H  # noqa: E731
@@ -238,16 +225,12 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
     anat["apex_top"] = _u(rng, APEX_TOP_T)
     z_car = zt(_u(rng, (0.58, 0.66)))
     anat["z_carina"] = z_car
-    tmp = Anatomy(**anat, heart_centre=np.zeros(3), heart_axes=np.eye(3), heart_semi=np.ones(3),
-                  lv_centre=np.zeros(3), lv_semi=np.ones(3), myo_mm=10.0,
-                  trachea=None, bronchi={}, oesophagus=None, oesophagus_air_r=0.0, aorta=[],
-                  desc_aorta=None, svc=None, pulmonary_arteries=[], hilum={}, column_half_width=20.0)
-    y_vb, y_st = tmp.y_vb, tmp.y_sternum
-    y_vb_front = y_vb - tmp.vb_r
-    y_st_back = y_st + tmp.sternum_h
-    x_sp = cx
+    return anat
 
-    # Airways: trachea down to the carina, then the main bronchi to the hila.
+
+def _sample_airways(rng: np.random.Generator, anat: dict, y_vb_front: float) -> dict:
+    """Trachea down to the carina, the main bronchi to the hila, and the oesophagus."""
+    cx, z0, z1, z_car = anat["cx"], anat["z0"], anat["z1"], anat["z_carina"]
     r_tr = _u(rng, (8.0, 10.0))
     x_tr = cx + _u(rng, (-3.0, 3.0))
     y_tr = y_vb_front - _u(rng, (16.0, 22.0)) - r_tr
@@ -266,7 +249,13 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
                       np.array([cx + _u(rng, (8, 16)), y_vb_front - r_oe - 6.0, z0 - 30.0]), r_oe, r_oe)
     oesophagus_air_r = _u(rng, (1.5, 3.0)) if rng.random() < 0.35 else 0.0
 
-    # Heart: an ellipsoid resting on the left dome, long axis to the left, anterior and inferior.
+    return dict(trachea=trachea, bronchi=bronchi, hilum=hilum, oesophagus=oesophagus,
+                oesophagus_air_r=oesophagus_air_r)
+
+
+def _sample_heart(rng: np.random.Generator, anat: dict, y_st_back: float, y_vb_front: float) -> dict:
+    """Heart: an ellipsoid resting on the left dome, long axis to the left, anterior and inferior."""
+    cx = anat["cx"]
     alpha = np.deg2rad(_u(rng, (30, 50)))
     beta = np.deg2rad(_u(rng, (15, 30)))
     e0 = np.array([np.cos(alpha) * np.cos(beta), -np.sin(alpha) * np.cos(beta), -np.sin(beta)])
@@ -282,13 +271,29 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
     lv_semi = heart_semi * np.array([0.72, 0.55, 0.62])
     myo_mm = _u(rng, MYOCARDIUM_THICKNESS_MM)
 
-    # Great vessels.
+    return dict(heart_centre=heart_centre, heart_axes=np.stack([e0, e1, e2]), heart_semi=heart_semi,
+                lv_centre=lv_centre, lv_semi=lv_semi, myo_mm=myo_mm)
+
+
+def _sample_great_vessels(rng: np.random.Generator, anat: dict, frame: Anatomy, airways: dict,
+                          heart_centre: np.ndarray) -> dict:
+    """Aorta (ascending, arch, descending), SVC and pulmonary arteries.
+
+    ``frame`` is a provisional :class:`Anatomy` giving the vertebra and sternum positions.
+    """
+    cx, z0, z1, z_car = anat["cx"], anat["z0"], anat["z1"], anat["z_carina"]
+    H = z1 - z0
+    zt = lambda t: z0 + t * H  # noqa: E731
+    x_sp, y_vb = cx, frame.y_vb
+    y_st_back = frame.y_sternum + frame.sternum_h
+    x_tr, y_tr = airways["trachea"].p0[0], airways["trachea"].p0[1]
+    hilum = airways["hilum"]
     r_aa = _u(rng, (13.0, 17.0))
     r_da = _u(rng, (10.0, 13.0))
     x_aa = cx + _u(rng, (-14.0, -4.0))
     y_aa = y_st_back + r_aa + _u(rng, (18.0, 28.0))
-    x_da = x_sp + 1.1 * tmp.vb_r + r_da + _u(rng, (-6.0, 0.0))
-    y_da = y_vb - _u(rng, (0.3, 0.8)) * tmp.vb_r
+    x_da = x_sp + 1.1 * frame.vb_r + r_da + _u(rng, (-6.0, 0.0))
+    y_da = y_vb - _u(rng, (0.3, 0.8)) * frame.vb_r
     z_arch = zt(_u(rng, (0.76, 0.84)))
     aorta = [Tube(np.array([x_aa, y_aa, heart_centre[2] + 10.0]), np.array([x_aa, y_aa, z_arch]), r_aa, r_aa)]
     h_arch = r_aa + _u(rng, (6.0, 14.0))
@@ -314,12 +319,36 @@ def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: fl
         Tube(under_carina, hilum["right"], 0.7 * r_pt, 0.55 * r_pt),
         Tube(pt1, hilum["left"], 0.75 * r_pt, 0.55 * r_pt),
     ]
-    anat.update(
-        heart_centre=heart_centre, heart_axes=np.stack([e0, e1, e2]), heart_semi=heart_semi,
-        lv_centre=lv_centre, lv_semi=lv_semi, myo_mm=myo_mm, trachea=trachea, bronchi=bronchi,
-        oesophagus=oesophagus, oesophagus_air_r=oesophagus_air_r, aorta=aorta, desc_aorta=desc_aorta, svc=svc,
-        pulmonary_arteries=pulmonary, hilum=hilum, column_half_width=_u(rng, (16.0, 24.0)),
-    )
+    return dict(aorta=aorta, desc_aorta=desc_aorta, svc=svc, pulmonary_arteries=pulmonary)
+
+
+def sample_anatomy(rng: np.random.Generator, z0: float, z1: float, weight_kg: float, height_m: float) -> Anatomy:
+    """Draw one study's anatomy.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The study's anatomy stream.
+    z0, z1 : float
+        Patient z (mm) of the lowest and highest slice centres.
+    weight_kg, height_m : float
+        Body habitus; the body outline and fat thickness follow the BMI.
+
+    Returns
+    -------
+    Anatomy
+    """
+    anat = _sample_body(rng, z0, z1, weight_kg, height_m)
+    tmp = Anatomy(**anat, heart_centre=np.zeros(3), heart_axes=np.eye(3), heart_semi=np.ones(3),
+                  lv_centre=np.zeros(3), lv_semi=np.ones(3), myo_mm=10.0,
+                  trachea=None, bronchi={}, oesophagus=None, oesophagus_air_r=0.0, aorta=[],
+                  desc_aorta=None, svc=None, pulmonary_arteries=[], hilum={}, column_half_width=20.0)
+    y_vb_front = tmp.y_vb - tmp.vb_r
+    y_st_back = tmp.y_sternum + tmp.sternum_h
+    airways = _sample_airways(rng, anat, y_vb_front)
+    heart = _sample_heart(rng, anat, y_st_back, y_vb_front)
+    vessels = _sample_great_vessels(rng, anat, tmp, airways, heart["heart_centre"])
+    anat.update(**airways, **heart, **vessels, column_half_width=_u(rng, (16.0, 24.0)))
     anatomy = Anatomy(**anat)
     anatomy.lung_vessels = _vessel_trees(rng, anatomy)
     _sample_abdomen_and_fat(rng, anatomy)
@@ -427,24 +456,9 @@ def _superior_mediastinum(column: np.ndarray, lungs: np.ndarray, cavity: np.ndar
 BONE = (C.CORTEX, C.MARROW, C.CARTILAGE, C.DISC, C.CANAL)
 
 
-def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
-    """Tissue codes (uint8, ``(z, y, x)``) of the anatomy on a grid (no lesions).
-
-    Parameters
-    ----------
-    anat : Anatomy
-    grid : Grid
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 tissue codes from :mod:`colearn_pipeline.phantom.config`.
-    """
-    nz, ny, nx = grid.shape_zyx
-    tissue = np.zeros(grid.shape_zyx, np.uint8)
-    cavity = np.zeros(grid.shape_zyx, bool)
-    column = np.zeros(grid.shape_zyx, bool)
-    xs, ys, zs = grid.axis_mm("x"), grid.axis_mm("y"), grid.axis_mm("z")
+def _slice_frame(anat: Anatomy, grid: Grid) -> SimpleNamespace:
+    """In-plane coordinates (mm) and the slice-independent landmarks :func:`rasterise` paints with."""
+    xs, ys = grid.axis_mm("x"), grid.axis_mm("y")
     X, Y = np.meshgrid(xs, ys)
     dxb, dyb = X - anat.cx, Y - anat.cy
     r = np.hypot(dxb, dyb)
@@ -463,84 +477,111 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
     table_shell = in_table & ((Y < y_table + TABLE_SHELL_MM) | (Y > y_table + TABLE_THICKNESS_MM - TABLE_SHELL_MM))
     rb0 = anat.body_radius(phi, anat.z0) / anat.taper(anat.z0)
     z_notch = anat.z_jugular_notch
-    for k, z in enumerate(zs):
-        t = anat.t_of(z)
-        sl = np.zeros((ny, nx), np.uint8)
-        sl[in_table] = C.TABLE_FOAM
-        sl[table_shell] = C.TABLE_SHELL
-        rb = rb0 * anat.taper(z)
-        rc = rb - wall
-        body = r <= rb
-        sl[body] = C.MUSCLE
-        sl[body & (r > rb - anat.fat_mm)] = C.FAT
-        cav = r <= rc
-        # ribs: oblique hoops descending anteriorly; a slice cuts each one as a short arc
-        band = (r > rc + 1.0) & (r <= rc + 1.0 + anat.rib_mm)
-        u = (z + anat.rib_drop_mm * g - anat.rib_phase_mm) / anat.rib_spacing_mm
-        fz = (u - np.floor(u)) * anat.rib_spacing_mm
-        rib = band & (fz < anat.rib_height_mm) & (g > 0.06)
-        edge = (fz < RIB_CORTEX_MM) | (fz > anat.rib_height_mm - RIB_CORTEX_MM) | \
-            (r < rc + 1.0 + RIB_CORTEX_MM) | (r > rc + 1.0 + anat.rib_mm - RIB_CORTEX_MM)
-        sl[rib & (g <= 0.78)] = C.MARROW
-        sl[rib & (g <= 0.78) & edge] = C.CORTEX
-        sl[rib & (g > 0.78) & (g <= 0.93)] = C.CARTILAGE
-        # thoracic cavity: lungs (apices narrow towards the top), abdomen below the diaphragm
-        lung_ok = np.ones_like(cav)
-        if t > anat.apex_t0:
-            f = np.clip((t - anat.apex_t0) / (anat.apex_top - anat.apex_t0), 0, 1)
-            shrink = np.sqrt(max(0.0, 1.0 - f**2))
-            lung_ok = np.zeros_like(cav)
-            for sgn in (-1.0, 1.0):
-                xa, ya = anat.cx + sgn * 0.5 * anat.body_a * 0.62, anat.cy + 0.15 * anat.body_b_post
-                rx, ry = 0.5 * anat.body_a * 0.85 * shrink, anat.body_b_post * 0.75 * shrink
-                if rx > 1 and ry > 1:
-                    lung_ok |= ((X - xa) / rx) ** 2 + ((Y - ya) / ry) ** 2 <= 1.0
-        sl[cav & lung_ok] = C.LUNG
-        below = cav & (z < dome)
-        sl[below & (X < anat.cx + 25.0)] = C.LIVER
-        sl[below & (X >= anat.cx + 25.0)] = C.ABDOMEN
-        pleural_fat = cav & ~below & (r > rc - anat.extrapleural_mm)
-        sl[pleural_fat] = C.FAT
-        sl[below & (z >= dome - anat.diaphragm_mm)] = C.MUSCLE
-        sl[below & (z < dome - anat.diaphragm_mm) & (z >= dome - anat.diaphragm_mm - anat.subphrenic_fat_mm)
-           & (X >= anat.cx + 25.0)] = C.FAT
-        cavity[k] = cav & ~below & ~pleural_fat
-        # mediastinal column: sternum to spine, between the lungs
-        hw = anat.column_half_width * (0.85 if t > 0.8 else 1.0)
-        ymid, hh = 0.5 * (y_col_front + y_col_back), 0.5 * (y_col_back - y_col_front) + 3.0
-        column[k] = (((X - anat.cx - 4.0) / hw) ** 2 + ((Y - ymid) / hh) ** 2 <= 1.0) & cavity[k]
-        if t > anat.apex_t0:
-            column[k] = _superior_mediastinum(column[k], cavity[k] & lung_ok, cavity[k] & (Y < y_col_back),
-                                              X < anat.cx + 4.0, z > z_notch)
-        # spine: vertebral body (with discs), canal, posterior elements, transverse processes
-        fzv = ((z - anat.disc_phase) / anat.vert_h) % 1.0 * anat.vert_h
-        vb_q = ((X - anat.cx) / (1.1 * anat.vb_r)) ** 2 + ((Y - y_vb) / anat.vb_r) ** 2
-        vb_in = ((X - anat.cx) / (1.1 * anat.vb_r - 2)) ** 2 + ((Y - y_vb) / (anat.vb_r - 2)) ** 2
-        rc_canal = np.hypot(X - anat.cx, Y - y_canal)
-        arch = rc_canal <= anat.canal_r + 5.0
-        spinous = ((X - anat.cx) / 5.0) ** 2 + ((Y - y_canal - anat.canal_r - 20.0) / 18.0) ** 2 <= 1.0
-        transverse = ((np.abs(X - anat.cx) - 24.0) / 14.0) ** 2 + ((Y - y_canal + 2.0) / 6.0) ** 2 <= 1.0
-        for m in (arch, spinous, transverse):
-            sl[m & body] = C.CORTEX
-        sl[(((X - anat.cx) / 3.0) ** 2 + ((Y - y_canal - anat.canal_r - 20.0) / 15.0) ** 2 <= 1.0)] = C.MARROW
-        sl[vb_q <= 1.0] = C.CORTEX
-        sl[vb_in <= 1.0] = C.DISC if fzv < anat.disc_h else C.MARROW
-        sl[rc_canal <= anat.canal_r] = C.CANAL
-        # sternum
-        if anat.z_xiphoid < z <= z_notch:
-            sq = ((X - anat.cx) / anat.sternum_w) ** 2 + ((Y - y_st) / anat.sternum_h) ** 2
-            sqi = ((X - anat.cx) / (anat.sternum_w - 1.5)) ** 2 + ((Y - y_st) / (anat.sternum_h - 1.5)) ** 2
-            sl[sq <= 1.0] = C.CORTEX
-            sl[sqi <= 1.0] = C.MARROW
-        tissue[k] = sl
-    spine_free = ~np.isin(tissue, BONE)
-    cavity &= spine_free
+    return SimpleNamespace(X=X, Y=Y, r=r, phi=phi, wall=wall, g=g, dome=dome, y_vb=y_vb, y_st=y_st, y_canal=y_canal,
+                           y_col_front=y_col_front, y_col_back=y_col_back, in_table=in_table,
+                           table_shell=table_shell, rb0=rb0, z_notch=z_notch)
 
-    # Mediastinum: the column plus padded great vessels, airways, oesophagus and heart.
+
+def _paint_table_wall_and_ribs(anat: Anatomy, f: SimpleNamespace, z: float) -> tuple[np.ndarray, ...]:
+    """One slice's table, body wall (muscle, fat) and ribs.
+
+    Returns the slice's tissue codes, the body and cavity masks (the cavity is inside the wall) and
+    the cavity radius (mm) per pixel.
+    """
+    r, g, wall, in_table, table_shell, rb0 = f.r, f.g, f.wall, f.in_table, f.table_shell, f.rb0
+    ny, nx = r.shape
+    sl = np.zeros((ny, nx), np.uint8)
+    sl[in_table] = C.TABLE_FOAM
+    sl[table_shell] = C.TABLE_SHELL
+    rb = rb0 * anat.taper(z)
+    rc = rb - wall
+    body = r <= rb
+    sl[body] = C.MUSCLE
+    sl[body & (r > rb - anat.fat_mm)] = C.FAT
+    cav = r <= rc
+    # ribs: oblique hoops descending anteriorly; a slice cuts each one as a short arc
+    band = (r > rc + 1.0) & (r <= rc + 1.0 + anat.rib_mm)
+    u = (z + anat.rib_drop_mm * g - anat.rib_phase_mm) / anat.rib_spacing_mm
+    fz = (u - np.floor(u)) * anat.rib_spacing_mm
+    rib = band & (fz < anat.rib_height_mm) & (g > 0.06)
+    edge = (fz < RIB_CORTEX_MM) | (fz > anat.rib_height_mm - RIB_CORTEX_MM) | \
+        (r < rc + 1.0 + RIB_CORTEX_MM) | (r > rc + 1.0 + anat.rib_mm - RIB_CORTEX_MM)
+    sl[rib & (g <= 0.78)] = C.MARROW
+    sl[rib & (g <= 0.78) & edge] = C.CORTEX
+    sl[rib & (g > 0.78) & (g <= 0.93)] = C.CARTILAGE
+    return sl, body, cav, rc
+
+
+def _paint_thorax(sl: np.ndarray, anat: Anatomy, f: SimpleNamespace, z: float, cav: np.ndarray,
+                  rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lungs, diaphragm and upper abdomen of one slice; returns the thoracic cavity and where lung may be."""
+    X, Y, r, dome = f.X, f.Y, f.r, f.dome
+    t = anat.t_of(z)
+    # thoracic cavity: lungs (apices narrow towards the top), abdomen below the diaphragm
+    lung_ok = np.ones_like(cav)
+    if t > anat.apex_t0:
+        frac = np.clip((t - anat.apex_t0) / (anat.apex_top - anat.apex_t0), 0, 1)
+        shrink = np.sqrt(max(0.0, 1.0 - frac**2))
+        lung_ok = np.zeros_like(cav)
+        for sgn in (-1.0, 1.0):
+            xa, ya = anat.cx + sgn * 0.5 * anat.body_a * 0.62, anat.cy + 0.15 * anat.body_b_post
+            rx, ry = 0.5 * anat.body_a * 0.85 * shrink, anat.body_b_post * 0.75 * shrink
+            if rx > 1 and ry > 1:
+                lung_ok |= ((X - xa) / rx) ** 2 + ((Y - ya) / ry) ** 2 <= 1.0
+    sl[cav & lung_ok] = C.LUNG
+    below = cav & (z < dome)
+    sl[below & (X < anat.cx + 25.0)] = C.LIVER
+    sl[below & (X >= anat.cx + 25.0)] = C.ABDOMEN
+    pleural_fat = cav & ~below & (r > rc - anat.extrapleural_mm)
+    sl[pleural_fat] = C.FAT
+    sl[below & (z >= dome - anat.diaphragm_mm)] = C.MUSCLE
+    sl[below & (z < dome - anat.diaphragm_mm) & (z >= dome - anat.diaphragm_mm - anat.subphrenic_fat_mm)
+       & (X >= anat.cx + 25.0)] = C.FAT
+    return cav & ~below & ~pleural_fat, lung_ok
+
+
+def _mediastinal_column(anat: Anatomy, f: SimpleNamespace, z: float, cavity: np.ndarray,
+                        lung_ok: np.ndarray) -> np.ndarray:
+    """The mediastinal column of one slice: sternum to spine, between the lungs."""
+    X, Y, y_col_front, y_col_back, z_notch = f.X, f.Y, f.y_col_front, f.y_col_back, f.z_notch
+    t = anat.t_of(z)
+    hw = anat.column_half_width * (0.85 if t > 0.8 else 1.0)
+    ymid, hh = 0.5 * (y_col_front + y_col_back), 0.5 * (y_col_back - y_col_front) + 3.0
+    column = (((X - anat.cx - 4.0) / hw) ** 2 + ((Y - ymid) / hh) ** 2 <= 1.0) & cavity
+    if t > anat.apex_t0:
+        column = _superior_mediastinum(column, cavity & lung_ok, cavity & (Y < y_col_back),
+                                       X < anat.cx + 4.0, z > z_notch)
+    return column
+
+
+def _paint_spine_and_sternum(sl: np.ndarray, anat: Anatomy, f: SimpleNamespace, z: float, body: np.ndarray) -> None:
+    """Vertebral body (with discs), canal, posterior elements, transverse processes and sternum."""
+    X, Y, y_vb, y_st, y_canal, z_notch = f.X, f.Y, f.y_vb, f.y_st, f.y_canal, f.z_notch
+    fzv = ((z - anat.disc_phase) / anat.vert_h) % 1.0 * anat.vert_h
+    vb_q = ((X - anat.cx) / (1.1 * anat.vb_r)) ** 2 + ((Y - y_vb) / anat.vb_r) ** 2
+    vb_in = ((X - anat.cx) / (1.1 * anat.vb_r - 2)) ** 2 + ((Y - y_vb) / (anat.vb_r - 2)) ** 2
+    rc_canal = np.hypot(X - anat.cx, Y - y_canal)
+    arch = rc_canal <= anat.canal_r + 5.0
+    spinous = ((X - anat.cx) / 5.0) ** 2 + ((Y - y_canal - anat.canal_r - 20.0) / 18.0) ** 2 <= 1.0
+    transverse = ((np.abs(X - anat.cx) - 24.0) / 14.0) ** 2 + ((Y - y_canal + 2.0) / 6.0) ** 2 <= 1.0
+    for m in (arch, spinous, transverse):
+        sl[m & body] = C.CORTEX
+    sl[(((X - anat.cx) / 3.0) ** 2 + ((Y - y_canal - anat.canal_r - 20.0) / 15.0) ** 2 <= 1.0)] = C.MARROW
+    sl[vb_q <= 1.0] = C.CORTEX
+    sl[vb_in <= 1.0] = C.DISC if fzv < anat.disc_h else C.MARROW
+    sl[rc_canal <= anat.canal_r] = C.CANAL
+    # sternum
+    if anat.z_xiphoid < z <= z_notch:
+        sq = ((X - anat.cx) / anat.sternum_w) ** 2 + ((Y - y_st) / anat.sternum_h) ** 2
+        sqi = ((X - anat.cx) / (anat.sternum_w - 1.5)) ** 2 + ((Y - y_st) / (anat.sternum_h - 1.5)) ** 2
+        sl[sq <= 1.0] = C.CORTEX
+        sl[sqi <= 1.0] = C.MARROW
+
+
+def _mediastinum_region(tissue: np.ndarray, cavity: np.ndarray, column: np.ndarray, grid: Grid,
+                        anat: Anatomy) -> None:
+    """Mediastinal fat: the column plus padded great vessels, airways, oesophagus and heart."""
     region = column
-    heart = ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes)
-    lv_out = ellipsoid(grid, anat.lv_centre, anat.lv_semi, anat.heart_axes)
-    lv_in = ellipsoid(grid, anat.lv_centre, anat.lv_semi - anat.myo_mm, anat.heart_axes)
     padded = [ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes, pad_mm=6.0),
               ellipsoid(grid, anat.lv_centre, anat.lv_semi, anat.heart_axes, pad_mm=6.0)]
     tubes_pad = ([(tb, 5.0) for tb in (anat.trachea, anat.oesophagus, anat.svc)]
@@ -554,6 +595,12 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
     soft = (tissue == C.LUNG) | (tissue == C.MUSCLE)
     tissue[region & soft] = C.MED_FAT
 
+
+def _paint_heart_and_tubes(tissue: np.ndarray, grid: Grid, anat: Anatomy) -> None:
+    """Pericardial fat, heart, great vessels, oesophagus, airways and lung vessels."""
+    heart = ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes)
+    lv_out = ellipsoid(grid, anat.lv_centre, anat.lv_semi, anat.heart_axes)
+    lv_in = ellipsoid(grid, anat.lv_centre, anat.lv_semi - anat.myo_mm, anat.heart_axes)
     # Pericardial fat around the heart and the epicardial fat pad on the diaphragm (mediastinum).
     in_chest = lambda sub: sub == C.LUNG  # noqa: E731
     paint(tissue, ellipsoid(grid, anat.heart_centre, anat.heart_semi, anat.heart_axes, pad_mm=anat.pericardial_fat_mm),
@@ -583,4 +630,33 @@ def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
         paint(tissue, capsule(grid, tb.p0, tb.p1, tb.r0, tb.r1), C.AIRWAY, lambda s: s == C.AIRWAY_WALL)
     for tb in anat.lung_vessels:
         paint(tissue, capsule(grid, tb.p0, tb.p1, tb.r0, tb.r1), C.LUNG_VESSEL, lambda s: s == C.LUNG)
+
+
+def rasterise(anat: Anatomy, grid: Grid) -> np.ndarray:
+    """Tissue codes (uint8, ``(z, y, x)``) of the anatomy on a grid (no lesions).
+
+    Parameters
+    ----------
+    anat : Anatomy
+    grid : Grid
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 tissue codes from :mod:`colearn_pipeline.phantom.config`.
+    """
+    tissue = np.zeros(grid.shape_zyx, np.uint8)
+    cavity = np.zeros(grid.shape_zyx, bool)
+    column = np.zeros(grid.shape_zyx, bool)
+    f = _slice_frame(anat, grid)
+    for k, z in enumerate(grid.axis_mm("z")):
+        sl, body, cav, rc = _paint_table_wall_and_ribs(anat, f, z)
+        cavity[k], lung_ok = _paint_thorax(sl, anat, f, z, cav, rc)
+        column[k] = _mediastinal_column(anat, f, z, cavity[k], lung_ok)
+        _paint_spine_and_sternum(sl, anat, f, z, body)
+        tissue[k] = sl
+    spine_free = ~np.isin(tissue, BONE)
+    cavity &= spine_free
+    _mediastinum_region(tissue, cavity, column, grid, anat)
+    _paint_heart_and_tubes(tissue, grid, anat)
     return tissue

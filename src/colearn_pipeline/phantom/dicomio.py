@@ -208,6 +208,15 @@ def _save(ds: Dataset, path: Path, syntax: str = "explicit_le") -> None:
     os.replace(tmp, path)
 
 
+def _finish_slice(ds: Dataset, pixels: np.ndarray, sop_class: str, sop_uid: str, tweak, k: int) -> Dataset:
+    """Put a slice's pixels and SOP identity in ``ds`` and let ``tweak(ds, k)`` change its tags."""
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    _finish(ds, sop_class, sop_uid)
+    if tweak is not None:
+        tweak(ds, k)
+    return ds
+
+
 def write_ct(paths: list[Path], hu: np.ndarray, grid: Grid, h: StudyHeader, tweak=None, instance_tag: str = "") -> None:
     """Write the CT series, one file per slice (``paths[k]`` holds slice ``k``).
 
@@ -240,11 +249,7 @@ def write_ct(paths: list[Path], hu: np.ndarray, grid: Grid, h: StudyHeader, twea
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
         ds.WindowCenter, ds.WindowWidth = CT_WINDOW
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        _finish(ds, CT_IMAGE_STORAGE, uid(*h.uid_seed, instance_tag or "ct", k))
-        if tweak is not None:
-            tweak(ds, k)
-        datasets.append(ds)
+        datasets.append(_finish_slice(ds, stored[k], CT_IMAGE_STORAGE, uid(*h.uid_seed, instance_tag or "ct", k), tweak, k))
     _store(datasets, paths, h)
 
 
@@ -366,11 +371,7 @@ def write_pet(paths: list[Path], pixels: np.ndarray, slopes: list[str], grid: Gr
             block = ds.private_block(C.PHILIPS_PRIVATE_GROUP, C.PHILIPS_PRIVATE_CREATOR, create=True)
             block.add_new(C.PHILIPS_SUV_FACTOR_OFFSET, "DS", info["philips_suv_factor"])
             block.add_new(C.PHILIPS_ACTIVITY_FACTOR_OFFSET, "DS", info["philips_activity_factor"])
-        ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
-        _finish(ds, PET_IMAGE_STORAGE, uid(*h.uid_seed, instance_tag or "pet", k))
-        if tweak is not None:
-            tweak(ds, k)
-        datasets.append(ds)
+        datasets.append(_finish_slice(ds, pixels[k], PET_IMAGE_STORAGE, uid(*h.uid_seed, instance_tag or "pet", k), tweak, k))
     _store(datasets, paths, h)
 
 

@@ -121,6 +121,169 @@ def _pet_with_recoverable_lesions(suv_ct, ct_grid, pet_grid, cfg, lesions, patch
     return pet_clean
 
 
+@dataclasses.dataclass(frozen=True)
+class _Patient:
+    """A study's synthetic patient, dose and times (drawn from the ``patient`` stream)."""
+
+    sex: str
+    weight_ds: str
+    height_ds: str
+    dose_ds: str
+    ct_start: dt.datetime
+    pet_start: dt.datetime
+    injection: dt.datetime
+    age: int
+    birth: dt.datetime
+    frame_s: float
+    counts_per_bqml: float
+
+
+def _sample_patient(pr: np.random.Generator, cfg: C.PhantomConfig) -> tuple[_Patient, float, float]:
+    """Patient, injected dose, scan times and PET frame of one study, with weight (kg) and height (m)."""
+    sex = "F" if pr.random() < 0.45 else "M"
+    lo_h, hi_h = cfg.height_m
+    height = float(np.clip(pr.normal(1.64 if sex == "F" else 1.77, 0.07), lo_h, hi_h))
+    weight = float(np.clip(height**2 * pr.uniform(19.0, 33.0), *cfg.weight_kg))
+    weight_ds, height_ds = f"{weight:.1f}", f"{height:.2f}"
+    dose_ds = ds_str(round(float(weight_ds) * pr.uniform(*cfg.dose_mbq_per_kg) * 1e6, -5))
+    span = (STUDY_DATE_RANGE[1] - STUDY_DATE_RANGE[0]).days
+    day = STUDY_DATE_RANGE[0] + dt.timedelta(days=int(pr.integers(0, span)))
+    ct_start = day + dt.timedelta(seconds=int(pr.uniform(*CT_START_HOURS) * 3600))
+    pet_start = ct_start + dt.timedelta(seconds=int(pr.uniform(*CT_TO_PET_MIN) * SECONDS_PER_MINUTE))
+    injection = pet_start - dt.timedelta(seconds=int(pr.uniform(*cfg.uptake_min) * SECONDS_PER_MINUTE))
+    age = int(pr.integers(*AGE_YEARS))
+    birth = day - dt.timedelta(days=int(age * 365.25 + pr.integers(0, 365)))
+    frame_s = float(round(pr.uniform(*cfg.pet_frame_duration_s)))
+    counts_per_bqml = float(pr.uniform(*cfg.philips_counts_per_bqml))
+    return _Patient(sex, weight_ds, height_ds, dose_ds, ct_start, pet_start, injection, age, birth, frame_s,
+                    counts_per_bqml), weight, height
+
+
+def _sample_grids(pr: np.random.Generator, geo) -> tuple[Grid, Grid, tuple[float, float]]:
+    """CT and PET grids of one study (they share slice positions and the in-plane centre), and the
+    first and last slice positions (mm)."""
+    n_slices = int(pr.integers(geo.n_slices[0], geo.n_slices[1] + 1))
+    dz = geo.slice_thickness_mm
+    z0 = round(float(pr.uniform(*SLICE_POSITION_START_MM)), 1)
+    dx_ct = round(float(pr.uniform(*geo.ct_fov_mm)) / geo.ct_matrix, 6)
+    ct_grid = _round_grid((n_slices, geo.ct_matrix, geo.ct_matrix), (dx_ct, dx_ct, dz),
+                          (-(geo.ct_matrix - 1) / 2 * dx_ct, -(geo.ct_matrix - 1) / 2 * dx_ct, z0))
+    dxp = geo.pet_spacing_mm
+    pet_grid = _round_grid((n_slices, geo.pet_matrix, geo.pet_matrix), (dxp, dxp, dz),
+                           (-(geo.pet_matrix - 1) / 2 * dxp, -(geo.pet_matrix - 1) / 2 * dxp, z0))
+    return ct_grid, pet_grid, (z0, z0 + (n_slices - 1) * dz)
+
+
+def _simulate_images(rngs, cfg: C.PhantomConfig, ct_grid: Grid, pet_grid: Grid, z_range_mm: tuple[float, float],
+                     weight: float, height: float) -> dict[str, Any]:
+    """Anatomy, lesions, truth labels, CT in HU and noisy PET in SUV of one study."""
+    z0, z1 = z_range_mm
+    anat = sample_anatomy(rngs["anatomy"], z0, z1, weight, height)
+    tissue = rasterise(anat, ct_grid)
+    hu_of, suv_of = tissue_values(rngs["lesions"], cfg)
+    lesions, patches = place_lesions(anat, ct_grid, tissue, rngs["lesions"], cfg, suv_of)
+    labels = labels_from_tissue(tissue)
+    ct_noise = float(rngs["ct_noise"].uniform(*cfg.ct_noise_hu))
+    hu = ct_hu(tissue, ct_grid, anat, hu_of, rngs["ct_noise"], cfg, ct_noise)
+    suv_ct = true_suv(tissue, suv_of, patches)
+    del tissue
+    pet_clean = _pet_with_recoverable_lesions(suv_ct, ct_grid, pet_grid, cfg, lesions, patches)
+    del suv_ct
+    pet_cv = float(rngs["pet_noise"].uniform(*cfg.pet_noise_cv))
+    pet_suv = add_pet_noise(pet_clean, rngs["pet_noise"], cfg, pet_cv)
+    return {"lesions": lesions, "labels": labels, "hu": hu, "pet_suv": pet_suv, "suv_of": suv_of,
+            "ct_noise": ct_noise, "pet_cv": pet_cv}
+
+
+def _study_header(fr: np.random.Generator, cfg: C.PhantomConfig, seed: int, index: int, patient: _Patient,
+                  vendor: str, time_style: str) -> StudyHeader:
+    """Deterministic UIDs and a synthetic patient identity for the DICOM headers."""
+    uid_seed = (cfg.size, int(seed), int(index))
+    return StudyHeader(
+        patient_name=f"{LAST_NAMES[int(fr.integers(len(LAST_NAMES)))]}^{FIRST_NAMES[int(fr.integers(len(FIRST_NAMES)))]}",
+        patient_id=f"PH{int(fr.integers(10**6, 10**7))}", birth_date=patient.birth.strftime("%Y%m%d"),
+        sex=patient.sex, age_years=patient.age, weight_kg_ds=patient.weight_ds, height_m_ds=patient.height_ds,
+        study_uid=uid(*uid_seed, "study"), frame_uid=uid(*uid_seed, "frame"),
+        ct_series_uid=uid(*uid_seed, "ct-series"), pet_series_uid=uid(*uid_seed, "pet-series"),
+        study_id=str(int(fr.integers(1000, 99999))), accession=f"A{int(fr.integers(10**7, 10**8))}",
+        ct_start=patient.ct_start, pet_start=patient.pet_start, injection=patient.injection,
+        dose_bq_ds=patient.dose_ds, vendor=vendor, time_style=time_style, frame_duration_s=patient.frame_s,
+        bed_length_mm=cfg.pet_bed_length_mm, counts_per_bqml=patient.counts_per_bqml, uid_seed=uid_seed,
+    )
+
+
+def _write_dicom(out: Path, fr: np.random.Generator, cfg: C.PhantomConfig, index: int, hu: np.ndarray,
+                 ct_grid: Grid, pet: tuple, pet_grid: Grid, header: StudyHeader) -> tuple[str, int]:
+    """Write the CT and PET series (random file names, one folder or two) and any archive clutter.
+
+    ``pet`` is ``(pixels, slopes, pet_info)`` from :func:`encode_pet`. Returns the study's DICOM
+    folder relative to ``out`` and its number of files.
+    """
+    pixels, slopes, pet_info = pet
+    n_slices = ct_grid.shape_zyx[0]
+    study_dir = f"dicom/{_hex(fr, 8)}"
+    same_folder = bool(fr.random() < 0.5)
+    ext = ".dcm" if fr.random() < 0.67 else ""
+    ct_dir = out / study_dir if same_folder else out / study_dir / _hex(fr, 8)
+    pet_dir = out / study_dir if same_folder else out / study_dir / _hex(fr, 8)
+    names: set[str] = set()
+
+    def fresh() -> str:
+        while True:
+            name = _hex(fr, 16) + ext
+            if name not in names:
+                names.add(name)
+                return name
+
+    ct_paths = [ct_dir / fresh() for _ in range(n_slices)]
+    pet_paths = [pet_dir / fresh() for _ in range(n_slices)]
+    ct_dir.mkdir(parents=True, exist_ok=True)
+    pet_dir.mkdir(parents=True, exist_ok=True)
+    # archive realism (DICOM): transfer syntax, enhanced objects and clutter, by study index
+    header = dataclasses.replace(header, **archive_options(cfg, index))
+    write_ct(ct_paths, hu, ct_grid, header)
+    write_pet(pet_paths, pixels, slopes, pet_grid, header, pet_info)
+    if cfg.archive_clutter_every and index % cfg.archive_clutter_every == cfg.archive_clutter_every - 1:
+        write_clutter(out / study_dir / _hex(fr, 8), hu, ct_grid, pixels, slopes, pet_grid, header, pet_info, fresh)
+    return study_dir, sum(1 for p in (out / study_dir).rglob("*") if p.is_file())
+
+
+def _grid_json(grid: Grid) -> dict[str, list]:
+    return {"shape_zyx": list(grid.shape_zyx), "spacing_xyz_mm": list(grid.spacing_xyz_mm),
+            "origin_xyz_mm": list(grid.origin_xyz_mm)}
+
+
+def _truth_json(*, pseudonym: str, index: int, seed: int, cfg: C.PhantomConfig, conv: str, vendor: str,
+                time_style: str, header: StudyHeader, pet_info: dict, patient: _Patient, images: dict,
+                ct_grid: Grid, pet_grid: Grid, study_dir: str, report_rel: str) -> dict[str, Any]:
+    """The truth folder's ``study.json``: every true value the generator used."""
+    suv_of = images["suv_of"]
+    label_counts = np.bincount(images["labels"].ravel(), minlength=4)
+    return {
+        "pseudonym": pseudonym, "index": int(index), "seed": int(seed), "size": cfg.size,
+        "convention": conv, "vendor": vendor, "manufacturer": header.style["manufacturer"],
+        "units": pet_info["units"], "decay_correction": pet_info["decay_correction"],
+        "radiopharmaceutical_time": time_style,
+        "philips_suv_factor": pet_info.get("philips_suv_factor"),
+        "philips_activity_factor": pet_info.get("philips_activity_factor"),
+        "patient_weight_kg": float(patient.weight_ds), "patient_size_m": float(patient.height_ds),
+        "patient_sex": patient.sex, "injected_dose_bq": float(patient.dose_ds),
+        "injection_datetime": patient.injection.isoformat(),
+        "pet_series_datetime": patient.pet_start.isoformat(), "ct_series_datetime": patient.ct_start.isoformat(),
+        "uptake_s": header.uptake_s, "decay_factor_injection_to_series": header.decay_to_start,
+        "bqml_per_suv": pet_info["bqml_per_suv"], "half_life_s": C.F18_HALF_LIFE_S,
+        "pet_frame_duration_s": patient.frame_s,
+        "myocardium_suv_true": float(suv_of[C.MYOCARDIUM]), "blood_pool_suv_true": float(suv_of[C.HEART_BLOOD]),
+        "lung_suv_true": float(suv_of[C.LUNG]), "liver_suv_true": float(suv_of[C.LIVER]),
+        "ct_noise_sd_hu": images["ct_noise"], "pet_noise_cv": images["pet_cv"], "psf_fwhm_mm": cfg.psf_fwhm_mm,
+        "ct_grid": _grid_json(ct_grid), "pet_grid": _grid_json(pet_grid),
+        "label_voxels": {"background": int(label_counts[0]), "lung": int(label_counts[1]),
+                         "mediastinum": int(label_counts[2]), "tumour": int(label_counts[3])},
+        "lesions": [les.to_json() for les in images["lesions"]],
+        "dicom_dir": study_dir, "report": report_rel, "generator_version": C.GENERATOR_VERSION,
+    }
+
+
 def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT_SEED, size: str = C.DEFAULT_SIZE,
                    convention: str | None = None, config: C.PhantomConfig | None = None,
                    **overrides: Any) -> dict[str, Any]:
@@ -159,143 +322,34 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
         raise ValueError(f"study {index}: unknown convention {conv!r}; choose one of {C.CONVENTIONS}")
     vendor, time_style = next((v, t) for v in C.VENDOR_STYLES for t in C.RADIOPHARM_TIME_STYLES if f"{v}_{t}" == conv)
     rngs = study_streams(seed, index)
-    geo = cfg.geometry
-
-    # ---- patient, dose and times
-    pr = rngs["patient"]
-    sex = "F" if pr.random() < 0.45 else "M"
-    lo_h, hi_h = cfg.height_m
-    height = float(np.clip(pr.normal(1.64 if sex == "F" else 1.77, 0.07), lo_h, hi_h))
-    weight = float(np.clip(height**2 * pr.uniform(19.0, 33.0), *cfg.weight_kg))
-    weight_ds, height_ds = f"{weight:.1f}", f"{height:.2f}"
-    dose_ds = ds_str(round(float(weight_ds) * pr.uniform(*cfg.dose_mbq_per_kg) * 1e6, -5))
-    span = (STUDY_DATE_RANGE[1] - STUDY_DATE_RANGE[0]).days
-    day = STUDY_DATE_RANGE[0] + dt.timedelta(days=int(pr.integers(0, span)))
-    ct_start = day + dt.timedelta(seconds=int(pr.uniform(*CT_START_HOURS) * 3600))
-    pet_start = ct_start + dt.timedelta(seconds=int(pr.uniform(*CT_TO_PET_MIN) * SECONDS_PER_MINUTE))
-    injection = pet_start - dt.timedelta(seconds=int(pr.uniform(*cfg.uptake_min) * SECONDS_PER_MINUTE))
-    age = int(pr.integers(*AGE_YEARS))
-    birth = day - dt.timedelta(days=int(age * 365.25 + pr.integers(0, 365)))
-    frame_s = float(round(pr.uniform(*cfg.pet_frame_duration_s)))
-    counts_per_bqml = float(pr.uniform(*cfg.philips_counts_per_bqml))
-
-    # ---- geometry (CT and PET share slice positions and the in-plane centre)
-    n_slices = int(pr.integers(geo.n_slices[0], geo.n_slices[1] + 1))
-    dz = geo.slice_thickness_mm
-    z0 = round(float(pr.uniform(*SLICE_POSITION_START_MM)), 1)
-    dx_ct = round(float(pr.uniform(*geo.ct_fov_mm)) / geo.ct_matrix, 6)
-    ct_grid = _round_grid((n_slices, geo.ct_matrix, geo.ct_matrix), (dx_ct, dx_ct, dz),
-                          (-(geo.ct_matrix - 1) / 2 * dx_ct, -(geo.ct_matrix - 1) / 2 * dx_ct, z0))
-    dxp = geo.pet_spacing_mm
-    pet_grid = _round_grid((n_slices, geo.pet_matrix, geo.pet_matrix), (dxp, dxp, dz),
-                           (-(geo.pet_matrix - 1) / 2 * dxp, -(geo.pet_matrix - 1) / 2 * dxp, z0))
-    z1 = z0 + (n_slices - 1) * dz
-
-    # ---- anatomy, lesions, images
-    anat = sample_anatomy(rngs["anatomy"], z0, z1, weight, height)
-    tissue = rasterise(anat, ct_grid)
-    hu_of, suv_of = tissue_values(rngs["lesions"], cfg)
-    lesions, patches = place_lesions(anat, ct_grid, tissue, rngs["lesions"], cfg, suv_of)
-    labels = labels_from_tissue(tissue)
-    ct_noise = float(rngs["ct_noise"].uniform(*cfg.ct_noise_hu))
-    hu = ct_hu(tissue, ct_grid, anat, hu_of, rngs["ct_noise"], cfg, ct_noise)
-    suv_ct = true_suv(tissue, suv_of, patches)
-    del tissue
-    pet_clean = _pet_with_recoverable_lesions(suv_ct, ct_grid, pet_grid, cfg, lesions, patches)
-    del suv_ct
-    pet_cv = float(rngs["pet_noise"].uniform(*cfg.pet_noise_cv))
-    pet_suv = add_pet_noise(pet_clean, rngs["pet_noise"], cfg, pet_cv)
-    del pet_clean
-
-    # ---- identities (deterministic UIDs; synthetic patient)
+    patient, weight, height = _sample_patient(rngs["patient"], cfg)
+    ct_grid, pet_grid, z_range_mm = _sample_grids(rngs["patient"], cfg.geometry)
+    images = _simulate_images(rngs, cfg, ct_grid, pet_grid, z_range_mm, weight, height)
     fr = rngs["files"]
-    uid_seed = (cfg.size, int(seed), int(index))
-    study_uid = uid(*uid_seed, "study")
-    header = StudyHeader(
-        patient_name=f"{LAST_NAMES[int(fr.integers(len(LAST_NAMES)))]}^{FIRST_NAMES[int(fr.integers(len(FIRST_NAMES)))]}",
-        patient_id=f"PH{int(fr.integers(10**6, 10**7))}", birth_date=birth.strftime("%Y%m%d"), sex=sex,
-        age_years=age, weight_kg_ds=weight_ds, height_m_ds=height_ds, study_uid=study_uid,
-        frame_uid=uid(*uid_seed, "frame"), ct_series_uid=uid(*uid_seed, "ct-series"),
-        pet_series_uid=uid(*uid_seed, "pet-series"), study_id=str(int(fr.integers(1000, 99999))),
-        accession=f"A{int(fr.integers(10**7, 10**8))}", ct_start=ct_start, pet_start=pet_start,
-        injection=injection, dose_bq_ds=dose_ds, vendor=vendor, time_style=time_style,
-        frame_duration_s=frame_s, bed_length_mm=cfg.pet_bed_length_mm, counts_per_bqml=counts_per_bqml,
-        uid_seed=uid_seed,
-    )
-    pixels, slopes, truth_suv, pet_info = encode_pet(pet_suv, header)
-    del pet_suv
-    pseudonym = pseudonymise(study_uid)
+    header = _study_header(fr, cfg, seed, index, patient, vendor, time_style)
+    pixels, slopes, truth_suv, pet_info = encode_pet(images.pop("pet_suv"), header)
+    pseudonym = pseudonymise(header.study_uid)
+    study_dir, n_dicom_files = _write_dicom(out, fr, cfg, index, images.pop("hu"), ct_grid,
+                                            (pixels, slopes, pet_info), pet_grid, header)
 
-    # ---- file layout: random names, CT and PET in one folder or in two sub-folders
-    study_dir = f"dicom/{_hex(fr, 8)}"
-    same_folder = bool(fr.random() < 0.5)
-    ext = ".dcm" if fr.random() < 0.67 else ""
-    ct_dir = out / study_dir if same_folder else out / study_dir / _hex(fr, 8)
-    pet_dir = out / study_dir if same_folder else out / study_dir / _hex(fr, 8)
-    names: set[str] = set()
-
-    def fresh() -> str:
-        while True:
-            name = _hex(fr, 16) + ext
-            if name not in names:
-                names.add(name)
-                return name
-
-    ct_paths = [ct_dir / fresh() for _ in range(n_slices)]
-    pet_paths = [pet_dir / fresh() for _ in range(n_slices)]
-    ct_dir.mkdir(parents=True, exist_ok=True)
-    pet_dir.mkdir(parents=True, exist_ok=True)
-    # ---- archive realism (DICOM): transfer syntax, enhanced objects and clutter, by study index
-    header = dataclasses.replace(header, **archive_options(cfg, index))
-    write_ct(ct_paths, hu, ct_grid, header)
-    write_pet(pet_paths, pixels, slopes, pet_grid, header, pet_info)
-    if cfg.archive_clutter_every and index % cfg.archive_clutter_every == cfg.archive_clutter_every - 1:
-        write_clutter(out / study_dir / _hex(fr, 8), hu, ct_grid, pixels, slopes, pet_grid, header, pet_info, fresh)
-    n_dicom_files = sum(1 for p in (out / study_dir).rglob("*") if p.is_file())
-    # ---- end of the archive block
-
-    # ---- report and truth
     report_rel = f"reports/{_hex(fr, 12)}.json"
-    report = {"study_instance_uid": study_uid,
+    lesions = images["lesions"]
+    report = {"study_instance_uid": header.study_uid,
               "findings": [{"text": les.text, "kind": les.kind,
                             "position_mm": [round(float(v), 2) for v in les.hot_spot_mm]} for les in lesions]}
     _atomic_text(out / report_rel, json.dumps(report, indent=2) + "\n")
     truth = out / "phantom_truth" / pseudonym
     truth.mkdir(parents=True, exist_ok=True)
-    _write_nifti(truth / "labels.nii.gz", labels, ct_grid)
+    _write_nifti(truth / "labels.nii.gz", images["labels"], ct_grid)
     _write_nifti(truth / "suv.nii.gz", truth_suv, pet_grid)
-    label_counts = np.bincount(labels.ravel(), minlength=4)
-    myo = float(suv_of[C.MYOCARDIUM])
-    study = {
-        "pseudonym": pseudonym, "index": int(index), "seed": int(seed), "size": cfg.size,
-        "convention": conv, "vendor": vendor, "manufacturer": header.style["manufacturer"],
-        "units": pet_info["units"], "decay_correction": pet_info["decay_correction"],
-        "radiopharmaceutical_time": time_style,
-        "philips_suv_factor": pet_info.get("philips_suv_factor"),
-        "philips_activity_factor": pet_info.get("philips_activity_factor"),
-        "patient_weight_kg": float(weight_ds), "patient_size_m": float(height_ds), "patient_sex": sex,
-        "injected_dose_bq": float(dose_ds), "injection_datetime": injection.isoformat(),
-        "pet_series_datetime": pet_start.isoformat(), "ct_series_datetime": ct_start.isoformat(),
-        "uptake_s": header.uptake_s, "decay_factor_injection_to_series": header.decay_to_start,
-        "bqml_per_suv": pet_info["bqml_per_suv"], "half_life_s": C.F18_HALF_LIFE_S,
-        "pet_frame_duration_s": frame_s,
-        "myocardium_suv_true": myo, "blood_pool_suv_true": float(suv_of[C.HEART_BLOOD]),
-        "lung_suv_true": float(suv_of[C.LUNG]), "liver_suv_true": float(suv_of[C.LIVER]),
-        "ct_noise_sd_hu": ct_noise, "pet_noise_cv": pet_cv, "psf_fwhm_mm": cfg.psf_fwhm_mm,
-        "ct_grid": {"shape_zyx": list(ct_grid.shape_zyx), "spacing_xyz_mm": list(ct_grid.spacing_xyz_mm),
-                    "origin_xyz_mm": list(ct_grid.origin_xyz_mm)},
-        "pet_grid": {"shape_zyx": list(pet_grid.shape_zyx), "spacing_xyz_mm": list(pet_grid.spacing_xyz_mm),
-                     "origin_xyz_mm": list(pet_grid.origin_xyz_mm)},
-        "label_voxels": {"background": int(label_counts[0]), "lung": int(label_counts[1]),
-                         "mediastinum": int(label_counts[2]), "tumour": int(label_counts[3])},
-        "lesions": [les.to_json() for les in lesions],
-        "dicom_dir": study_dir, "report": report_rel, "generator_version": C.GENERATOR_VERSION,
-    }
+    study = _truth_json(pseudonym=pseudonym, index=index, seed=seed, cfg=cfg, conv=conv, vendor=vendor,
+                        time_style=time_style, header=header, pet_info=pet_info, patient=patient, images=images,
+                        ct_grid=ct_grid, pet_grid=pet_grid, study_dir=study_dir, report_rel=report_rel)
     _atomic_text(truth / "study.json", json.dumps(study, indent=2) + "\n")
-    return {"index": int(index), "pseudonym": pseudonym, "convention": conv, "n_slices": n_slices,
+    return {"index": int(index), "pseudonym": pseudonym, "convention": conv, "n_slices": ct_grid.shape_zyx[0],
             "n_lesions": len(lesions), "n_dicom_files": n_dicom_files, "dicom_dir": study_dir,
             "report": report_rel, "truth_dir": f"phantom_truth/{pseudonym}",
-            "myocardium_suv_true": round(myo, 3)}
+            "myocardium_suv_true": round(study["myocardium_suv_true"], 3)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,6 +389,50 @@ def load_existing(out_dir: str | os.PathLike, params: dict) -> dict | None:
 def _one(args) -> dict:
     tmp, index, seed, cfg = args
     return generate_study(tmp, index, seed, config=cfg)
+
+
+def _generate_studies(tmp: Path, n_studies: int, seed: int, cfg: C.PhantomConfig, workers: int,
+                      progress: bool | Callable[[int, int], None]) -> list[dict]:
+    """Generate every study into ``tmp`` (in parallel processes when ``workers > 1``), sorted by index."""
+    jobs = [(tmp, i, seed, cfg) for i in range(n_studies)]
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+        bar = tqdm(total=n_studies, unit="study", desc="phantom")
+    studies: list[dict] = []
+
+    def done(s: dict) -> None:
+        studies.append(s)
+        log.debug("phantom study %d/%d written: %s (%s, %d lesions)", len(studies), n_studies,
+                  s["pseudonym"], s["convention"], s["n_lesions"])
+        if bar is not None:
+            bar.update(1)
+        elif callable(progress):
+            progress(len(studies), n_studies)
+
+    if workers > 1 and n_studies > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for s in pool.map(_one, jobs):
+                done(s)
+    else:
+        for job in jobs:
+            done(_one(job))
+    if bar is not None:
+        bar.close()
+    return sorted(studies, key=lambda s: s["index"])
+
+
+def _swap_into_place(tmp: Path, out: Path, summary: dict) -> None:
+    """Move the new cohort's folders from ``tmp`` into ``out``: forget the old summary first, then
+    move the folders, then write the summary."""
+    (out / COHORT_FILE).unlink(missing_ok=True)
+    old = Path(tempfile.mkdtemp(prefix=".phantom-old-", dir=out))
+    for name in OWNED_DIRS:
+        if (out / name).exists():
+            os.replace(out / name, old / name)
+        os.replace(tmp / name, out / name)
+    _atomic_text(out / COHORT_FILE, json.dumps(summary, indent=2))
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def generate_cohort(out_dir: str | os.PathLike, n_studies: int = C.DEFAULT_N_STUDIES, seed: int = C.DEFAULT_SEED,
@@ -392,43 +490,10 @@ def generate_cohort(out_dir: str | os.PathLike, n_studies: int = C.DEFAULT_N_STU
         for name in OWNED_DIRS:
             (tmp / name).mkdir()
         _atomic_text(out / OWNER_MARKER, "dicom/, reports/ and phantom_truth/ here are written by colearn-phantom\n")
-        jobs = [(tmp, i, seed, cfg) for i in range(n_studies)]
-        bar = None
-        if progress is True:
-            from tqdm import tqdm
-            bar = tqdm(total=n_studies, unit="study", desc="phantom")
-        studies: list[dict] = []
-
-        def done(s: dict) -> None:
-            studies.append(s)
-            log.debug("phantom study %d/%d written: %s (%s, %d lesions)", len(studies), n_studies,
-                      s["pseudonym"], s["convention"], s["n_lesions"])
-            if bar is not None:
-                bar.update(1)
-            elif callable(progress):
-                progress(len(studies), n_studies)
-
-        if workers > 1 and n_studies > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for s in pool.map(_one, jobs):
-                    done(s)
-        else:
-            for job in jobs:
-                done(_one(job))
-        if bar is not None:
-            bar.close()
-        studies.sort(key=lambda s: s["index"])
+        studies = _generate_studies(tmp, n_studies, seed, cfg, workers, progress)
         summary = {"parameters": params, "n_studies": n_studies, "conventions": sorted({s["convention"] for s in studies}),
                    "n_lesions": int(sum(s["n_lesions"] for s in studies)), "studies": studies}
-        # swap into place: forget the old summary first, then move the folders, then the summary
-        (out / COHORT_FILE).unlink(missing_ok=True)
-        old = Path(tempfile.mkdtemp(prefix=".phantom-old-", dir=out))
-        for name in OWNED_DIRS:
-            if (out / name).exists():
-                os.replace(out / name, old / name)
-            os.replace(tmp / name, out / name)
-        _atomic_text(out / COHORT_FILE, json.dumps(summary, indent=2))
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_into_place(tmp, out, summary)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote phantom cohort: %d studies, %d lesions, into %s", n_studies, summary["n_lesions"], out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 from scipy import ndimage
@@ -142,6 +143,42 @@ def _station_anchor(anat: Anatomy, station: str, r: float, rng) -> np.ndarray:
     return h + np.array([j(), j(), -r - rng.uniform(4, 10)])
 
 
+def _distance_maps(grid: Grid, tissue: np.ndarray) -> SimpleNamespace:
+    """Distances (mm) on a coarse in-plane sampling of ``tissue``: into the lung (``d_lung``), to the
+    mediastinum (``d_med``) and to the myocardium (``d_myo``), with the sampling's axes (mm) and steps."""
+    sy, sx = _coarse(grid)
+    sp = (grid.spacing_xyz_mm[2], sy * grid.spacing_xyz_mm[1], sx * grid.spacing_xyz_mm[0])
+    coarse = tissue[:, ::sy, ::sx]
+    lung_c = np.isin(coarse, PRIMARY_HOSTS)
+    med_c = np.isin(coarse, (C.MED_FAT, C.GREAT_VESSEL, C.HEART_BLOOD, C.MYOCARDIUM, C.OESOPHAGUS, C.AIRWAY, C.AIRWAY_WALL))
+    return SimpleNamespace(d_lung=_edt(lung_c, sp), d_med=_edt(~med_c, sp), d_myo=_edt(coarse != C.MYOCARDIUM, sp),
+                           z_mm=grid.axis_mm("z"), y_mm=grid.axis_mm("y")[::sy], x_mm=grid.axis_mm("x")[::sx],
+                           sy=sy, sx=sx)
+
+
+def _draw_primary(rng: np.random.Generator, cfg: C.PhantomConfig, maps: SimpleNamespace, half_slice: float):
+    """Radius (mm), placement kind and centre (x, y, z mm) of a primary tumour, or None when no place fits."""
+    diam = rng.uniform(*cfg.primary_diameter_mm)
+    r = 0.5 * diam
+    placement = rng.choice(list(PLACEMENT_KINDS), p=list(PLACEMENT_KINDS.values()))
+    d_lung, d_med, zc_axis = maps.d_lung, maps.d_med, maps.z_mm
+    if placement == "interior":
+        ok = (d_lung >= r + 4.0) & (d_med >= r + 6.0)
+    elif placement == "chest_wall":
+        ok = (np.abs(d_lung - 0.85 * r) < 3.0) & (d_med > r + 20.0)
+    else:
+        ok = (np.abs(d_med - 0.85 * r) < 3.0) & (np.abs(d_lung - d_med) < 3.0)
+    ok &= maps.d_myo >= r * 1.3 + cfg.myocardium_margin_mm
+    zok = (zc_axis >= zc_axis[0] + r + half_slice) & (zc_axis <= zc_axis[-1] - r - half_slice)
+    ok &= zok[:, None, None]
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return None
+    k, j, i = np.unravel_index(idx[rng.integers(idx.size)], ok.shape)
+    centre = np.array([maps.x_mm[i], maps.y_mm[j], zc_axis[k]]) + rng.uniform(-1, 1, 3) * [maps.sx, maps.sy, 0]
+    return r, placement, centre
+
+
 def place_lesions(anat: Anatomy, grid: Grid, tissue: np.ndarray, rng: np.random.Generator,
                   cfg: C.PhantomConfig, suv_of: dict[int, float]) -> tuple[list[Lesion], dict]:
     """Add lesions to ``tissue`` (in place) and return them with their true-SUV patches.
@@ -169,17 +206,8 @@ def place_lesions(anat: Anatomy, grid: Grid, tissue: np.ndarray, rng: np.random.
     n_primary = max(1, int(round(n * cfg.primary_fraction * rng.uniform(0.7, 1.3))))
     n_primary = min(n_primary, n, 3)
     kinds = ["primary"] * n_primary + ["node"] * (n - n_primary)
-    sy, sx = _coarse(grid)
-    sp = (grid.spacing_xyz_mm[2], sy * grid.spacing_xyz_mm[1], sx * grid.spacing_xyz_mm[0])
-    coarse = tissue[:, ::sy, ::sx]
-    lung_c = np.isin(coarse, PRIMARY_HOSTS)
-    med_c = np.isin(coarse, (C.MED_FAT, C.GREAT_VESSEL, C.HEART_BLOOD, C.MYOCARDIUM, C.OESOPHAGUS, C.AIRWAY, C.AIRWAY_WALL))
-    d_lung = _edt(lung_c, sp)
-    d_med = _edt(~med_c, sp)
-    d_myo = _edt(coarse != C.MYOCARDIUM, sp)
-    zc_axis = grid.axis_mm("z")
-    yc_axis = grid.axis_mm("y")[::sy]
-    xc_axis = grid.axis_mm("x")[::sx]
+    maps = _distance_maps(grid, tissue)
+    zc_axis = maps.z_mm
     taken: list[tuple[np.ndarray, float]] = []
     lesions: list[Lesion] = []
     patches: dict = {}
@@ -189,23 +217,10 @@ def place_lesions(anat: Anatomy, grid: Grid, tissue: np.ndarray, rng: np.random.
     for kind in kinds:
         for _attempt in range(PLACEMENT_TRIES):
             if kind == "primary":
-                diam = rng.uniform(*cfg.primary_diameter_mm)
-                r = 0.5 * diam
-                placement = rng.choice(list(PLACEMENT_KINDS), p=list(PLACEMENT_KINDS.values()))
-                if placement == "interior":
-                    ok = (d_lung >= r + 4.0) & (d_med >= r + 6.0)
-                elif placement == "chest_wall":
-                    ok = (np.abs(d_lung - 0.85 * r) < 3.0) & (d_med > r + 20.0)
-                else:
-                    ok = (np.abs(d_med - 0.85 * r) < 3.0) & (np.abs(d_lung - d_med) < 3.0)
-                ok &= d_myo >= r * 1.3 + cfg.myocardium_margin_mm
-                zok = (zc_axis >= zc_axis[0] + r + half_slice) & (zc_axis <= zc_axis[-1] - r - half_slice)
-                ok &= zok[:, None, None]
-                idx = np.flatnonzero(ok)
-                if idx.size == 0:
+                drawn = _draw_primary(rng, cfg, maps, half_slice)
+                if drawn is None:
                     continue
-                k, j, i = np.unravel_index(idx[rng.integers(idx.size)], ok.shape)
-                centre = np.array([xc_axis[i], yc_axis[j], zc_axis[k]]) + rng.uniform(-1, 1, 3) * [sx, sy, 0]
+                r, placement, centre = drawn
                 station = ""
             else:
                 if not stations:

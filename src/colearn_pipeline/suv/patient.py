@@ -31,13 +31,18 @@ HEIGHT_MAX_M = 3.0
 SEX_FEMALE, SEX_MALE, SEX_OTHER = "F", "M", "O"
 
 
+def _required_positive(ctx: HeaderContext, keyword: str, value, why: str) -> tuple[str, float]:
+    """The tag name and the positive number of a required attribute; missing or empty is refused with ``why``."""
+    tag = tag_name(keyword)
+    if value is None or is_empty(value):
+        raise ctx.error(tag, f"missing or empty; {why}")
+    return tag, positive_float(ctx, value, tag)
+
+
 def weight_kg(ctx: HeaderContext, notes: list[str], plausibility: SuvPlausibility | None) -> float:
     """PatientWeight (0010,1030) in kg (a value above 1000 is read as grams, noted)."""
-    tag = tag_name("PatientWeight")
     value = series_value(ctx, "PatientWeight")
-    if value is None:
-        raise ctx.error(tag, "missing or empty; SUV needs the patient's weight")
-    weight = positive_float(ctx, value, tag)
+    tag, weight = _required_positive(ctx, "PatientWeight", value, "SUV needs the patient's weight")
     if weight > WEIGHT_GRAMS_ABOVE:
         notes.append(f"PatientWeight {weight:g} > {WEIGHT_GRAMS_ABOVE:g}: read as grams")
         weight /= G_PER_KG
@@ -56,11 +61,8 @@ def weight_kg(ctx: HeaderContext, notes: list[str], plausibility: SuvPlausibilit
 
 def height_cm(ctx: HeaderContext, plausibility: SuvPlausibility | None) -> float:
     """PatientSize (0010,1020), which DICOM gives in metres, in cm; no unit is guessed."""
-    tag = tag_name("PatientSize")
-    value = series_value(ctx, "PatientSize")
-    if value is None:
-        raise ctx.error(tag, "missing or empty; the patient's height (m) is needed for LBM/BSA/IBW")
-    height_m = positive_float(ctx, value, tag)
+    tag, height_m = _required_positive(ctx, "PatientSize", series_value(ctx, "PatientSize"),
+                                       "the patient's height (m) is needed for LBM/BSA/IBW")
     low, high = (0.0, HEIGHT_MAX_M) if plausibility is None else plausibility.height_m
     if not low <= height_m <= high:
         key = "" if plausibility is None else " (suv.height_m)"
@@ -99,11 +101,8 @@ def radiopharmaceutical(ctx: HeaderContext, notes: list[str]) -> Dataset:
 
 def dose_bq(ctx: HeaderContext, item: Dataset, notes: list[str], plausibility: SuvPlausibility | None) -> float:
     """RadionuclideTotalDose (0018,1074) in Bq, read in the configured unit and range-checked."""
-    tag = tag_name("RadionuclideTotalDose")
-    value = item.get("RadionuclideTotalDose")
-    if is_empty(value):
-        raise ctx.error(tag, "missing or empty; SUV needs the injected dose")
-    raw = positive_float(ctx, value, tag)
+    tag, raw = _required_positive(ctx, "RadionuclideTotalDose", item.get("RadionuclideTotalDose"),
+                                  "SUV needs the injected dose")
     unit = "auto" if plausibility is None else plausibility.dose_unit
     if unit == "auto":
         unit = "MBq" if raw < DOSE_MBQ_BELOW else "Bq"
@@ -138,11 +137,8 @@ def _nuclide_codes(item: Dataset) -> list[str]:
 
 def half_life_s(ctx: HeaderContext, item: Dataset, notes: list[str], plausibility: SuvPlausibility | None) -> float:
     """RadionuclideHalfLife (0018,1075) in s, checked against the radionuclide the header names."""
-    tag = tag_name("RadionuclideHalfLife")
-    value = item.get("RadionuclideHalfLife")
-    if is_empty(value):
-        raise ctx.error(tag, "missing or empty; decay correction needs the radionuclide's half-life")
-    half_life = positive_float(ctx, value, tag)
+    tag, half_life = _required_positive(ctx, "RadionuclideHalfLife", item.get("RadionuclideHalfLife"),
+                                        "decay correction needs the radionuclide's half-life")
     if plausibility is None:
         return half_life
     codes = _nuclide_codes(item)

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from colearn_pipeline.datasets.study_partitions import StudyPartition
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.grid import inside, physical_to_index_zyx, resample_to_reference, resize_slices
+from colearn_pipeline.training.inputs import resize_labels_nearest
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_lungs, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth import select_slices
@@ -348,7 +349,7 @@ def build_model_input(ct_hu: np.ndarray, suv: np.ndarray, labels: np.ndarray, sl
     return {
         "ct_hu": resize_slices(ct_hu[idx].astype(np.float32), model_size, "image").astype(np.float32),
         "suv": resize_slices(suv[idx], model_size, "image").astype(np.float32),
-        "labels": resize_slices(labels[idx].astype(np.uint8), model_size, "label").astype(np.uint8),
+        "labels": resize_labels_nearest(labels[idx].astype(np.uint8), *model_size),
         "slice_index": idx,
         "ct_shape_zyx": np.asarray(labels.shape, dtype=np.int64),
         "spacing_xyz_mm": np.asarray(geometry["spacing_xyz_mm"], dtype=np.float64),
