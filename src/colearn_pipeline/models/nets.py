@@ -200,16 +200,42 @@ class CoLearnNet(SegmentationNet):
 
 
 class _Baseline(SegmentationNet):
-    """Shared ``__init__`` tail of the baselines: the reconstruction, with or without skips."""
+    """Common base of the TB / TC / FS baselines: their encoders, then one reconstruction.
 
-    def _build_reconstruction(self, feature_channels: int, skips: bool) -> None:
-        self.baseline_skips = bool(skips)
-        skip_channels = feature_channels if (skips and self.depth > 1) else 0
+    Parameters
+    ----------
+    width, depth, num_classes, kernel_size, negative_slope
+        See :class:`SegmentationNet`.
+    baseline_skips
+        Give the reconstruction per-scale skip inputs (default False, as the authors' code:
+        the reconstruction sees only the deepest encoder output; see the module docstring).
+
+    A subclass builds its encoders in :meth:`_build_encoders` (returning the channels of the
+    features it hands to the reconstruction) and maps ``x`` to those features in :meth:`features`.
+    """
+
+    def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
+                 negative_slope: float = 0.1, baseline_skips: bool = False):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+        feature_channels = self._build_encoders()
+        self.baseline_skips = bool(baseline_skips)
+        skip_channels = feature_channels if (self.baseline_skips and self.depth > 1) else 0
         self.reconstruction = Reconstruction(
             feature_channels, skip_channels, self.width, self.depth, self.kernel_size, self.negative_slope
         )
+        init_weights(self, self.negative_slope)
 
-    def _reconstruct(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def _build_encoders(self) -> int:
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-scale features, finest first, each ``(N, feature_channels, H/2**(k+1), W/2**(k+1))``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)``."""
+        self.check_input(x)
+        features = self.features(x)
         skips = features[:-1] if self.reconstruction.skip_channels else []
         return self.head(self.reconstruction(features[-1], skips))
 
@@ -219,74 +245,35 @@ class TwoBranchNet(_Baseline):
 
     The deepest CT and PET features are concatenated, ``(N, 2c, H/2**depth, W/2**depth)``, and
     reconstructed; with ``baseline_skips=True`` each later reconstruction block also gets
-    ``cat([CT, PET])`` of its scale (the co-learning net with fusion maps fixed to 1). See the
-    module docstring for the default.
+    ``cat([CT, PET])`` of its scale (the co-learning net with fusion maps fixed to 1).
+    Arguments: see :class:`_Baseline`.
 
     Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``.
-
-    Parameters
-    ----------
-    width, depth, num_classes, kernel_size, negative_slope
-        See :class:`SegmentationNet`.
-    baseline_skips
-        Give the reconstruction per-scale skip inputs (default False, as the authors' code).
     """
 
-    def __init__(
-        self,
-        width: int = 64,
-        depth: int = 4,
-        num_classes: int = 4,
-        kernel_size: int = 3,
-        negative_slope: float = 0.1,
-        baseline_skips: bool = False,
-    ):
-        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
-        self.ct_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
-        self.pet_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
-        self._build_reconstruction(2 * width, baseline_skips)
-        init_weights(self, negative_slope)
+    def _build_encoders(self) -> int:
+        self.ct_encoder = Encoder(1, self.width, self.depth, self.kernel_size, self.negative_slope)
+        self.pet_encoder = Encoder(1, self.width, self.depth, self.kernel_size, self.negative_slope)
+        return 2 * self.width
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes, H, W)``."""
-        self.check_input(x)
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         ct_features = self.ct_encoder(x[:, 0:1])
         pet_features = self.pet_encoder(x[:, 1:2])
-        features = [torch.cat([ct, pet], dim=1) for ct, pet in zip(ct_features, pet_features, strict=True)]
-        return self._reconstruct(features)
+        return [torch.cat([ct, pet], dim=1) for ct, pet in zip(ct_features, pet_features, strict=True)]
 
 
 class TwoChannelNet(_Baseline):
     """TC baseline: one encoder whose first conv takes CT and PET as two channels (early fusion).
 
-    Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``.
-
-    Parameters
-    ----------
-    width, depth, num_classes, kernel_size, negative_slope
-        See :class:`SegmentationNet`.
-    baseline_skips
-        Give the reconstruction per-scale skip inputs (default False, as the authors' code).
+    Arguments: see :class:`_Baseline`. Shapes: ``x (N, 2, H, W) -> logits (N, num_classes, H, W)``.
     """
 
-    def __init__(
-        self,
-        width: int = 64,
-        depth: int = 4,
-        num_classes: int = 4,
-        kernel_size: int = 3,
-        negative_slope: float = 0.1,
-        baseline_skips: bool = False,
-    ):
-        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
-        self.encoder = Encoder(NUM_INPUT_CHANNELS, width, depth, kernel_size, negative_slope)
-        self._build_reconstruction(width, baseline_skips)
-        init_weights(self, negative_slope)
+    def _build_encoders(self) -> int:
+        self.encoder = Encoder(NUM_INPUT_CHANNELS, self.width, self.depth, self.kernel_size, self.negative_slope)
+        return self.width
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes, H, W)``."""
-        self.check_input(x)
-        return self._reconstruct(self.encoder(x))
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder(x)
 
 
 class FusedInputNet(_Baseline):
@@ -299,34 +286,24 @@ class FusedInputNet(_Baseline):
 
     Parameters
     ----------
-    width, depth, num_classes, kernel_size, negative_slope
-        See :class:`SegmentationNet`.
     fs_blend_weight
         CT weight ``w`` of the blend (0.5: the authors' equal-weight sum).
-    baseline_skips
-        Give the reconstruction per-scale skip inputs (default False, as the authors' code).
+    **baseline_arguments
+        See :class:`_Baseline`.
     """
 
-    def __init__(
-        self,
-        width: int = 64,
-        depth: int = 4,
-        num_classes: int = 4,
-        kernel_size: int = 3,
-        negative_slope: float = 0.1,
-        fs_blend_weight: float = 0.5,
-        baseline_skips: bool = False,
-    ):
-        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
-        self.intermix = PixelIntermix(fs_blend_weight)
-        self.encoder = Encoder(1, width, depth, kernel_size, negative_slope)
-        self._build_reconstruction(width, baseline_skips)
-        init_weights(self, negative_slope)
+    def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
+                 negative_slope: float = 0.1, fs_blend_weight: float = 0.5, baseline_skips: bool = False):
+        self._fs_blend_weight = float(fs_blend_weight)
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope, baseline_skips)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes, H, W)``."""
-        self.check_input(x)
-        return self._reconstruct(self.encoder(self.intermix(x)))
+    def _build_encoders(self) -> int:
+        self.intermix = PixelIntermix(self._fs_blend_weight)
+        self.encoder = Encoder(1, self.width, self.depth, self.kernel_size, self.negative_slope)
+        return self.width
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder(self.intermix(x))
 
 
 class TwoBranchSkipNet(TwoBranchNet):
