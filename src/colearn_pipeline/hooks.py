@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+from colearn_pipeline._process import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -141,25 +142,13 @@ def close_orphaned_runs(client, experiment_id: str, host: str) -> list[str]:
         tags = run.data.tags
         if tags.get("colearn.host") != host or not tags.get("colearn.pid"):
             continue
-        if _pid_alive(int(tags["colearn.pid"])):
+        if pid_alive(int(tags["colearn.pid"])):
             continue
         client.set_terminated(run.info.run_id, status="FAILED")
         closed.append(run.info.run_id)
     if closed:
         logger.warning("MLflow: closed %d run(s) left RUNNING by a killed process as FAILED", len(closed))
     return closed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class MlflowHooks:

@@ -37,6 +37,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from colearn_pipeline._process import pid_alive
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.pipelines.preprocess.params import ExecutorParams
 from colearn_pipeline.suv import SuvError
@@ -168,7 +169,7 @@ def _run_here(task: StudyTask, threads: int) -> dict[str, Any]:
 def _die_with_run(run_pid: int) -> None:
     """Exit when the run's process is gone, even after SIGKILL (the fork server outlives it for a while)."""
     def watch() -> None:
-        while _pid_alive(run_pid):
+        while pid_alive(run_pid):
             time.sleep(0.5)
         os._exit(137)
 
@@ -292,16 +293,6 @@ def _run_dask(tasks: list[StudyTask], params: ExecutorParams) -> dict[str, dict[
 _STAGING: dict[str, Path] = {}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_staging(parent: str | os.PathLike) -> list[Path]:
     """Remove staging folders under ``parent`` whose run (process id in the name) is gone."""
     removed = []
@@ -310,7 +301,7 @@ def remove_stale_staging(parent: str | os.PathLike) -> list[Path]:
             pid = int(path.name[len(STAGING_PREFIX):].split("-")[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
