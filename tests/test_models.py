@@ -12,6 +12,7 @@ from colearn_pipeline.models import (
     MODEL_NAMES,
     CoLearningUnit,
     CoLearnNet,
+    ConvSettings,
     PixelIntermix,
     build_model,
     colearn_loss,
@@ -146,7 +147,7 @@ def _hand_unit() -> CoLearningUnit:
     Output channel 1 (weights PET): PET centre tap 2, PET right-neighbour tap 1, bias -1
     -> 2 pet(y, x) + pet(y, x + 1) - 1 (zero padding beyond the edge).
     """
-    unit = CoLearningUnit(channels=1, kernel_size=3, negative_slope=0.1)
+    unit = CoLearningUnit(channels=1, conv=ConvSettings(kernel_size=3, negative_slope=0.1))
     with torch.no_grad():
         unit.conv.weight.zero_()  # (out 2, in 1, modality 2, 3, 3)
         unit.conv.weight[0, 0, 0, 1, 1] = 1.0
@@ -177,7 +178,7 @@ def test_colearning_unit_matches_eq2_direct_sum():
     """Eq. 2 evaluated by explicit loops over (i, j, l) against the Conv3d, random weights, c = 3."""
     torch.manual_seed(3)
     c, k, h, w = 3, 3, 5, 4
-    unit = CoLearningUnit(channels=c, kernel_size=k, negative_slope=0.1)
+    unit = CoLearningUnit(channels=c, conv=ConvSettings(kernel_size=k, negative_slope=0.1))
     ct, pet = torch.randn(1, c, h, w), torch.randn(1, c, h, w)
     got = unit(ct, pet)[0].detach().numpy()
     wts = unit.conv.weight.detach().numpy()  # (2c, c, 2, k, k)
@@ -298,6 +299,23 @@ def test_kwargs_take_effect():
     assert net.head.out_channels == 6
 
 
+def test_conv_settings_reach_every_block():
+    """One ConvSettings bundle sets kernel, slope and batch-norm settings of every ConvNormAct."""
+    from colearn_pipeline.models import ConvNormAct, Encoder, Reconstruction
+
+    conv = ConvSettings(kernel_size=5, negative_slope=0.3, bn_eps=1e-5, bn_momentum=0.25)
+    encoder = Encoder(1, NARROW, 2, conv)
+    reconstruction = Reconstruction(NARROW, NARROW, NARROW, 2, conv)
+    layers = [m for part in (encoder, reconstruction) for m in part.modules() if isinstance(m, ConvNormAct)]
+    assert len(layers) == 8
+    for conv_layer, norm, act in layers:
+        assert conv_layer.kernel_size == (5, 5)
+        assert (norm.eps, norm.momentum, act.negative_slope) == (1e-5, 0.25, 0.3)
+    assert all(block.deconv.kernel_size == (5, 5) for block in reconstruction.blocks)
+    with pytest.raises(ValueError, match="odd"):
+        ConvNormAct(1, 1, ConvSettings(kernel_size=4))
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_deterministic_given_seed(name):
     x = torch.randn(2, 2, 32, 32)
@@ -404,7 +422,7 @@ def test_conv_layer_order_is_batchnorm_then_activation():
     from colearn_pipeline.models import ConvNormAct
 
     torch.manual_seed(0)
-    layer = ConvNormAct(3, 8, kernel_size=3, negative_slope=0.1).train()
+    layer = ConvNormAct(3, 8, ConvSettings(kernel_size=3, negative_slope=0.1)).train()
     assert [type(m) for m in layer] == [nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU]
     out = layer(torch.randn(4, 3, 16, 16))
     assert (out.mean(dim=(0, 2, 3)) > 0.2).all()

@@ -9,6 +9,7 @@ from colearn_pipeline.models import loss
 from colearn_pipeline.models.blocks import (
     CoLearningUnit,
     ConvNormAct,
+    ConvSettings,
     Encoder,
     EncoderBlock,
     OutputHead,
@@ -41,6 +42,7 @@ __all__ = [
     "CoLearnNet",
     "CoLearningUnit",
     "ConvNormAct",
+    "ConvSettings",
     "Encoder",
     "EncoderBlock",
     "FusedInputNet",

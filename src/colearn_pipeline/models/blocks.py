@@ -15,6 +15,7 @@ slice size, ``h x w`` the size at some scale.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ __all__ = [
     "BN_MOMENTUM",
     "CoLearningUnit",
     "ConvNormAct",
+    "ConvSettings",
     "Encoder",
     "EncoderBlock",
     "OutputHead",
@@ -43,6 +45,33 @@ BN_EPS: float = 1e-3
 BN_MOMENTUM: float = 0.1
 #: Factor of the 2x2 max pooling and of the nearest-neighbour upsampling (Table I).
 SCALE_FACTOR: int = 2
+
+
+@dataclass(frozen=True)
+class ConvSettings:
+    """What every conv of a net shares, built once by the net and handed down to every block.
+
+    MONAI's ``basic_unet`` hands its blocks ``act`` and ``norm``; here the one bundle carries the
+    kernel size, the Leaky ReLU slope and the batch-norm settings, so a block's signature is its
+    channels plus ``conv``.
+
+    Attributes
+    ----------
+    kernel_size
+        Odd square kernel size of the 2D convolutions and deconvolutions (3 in Table I); for a
+        :class:`CoLearningUnit`, the in-plane size ``k`` of its ``k x k x 2`` kernel.
+    negative_slope
+        Leaky ReLU slope alpha (0.1 in Table I).
+    bn_eps
+        Batch-norm epsilon (:data:`BN_EPS`).
+    bn_momentum
+        Batch-norm running-average momentum, PyTorch's convention (:data:`BN_MOMENTUM`).
+    """
+
+    kernel_size: int = 3
+    negative_slope: float = 0.1
+    bn_eps: float = BN_EPS
+    bn_momentum: float = BN_MOMENTUM
 
 
 def init_weights(module: nn.Module, negative_slope: float = 0.1) -> None:
@@ -89,19 +118,18 @@ class ConvNormAct(nn.Sequential):
     ----------
     in_channels, out_channels
         Channels in and out.
-    kernel_size
-        Odd square kernel size (3 in Table I).
-    negative_slope
-        Leaky ReLU slope alpha (0.1 in Table I).
+    conv
+        Kernel size (odd), Leaky ReLU slope and batch-norm settings (:class:`ConvSettings`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, negative_slope: float = 0.1):
+    def __init__(self, in_channels: int, out_channels: int, conv: ConvSettings = ConvSettings()):
+        kernel_size = conv.kernel_size
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=True),
-            nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
-            nn.LeakyReLU(negative_slope),
+            nn.BatchNorm2d(out_channels, eps=conv.bn_eps, momentum=conv.bn_momentum),
+            nn.LeakyReLU(conv.negative_slope),
         )
 
 
@@ -114,14 +142,14 @@ class TwoConv(nn.Sequential):
     ----------
     in_channels, out_channels
         Channels in and out (the second conv is ``out -> out``).
-    kernel_size, negative_slope
+    conv
         As in :class:`ConvNormAct`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, negative_slope: float = 0.1):
+    def __init__(self, in_channels: int, out_channels: int, conv: ConvSettings = ConvSettings()):
         super().__init__(
-            ConvNormAct(in_channels, out_channels, kernel_size, negative_slope),
-            ConvNormAct(out_channels, out_channels, kernel_size, negative_slope),
+            ConvNormAct(in_channels, out_channels, conv),
+            ConvNormAct(out_channels, out_channels, conv),
         )
 
 
@@ -137,7 +165,7 @@ class EncoderBlock(nn.Sequential):
     ----------
     in_channels, out_channels
         Channels in and out.
-    kernel_size, negative_slope
+    conv
         As in :class:`ConvNormAct`.
     pool_size
         Max-pooling window and stride (2 in Table I).
@@ -147,12 +175,11 @@ class EncoderBlock(nn.Sequential):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 3,
-        negative_slope: float = 0.1,
+        conv: ConvSettings = ConvSettings(),
         pool_size: int = SCALE_FACTOR,
     ):
         super().__init__(
-            TwoConv(in_channels, out_channels, kernel_size, negative_slope),
+            TwoConv(in_channels, out_channels, conv),
             nn.MaxPool2d(pool_size, stride=pool_size),
         )
 
@@ -174,7 +201,7 @@ class Encoder(nn.Module):
         Channels ``c`` of every block (64 in Table I).
     depth
         Number of blocks (4 in Fig. 1).
-    kernel_size, negative_slope
+    conv
         As in :class:`ConvNormAct`.
     """
 
@@ -183,14 +210,13 @@ class Encoder(nn.Module):
         in_channels: int = 1,
         width: int = 64,
         depth: int = 4,
-        kernel_size: int = 3,
-        negative_slope: float = 0.1,
+        conv: ConvSettings = ConvSettings(),
     ):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.blocks = nn.ModuleList(
-            EncoderBlock(in_channels if i == 0 else width, width, kernel_size, negative_slope) for i in range(depth)
+            EncoderBlock(in_channels if i == 0 else width, width, conv) for i in range(depth)
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -210,7 +236,7 @@ class CoLearningUnit(nn.Module):
     channels and kernel ``(2, k, k)`` runs over it, padded in-plane by ``k // 2`` but not over
     the modality axis, so the modality axis becomes 1 and is squeezed. Bias, no normalisation
     (the paper: the fusion map directly sets the input distribution of the following layers),
-    then Leaky ReLU (Eq. 3). The slope is the net's ``negative_slope`` (Table I's alpha = 0.1,
+    then Leaky ReLU (Eq. 3). The slope is the net's ``conv.negative_slope`` (Table I's alpha = 0.1,
     "as with the encoders"); the authors' code uses ``tf.nn.leaky_relu``'s default 0.2 here,
     but the paper states the activation and its alpha, so the paper is followed.
 
@@ -222,16 +248,17 @@ class CoLearningUnit(nn.Module):
     ----------
     channels
         ``c``, channels of each modality's feature map.
-    kernel_size
-        In-plane size ``k`` of the 3D kernel (3 in Table I: 3x3x2).
-    negative_slope
-        Leaky ReLU slope.
+    conv
+        ``conv.kernel_size`` is the odd in-plane size ``k`` of the 3D kernel (3 in Table I: 3x3x2;
+        a net hands its ``fusion_kernel_size`` here), ``conv.negative_slope`` the Leaky ReLU slope;
+        the batch-norm settings are unused (no normalisation).
     num_modalities
         Size of the modality axis and the kernel's depth (2: CT and PET).
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, negative_slope: float = 0.1, num_modalities: int = 2):
+    def __init__(self, channels: int, conv: ConvSettings = ConvSettings(), num_modalities: int = 2):
         super().__init__()
+        kernel_size = conv.kernel_size
         if kernel_size % 2 != 1:
             raise ValueError(f"fusion kernel_size must be odd for 'same' in-plane padding, got {kernel_size}")
         self.num_modalities = num_modalities
@@ -242,7 +269,7 @@ class CoLearningUnit(nn.Module):
             padding=(0, kernel_size // 2, kernel_size // 2),
             bias=True,
         )
-        self.act = nn.LeakyReLU(negative_slope)
+        self.act = nn.LeakyReLU(conv.negative_slope)
 
     def forward(self, ct: torch.Tensor, pet: torch.Tensor) -> torch.Tensor:
         """Fusion map ``F_fusion = psi(W_multi * X_multi + b_multi)``, ``(N, 2c, h, w)``."""
@@ -277,8 +304,9 @@ class ReconstructionBlock(nn.Module):
     ----------
     in_channels, out_channels
         Channels in (the stacked input) and out (``c``).
-    kernel_size, negative_slope
-        As in :class:`ConvNormAct`; also the deconvolution's kernel size (3 in Table I).
+    conv
+        As in :class:`ConvNormAct`; ``conv.kernel_size`` is also the deconvolution's kernel size
+        (3 in Table I).
     scale_factor
         Upsampling factor (2).
     """
@@ -287,16 +315,15 @@ class ReconstructionBlock(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 3,
-        negative_slope: float = 0.1,
+        conv: ConvSettings = ConvSettings(),
         scale_factor: int = SCALE_FACTOR,
     ):
         super().__init__()
         self.upsample = nn.Upsample(scale_factor=scale_factor, mode="nearest")
         self.deconv = nn.ConvTranspose2d(
-            in_channels, out_channels, kernel_size, stride=1, padding=kernel_size // 2, bias=True
+            in_channels, out_channels, conv.kernel_size, stride=1, padding=conv.kernel_size // 2, bias=True
         )
-        self.convs = TwoConv(out_channels, out_channels, kernel_size, negative_slope)
+        self.convs = TwoConv(out_channels, out_channels, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, h, w) -> (N, out_channels, 2h, 2w)``."""
@@ -322,7 +349,7 @@ class Reconstruction(nn.Module):
         Channels of the deepest input (``2c`` for co-learning and TB, ``c`` for TC and FS).
     skip_channels
         Channels of each skip input, 0 for none.
-    width, depth, kernel_size, negative_slope
+    width, depth, conv
         As in :class:`Encoder`.
     """
 
@@ -332,15 +359,12 @@ class Reconstruction(nn.Module):
         skip_channels: int = 0,
         width: int = 64,
         depth: int = 4,
-        kernel_size: int = 3,
-        negative_slope: float = 0.1,
+        conv: ConvSettings = ConvSettings(),
     ):
         super().__init__()
         self.skip_channels = skip_channels
         self.blocks = nn.ModuleList(
-            ReconstructionBlock(
-                deepest_channels if i == 0 else skip_channels + width, width, kernel_size, negative_slope
-            )
+            ReconstructionBlock(deepest_channels if i == 0 else skip_channels + width, width, conv)
             for i in range(depth)
         )
 

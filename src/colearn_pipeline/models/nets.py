@@ -34,6 +34,7 @@ fused maps, i.e. TB becomes the co-learning net with every fusion map fixed to 1
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ from torch import nn
 from colearn_pipeline.models.blocks import (
     SCALE_FACTOR,
     CoLearningUnit,
+    ConvSettings,
     Encoder,
     OutputHead,
     PixelIntermix,
@@ -90,6 +92,9 @@ DEFAULTS: dict[str, Any] = {
 class SegmentationNet(nn.Module):
     """Common base: the hyper-parameters, the output head and the input check.
 
+    ``kernel_size`` and ``negative_slope`` are bundled once into :attr:`conv_settings`
+    (:class:`~colearn_pipeline.models.blocks.ConvSettings`), which the nets hand to every block.
+
     Parameters
     ----------
     width
@@ -113,8 +118,7 @@ class SegmentationNet(nn.Module):
         self.width = int(width)
         self.depth = int(depth)
         self.num_classes = int(num_classes)
-        self.kernel_size = int(kernel_size)
-        self.negative_slope = float(negative_slope)
+        self.conv_settings = ConvSettings(kernel_size=int(kernel_size), negative_slope=float(negative_slope))
         self.head = OutputHead(self.width, self.num_classes)
 
     @property
@@ -169,16 +173,18 @@ class CoLearnNet(SegmentationNet):
     ):
         super().__init__(width, depth, num_classes, kernel_size, negative_slope)
         self.fusion_kernel_size = int(fusion_kernel_size)
-        self.ct_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
-        self.pet_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        conv = self.conv_settings
+        self.ct_encoder = Encoder(1, self.width, self.depth, conv)
+        self.pet_encoder = Encoder(1, self.width, self.depth, conv)
+        fusion_conv = replace(conv, kernel_size=self.fusion_kernel_size)
         self.colearn_units = nn.ModuleList(
-            CoLearningUnit(width, fusion_kernel_size, negative_slope) for _ in range(depth)
+            CoLearningUnit(self.width, fusion_conv) for _ in range(self.depth)
         )
-        fused_channels = 2 * width
+        fused_channels = 2 * self.width
         self.reconstruction = Reconstruction(
-            fused_channels, fused_channels if depth > 1 else 0, width, depth, kernel_size, negative_slope
+            fused_channels, fused_channels if self.depth > 1 else 0, self.width, self.depth, conv
         )
-        init_weights(self, negative_slope)
+        init_weights(self, conv.negative_slope)
 
     def forward(
         self, x: torch.Tensor, return_fusion_maps: bool = False
@@ -221,9 +227,9 @@ class _Baseline(SegmentationNet):
         self.baseline_skips = bool(baseline_skips)
         skip_channels = feature_channels if (self.baseline_skips and self.depth > 1) else 0
         self.reconstruction = Reconstruction(
-            feature_channels, skip_channels, self.width, self.depth, self.kernel_size, self.negative_slope
+            feature_channels, skip_channels, self.width, self.depth, self.conv_settings
         )
-        init_weights(self, self.negative_slope)
+        init_weights(self, self.conv_settings.negative_slope)
 
     def _build_encoders(self) -> int:
         raise NotImplementedError
@@ -252,8 +258,8 @@ class TwoBranchNet(_Baseline):
     """
 
     def _build_encoders(self) -> int:
-        self.ct_encoder = Encoder(1, self.width, self.depth, self.kernel_size, self.negative_slope)
-        self.pet_encoder = Encoder(1, self.width, self.depth, self.kernel_size, self.negative_slope)
+        self.ct_encoder = Encoder(1, self.width, self.depth, self.conv_settings)
+        self.pet_encoder = Encoder(1, self.width, self.depth, self.conv_settings)
         return 2 * self.width
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -269,7 +275,7 @@ class TwoChannelNet(_Baseline):
     """
 
     def _build_encoders(self) -> int:
-        self.encoder = Encoder(NUM_INPUT_CHANNELS, self.width, self.depth, self.kernel_size, self.negative_slope)
+        self.encoder = Encoder(NUM_INPUT_CHANNELS, self.width, self.depth, self.conv_settings)
         return self.width
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -299,7 +305,7 @@ class FusedInputNet(_Baseline):
 
     def _build_encoders(self) -> int:
         self.intermix = PixelIntermix(self._fs_blend_weight)
-        self.encoder = Encoder(1, self.width, self.depth, self.kernel_size, self.negative_slope)
+        self.encoder = Encoder(1, self.width, self.depth, self.conv_settings)
         return self.width
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -344,16 +350,18 @@ class TwoBranchAdditiveNet(SegmentationNet):
     def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
                  fusion_kernel_size: int = 3, negative_slope: float = 0.1):
         super().__init__(width, depth, num_classes, kernel_size, negative_slope)
-        self.ct_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
-        self.pet_encoder = Encoder(1, width, depth, kernel_size, negative_slope)
+        conv = self.conv_settings
+        self.ct_encoder = Encoder(1, self.width, self.depth, conv)
+        self.pet_encoder = Encoder(1, self.width, self.depth, conv)
+        fusion_conv = replace(conv, kernel_size=int(fusion_kernel_size))
         self.fusion_units = nn.ModuleList(
-            CoLearningUnit(width, fusion_kernel_size, negative_slope) for _ in range(depth)
+            CoLearningUnit(self.width, fusion_conv) for _ in range(self.depth)
         )
-        fused_channels = 2 * width
+        fused_channels = 2 * self.width
         self.reconstruction = Reconstruction(
-            fused_channels, fused_channels if depth > 1 else 0, width, depth, kernel_size, negative_slope
+            fused_channels, fused_channels if self.depth > 1 else 0, self.width, self.depth, conv
         )
-        init_weights(self, negative_slope)
+        init_weights(self, conv.negative_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes, H, W)``."""
