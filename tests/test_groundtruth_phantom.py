@@ -3,8 +3,11 @@
 The cohort is written by ``colearn_pipeline.phantom`` (anatomy 1.1: fat planes, diaphragm,
 stomach with gas, spleen) as DICOM, read back with :mod:`colearn_pipeline.dicom` and processed by
 :mod:`colearn_pipeline.groundtruth.phantom_qa`, exactly as the command
-``python -m colearn_pipeline.groundtruth RAW_DIR`` does. Our own modules are imported
-plainly: an import error is a failure, never a skip (issue 15).
+``python -m colearn_pipeline.groundtruth RAW_DIR`` does. The SUV fed to the ground truth is the
+phantom's own truth SUV (``phantom_truth/<pseudonym>/suv.nii.gz``) resampled onto the CT, so this
+checks the ground-truth science alone; the production path (DICOM PET -> SUV -> grid -> ground
+truth) is scored against the same truth in ``tests/test_preprocess_phantom.py``. Our own modules are
+imported plainly: an import error is a failure, never a skip (issue 15).
 
 Issue 12's targets on demo/paper size: lungs >= 0.98, mediastinum >= 0.93, tumours >= 0.90.
 The mediastinum does not reach its target yet (about 0.90 on demo and 0.89 on paper size, see
