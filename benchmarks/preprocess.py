@@ -70,6 +70,7 @@ def run_pipeline(raw: Path, out: Path, **executor) -> dict:
     catalog = DataCatalog.from_config(catalog_conf)
     for name, block in params.items():
         catalog[f"params:preprocess.{name}"] = block
+    catalog["params:suv"] = yaml.safe_load((conf / "parameters_suv.yml").read_text())["suv"]
     start = time.perf_counter()
     SequentialRunner().run(create_pipeline(), catalog)
     seconds = time.perf_counter() - start
