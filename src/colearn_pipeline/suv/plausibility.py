@@ -171,6 +171,9 @@ def check_suv_values(
     if bad.any():
         z = int(np.argwhere(bad)[0][0])
         raise SuvError(f"{int(bad.sum())} non-finite values, first in slice {z}{where}", tag="SUV", source=source)
+    if not (suv > 0).any():  # before the range checks: an empty series is the cause, not its median
+        raise SuvError(f"the PET series is empty: every voxel is {float(suv.max()):g} or below{where}",
+                       tag="SUV", source=source)
     low, high = plausibility.suv_range
     for value, name in ((float(suv.min()), "minimum"), (float(suv.max()), "maximum")):
         if not low <= value <= high:
