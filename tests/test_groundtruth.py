@@ -464,3 +464,23 @@ def test_derive_labels_reports_quality_and_thorax(torso):
     assert info["quality"]["mediastinum_outside_hull"] <= 0.05
     assert info["review_reasons"] == []
     assert len(info["quality"]["tumours"]) == 1
+
+
+def test_tumour_spilling_into_aerated_lung_needs_review():
+    """Issue 11: a 40 % region that grows into aerated lung (a finding with little uptake) needs review;
+    a soft-tissue tumour with a thin rim at lung HU does not. Volumes by hand: 2 mm voxels = 0.008 mL."""
+    from colearn_pipeline.groundtruth.quality import review_reasons, tumour_in_aerated_lung_ml
+
+    ct_hu = np.full((10, 20, 20), -850.0)  # aerated lung
+    ct_hu[3:7, 5:15, 5:15] = 40.0  # a soft-tissue tumour of 4 x 10 x 10 voxels
+    solid = np.zeros(ct_hu.shape, bool)
+    solid[3:7, 4:16, 5:15] = True  # the tumour and a one-voxel rim at lung HU on two sides: 4 x 2 x 10 = 80 voxels
+    spread = np.ones(ct_hu.shape, bool)  # the whole lung: 4000 voxels, 400 of them tumour
+    spacing = (2.0, 2.0, 2.0)
+    assert tumour_in_aerated_lung_ml(solid, ct_hu, spacing, aerated_lung_hu=-500.0) == pytest.approx(80 * 0.008)
+    assert tumour_in_aerated_lung_ml(spread, ct_hu, spacing, aerated_lung_hu=-500.0) == pytest.approx(3600 * 0.008)
+    base = {"lung_ml": 3000.0, "mediastinum_ml": 900.0, "mediastinum_outside_hull": 0.0, "lung_balance": 0.9}
+    ranges = {"max_tumour_in_aerated_lung_ml": 10.0}
+    assert review_reasons({**base, "tumour_in_aerated_lung_ml": 0.64}, ranges) == []
+    assert review_reasons({**base, "tumour_in_aerated_lung_ml": 28.8}, ranges) == [
+        "tumour spills into aerated lung: 28.8 mL > 10.0 mL"]

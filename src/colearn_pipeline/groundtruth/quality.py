@@ -93,6 +93,18 @@ def _outside(value: float, bounds) -> bool:
     return (lo is not None and value < lo) or (hi is not None and value > hi)
 
 
+def tumour_in_aerated_lung_ml(tumour_mask: np.ndarray, ct_hu: np.ndarray, spacing_xyz_mm, *,
+                              aerated_lung_hu: float) -> float:
+    """Volume (mL) of tumour voxels whose CT is aerated lung (below ``aerated_lung_hu``).
+
+    A 40 %-of-peak region grown from a finding with little uptake spills into the lung around it;
+    a real tumour is soft tissue, with only a partial-volume rim of a few mL at lung HU.
+    """
+    voxel_ml = float(np.prod(np.asarray(spacing_xyz_mm, dtype=float))) / 1000.0
+    spill = np.asarray(tumour_mask, bool) & (np.asarray(ct_hu) < aerated_lung_hu)
+    return float(np.count_nonzero(spill)) * voxel_ml
+
+
 def review_reasons(figures: Mapping, ranges: Mapping) -> list[str]:
     """Reasons why a study's ground truth needs review (empty list: plausible).
 
@@ -105,8 +117,10 @@ def review_reasons(figures: Mapping, ranges: Mapping) -> list[str]:
         ``min_lung_balance``, ``max_tumour_ml``: numbers; ``min_peak_to_threshold``: a finding
         whose peak is not this many times its threshold has no uptake above background
         (with the paper's 40 % rule the ratio is 2.5 by construction, so a raised fraction or an
-        absolute floor lowers it); ``capped_is_review``: a region that still reaches its size cap.
-        A key left out is not checked.
+        absolute floor lowers it); ``capped_is_review``: a region that still reaches its size cap;
+        ``max_tumour_in_aerated_lung_ml``: tumour volume at aerated-lung HU (figure
+        ``tumour_in_aerated_lung_ml``, from :func:`tumour_in_aerated_lung_ml`).
+        A key (or a figure) left out is not checked.
 
     Returns
     -------
@@ -125,6 +139,9 @@ def review_reasons(figures: Mapping, ranges: Mapping) -> list[str]:
         reasons.append(f"mediastinum_outside_hull {figures['mediastinum_outside_hull']:.3f} > {ranges['max_mediastinum_outside_hull']}")
     if "min_lung_balance" in ranges and figures["lung_balance"] < ranges["min_lung_balance"]:
         reasons.append(f"lung_balance {figures['lung_balance']:.2f} < {ranges['min_lung_balance']}")
+    spill, limit = figures.get("tumour_in_aerated_lung_ml"), ranges.get("max_tumour_in_aerated_lung_ml")
+    if spill is not None and limit is not None and spill > limit:
+        reasons.append(f"tumour spills into aerated lung: {spill:.1f} mL > {limit} mL")
     for i, t in enumerate(figures.get("tumours", [])):
         if t["volume_ml"] == 0.0:
             reasons.append(f"finding {i}: no tumour region")

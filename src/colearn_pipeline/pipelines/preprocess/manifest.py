@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 STAGES = ("read_series", "suv", "pet_to_ct", "lungs", "mediastinum", "tumours", "labels", "model_input")
 #: Ground-truth quality figures (labels stage; docs/preprocess.md "Ground-truth quality").
 QUALITY_COLUMNS = ["lung_ml", "mediastinum_ml", "mediastinum_outside_hull", "lung_balance", "tumour_ml",
-                   "tumour_peak_to_threshold"]
+                   "tumour_peak_to_threshold", "tumour_in_aerated_lung_ml"]
 #: Manifest columns, in CSV order (lists are written as space-separated text in the CSV).
 MANIFEST_COLUMNS = [
     "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",

@@ -292,6 +292,7 @@ def compose_labels(raw_dicom: DicomTree, series: StudyPartitions, lungs: StudyPa
         kwargs = dict(pseudonym=pseudonym, lungs=parts["lungs"], mediastinum=parts["mediastinum"],
                       tumours=parts["tumours"], geometry=parts["series"].record["row"]["ct_geometry"],
                       truth_dir=truth, hull_margin_mm=quality_params.hull_margin_mm,
+                      ct_hu=parts["series"], aerated_lung_hu=quality_params.aerated_lung_hu,
                       review_ranges=quality_params.ranges(), correction=correction)
         fingerprinted = [truth, asdict(quality_params), None]
         if correction is not None:

@@ -157,6 +157,8 @@ class QualityParams:
     max_tumour_ml: float                    # per finding
     min_peak_to_threshold: float            # per finding: below it, no uptake above background
     capped_is_review: bool                  # a tumour region that hits its size cap needs review
+    aerated_lung_hu: float                  # CT below this is aerated lung
+    max_tumour_in_aerated_lung_ml: float    # tumour volume at aerated-lung HU (a region spilling into lung)
 
     def __post_init__(self) -> None:
         for name in ("lung_ml", "mediastinum_ml"):
@@ -168,6 +170,7 @@ class QualityParams:
         """The ranges as :func:`colearn_pipeline.groundtruth.quality.review_reasons` takes them."""
         values = dataclasses.asdict(self)
         values.pop("hull_margin_mm")
+        values.pop("aerated_lung_hu")
         return values
 
 

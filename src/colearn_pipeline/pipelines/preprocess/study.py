@@ -28,7 +28,7 @@ from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_lungs, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth import select_slices
 from colearn_pipeline.pipelines.preprocess.executor import StudyError
-from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check
+from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check, tumour_in_aerated_lung_ml
 from colearn_pipeline.suv import SuvError, SuvPlausibility, check_suv_values, suv_conversion
 from colearn_pipeline.suv.conversion import header_hint
 
@@ -285,8 +285,9 @@ def _plain(value: Any) -> Any:
 
 def labels_stage(*, staging_dir: str, pseudonym: str, lungs: StudyPartition, mediastinum: StudyPartition,
                  tumours: StudyPartition, geometry: Mapping, truth_dir: str | None, hull_margin_mm: float,
-                 review_ranges: Mapping, correction: str | None = None, root: str = "",
-                 ct_files: Sequence[str] = (), tolerances: Mapping | None = None) -> dict:
+                 review_ranges: Mapping, ct_hu: StudyPartition, aerated_lung_hu: float,
+                 correction: str | None = None, root: str = "", ct_files: Sequence[str] = (),
+                 tolerances: Mapping | None = None) -> dict:
     """The label volume (0 background, 1 lung, 2 mediastinum, 3 tumour), its quality figures, and its Dice
     against phantom truth.
 
@@ -302,6 +303,9 @@ def labels_stage(*, staging_dir: str, pseudonym: str, lungs: StudyPartition, med
         findings = tumours.record["row"].get("tumour_findings", [])
     figures = quality_figures(labels == LABELS["lung"], labels == LABELS["mediastinum"], geometry["spacing_xyz_mm"],
                               findings, hull_margin_mm=hull_margin_mm)
+    figures["tumour_in_aerated_lung_ml"] = tumour_in_aerated_lung_ml(
+        labels == LABELS["tumour"], _array(ct_hu, dtype=np.float32), geometry["spacing_xyz_mm"],
+        aerated_lung_hu=aerated_lung_hu)
     if correction is None:
         reasons = review_reasons(figures, review_ranges)
         if reasons:
@@ -327,6 +331,7 @@ def quality_row(figures: Mapping) -> dict[str, Any]:
         "lung_ml": round(figures["lung_ml"], 1), "mediastinum_ml": round(figures["mediastinum_ml"], 1),
         "mediastinum_outside_hull": round(figures["mediastinum_outside_hull"], 4),
         "lung_balance": round(figures["lung_balance"], 3),
+        "tumour_in_aerated_lung_ml": round(figures["tumour_in_aerated_lung_ml"], 2),
         "tumour_ml": [round(t["volume_ml"], 2) for t in figures["tumours"]],
         "tumour_peak_to_threshold": [round(t["peak_to_threshold"], 3) for t in figures["tumours"]],
     }
