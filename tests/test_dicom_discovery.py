@@ -115,3 +115,29 @@ def test_redact_replaces_identifiers(tmp_path):
     info = found.studies[pseudonymise(study["study_uid"])]
     assert info.redact("/exports/Doe^Jane/PID-0001/19600101/x.dcm") == "/exports/<redacted>/<redacted>/<redacted>/x.dcm"
     assert info.redact("Jane_Doe") == "<redacted>_<redacted>"
+
+
+def test_pet_beside_a_ct_it_does_not_overlap_or_without_frame_of_reference_names_the_cause(tmp_path):
+    """Issue 11: PET and CT that do not overlap along z, and a CT without FrameOfReferenceUID, are
+    refused with that cause named, not as a generic selection failure."""
+    def corrected(ds, k):
+        ds.CorrectedImage = ["ATTN", "DECY"]
+
+    uid, frame = generate_uid(), generate_uid()
+    write_series(tmp_path / "far" / "ct", np.zeros((8, 6, 6)), modality="CT", study_uid=uid, frame_uid=frame)
+    write_series(tmp_path / "far" / "pt", np.ones((6, 6, 6)), modality="PT", study_uid=uid, frame_uid=frame,
+                 origin_xyz_mm=(0.0, 0.0, 500.0), extra=corrected)  # 50 cm above the CT: no overlap
+    uid2, frame2 = generate_uid(), generate_uid()
+
+    def no_frame(ds, k):
+        del ds.FrameOfReferenceUID
+
+    write_series(tmp_path / "nofor" / "ct", np.zeros((8, 6, 6)), modality="CT", study_uid=uid2, frame_uid=frame2,
+                 extra=no_frame)
+    write_series(tmp_path / "nofor" / "pt", np.ones((6, 6, 6)), modality="PT", study_uid=uid2, frame_uid=frame2,
+                 extra=corrected)
+    found = discover(tmp_path)
+    with pytest.raises(DicomStudyError, match="no CT series covers at least 50% of the PET's z range"):
+        select_ct_pet(found.studies[pseudonymise(uid)], str(tmp_path))
+    with pytest.raises(DicomStudyError, match=r"no axial CT volume: series-\S+: no FrameOfReferenceUID"):
+        select_ct_pet(found.studies[pseudonymise(uid2)], str(tmp_path))
