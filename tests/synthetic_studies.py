@@ -71,3 +71,12 @@ def synthetic_study(name: str, n_slices: int = 4, size: int = 32, seed: int = 0,
         "direction": np.eye(3).ravel(),
         "study": np.asarray(name),
     }
+
+
+def synthetic_train_set(n_studies: int, n_slices: int, size: int) -> dict:
+    """``assemble_slices`` of ``n_studies`` synthetic studies named ``study-<10 hex>`` (seeds 0, 1, ...)."""
+    from colearn_pipeline.training import assemble_slices
+
+    names = [f"study-{i:010x}" for i in range(n_studies)]
+    return assemble_slices({n: synthetic_study(n, n_slices=n_slices, size=size, seed=i) for i, n in enumerate(names)},
+                           names)

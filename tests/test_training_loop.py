@@ -9,22 +9,19 @@ import torch
 from colearn_pipeline.training import (
     TrainConfig,
     TrainingInterrupted,
-    assemble_slices,
     list_checkpoints,
     load_model,
     train_model,
 )
 from colearn_pipeline.training.checkpoint import atomic_torch_save, capture_rng_states, restore_rng_states
-from synthetic_studies import synthetic_study
+from synthetic_studies import synthetic_train_set
 
 MODEL = {"width": 4, "depth": 2}
 
 
 @pytest.fixture(scope="module")
 def train_set():
-    names = [f"study-{i:010x}" for i in range(3)]
-    mi = {n: synthetic_study(n, n_slices=4, size=32, seed=i) for i, n in enumerate(names)}
-    return assemble_slices(mi, names)
+    return synthetic_train_set(n_studies=3, n_slices=4, size=32)
 
 
 def _cfg(**kw):

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-from synthetic_studies import synthetic_study
+from synthetic_studies import synthetic_train_set
 
 from colearn_pipeline.training import (
     TrainConfig,
     TrainingRun,
-    assemble_slices,
     list_checkpoints,
     run_training,
     train_model,
@@ -20,8 +19,7 @@ MODEL = {"width": 4, "depth": 2}
 
 @pytest.fixture(scope="module")
 def train_set():
-    names = [f"study-{i:010x}" for i in range(2)]
-    return assemble_slices({n: synthetic_study(n, n_slices=3, size=16, seed=i) for i, n in enumerate(names)}, names)
+    return synthetic_train_set(n_studies=2, n_slices=3, size=16)
 
 
 def _config(**kw):
