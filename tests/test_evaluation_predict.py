@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from colearn_pipeline.predict import labels_to_ct_volume, resize_nearest, write_label_nifti
+from colearn_pipeline.inference.segment import labels_to_ct_volume, write_label_nifti
+from colearn_pipeline.training.inputs import resize_labels_nearest as resize_nearest
 from synthetic_studies import synthetic_study
 
 
@@ -28,7 +29,7 @@ def test_labels_land_at_slice_index():
 
 
 def test_nifti_keeps_geometry(tmp_path):
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk  # a core dependency: an import error is a failure, never a skip
     s = synthetic_study("study-000000000a", n_slices=2, size=8, ct_shape_zyx=(4, 8, 8))
     s["direction"] = np.array([1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0])
     vol = np.zeros((4, 8, 8), np.uint8)

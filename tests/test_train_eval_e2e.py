@@ -194,7 +194,7 @@ def test_rerun_resumes_from_final_checkpoints(trained_project):
 def test_predict_cli_writes_labels_on_the_ct_grid(trained_project, tmp_path):
     import SimpleITK as sitk
 
-    from colearn_pipeline.predict import main
+    from colearn_pipeline.inference.cli import main
 
     root, _ = trained_project
     split = json.loads((root / "data" / "06_models" / "split.json").read_text())
