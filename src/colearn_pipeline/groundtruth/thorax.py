@@ -1,0 +1,66 @@
+"""The thorax of a scan along z (whole-body studies): the lungs' extent plus a margin.
+
+Ground truth is derived only in this slab; report findings outside it are listed, not followed
+(a hot focus in the brain or the bladder is physiological uptake, not a lung tumour).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from colearn_pipeline.groundtruth._morphology import spacing_zyx
+
+#: Reason recorded for a report finding outside the thorax slab.
+SEED_OUTSIDE_THORAX = "seed_outside_thorax"
+
+
+def thorax_extent(lung_mask, spacing_xyz_mm: Sequence[float], *, min_lung_area_mm2: float,
+                  margin_mm: float) -> tuple[int, int] | None:
+    """First and last axial slice (inclusive) of the thorax: slices with plausible lung, widened by a margin.
+
+    Parameters
+    ----------
+    lung_mask : ndarray of bool, shape (z, y, x)
+    spacing_xyz_mm : sequence of 3 float
+        SimpleITK order (x, y, z), mm.
+    min_lung_area_mm2 : float
+        A slice counts as lung when its lung area is at least this (mm²): a trachea in the neck or
+        a bowel-gas pocket taken for lung does not stretch the thorax.
+    margin_mm : float
+        Added above and below (tumours at the apex or on the diaphragm, the heart under the lung bases).
+
+    Returns
+    -------
+    (first, last) : tuple of int, or None when no slice has plausible lung
+    """
+    lungs = np.asarray(lung_mask, dtype=bool)
+    sp = spacing_zyx(spacing_xyz_mm)
+    area_mm2 = lungs.sum(axis=(1, 2)) * float(sp[1] * sp[2])
+    slices = np.flatnonzero(area_mm2 >= min_lung_area_mm2)
+    if slices.size == 0:
+        return None
+    pad = int(np.ceil(float(margin_mm) / float(sp[0]) - 1e-9))
+    return max(0, int(slices[0]) - pad), min(lungs.shape[0] - 1, int(slices[-1]) + pad)
+
+
+def restrict_to_slab(mask, extent: tuple[int, int] | None) -> np.ndarray:
+    """``mask`` with every slice outside ``extent`` cleared (all cleared when ``extent`` is None)."""
+    out = np.array(mask, dtype=bool, copy=True)
+    if extent is None:
+        out[:] = False
+        return out
+    first, last = extent
+    out[:first] = False
+    out[last + 1:] = False
+    return out
+
+
+def seeds_in_thorax(seeds_zyx, extent: tuple[int, int] | None) -> np.ndarray:
+    """Bool per seed: its slice (rounded) lies in the thorax ``extent`` (none does when it is None)."""
+    seeds = np.asarray(seeds_zyx, dtype=float).reshape(-1, 3)
+    if extent is None:
+        return np.zeros(len(seeds), dtype=bool)
+    z = np.rint(seeds[:, 0])
+    return (z >= extent[0]) & (z <= extent[1])
