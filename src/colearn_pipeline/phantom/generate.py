@@ -193,7 +193,7 @@ def _simulate_images(rngs, cfg: C.PhantomConfig, ct_grid: Grid, pet_grid: Grid, 
     z0, z1 = z_range_mm
     anat = sample_anatomy(rngs["anatomy"], z0, z1, weight, height)
     tissue = rasterise(anat, ct_grid)
-    hu_of, suv_of = tissue_values(rngs["lesions"], cfg)
+    hu_of, suv_of = tissue_values(rngs["lesions"], cfg, rngs["wholebody"])
     lesions, patches = place_lesions(anat, ct_grid, tissue, rngs["lesions"], cfg, suv_of)
     labels = labels_from_tissue(tissue)
     ct_noise = float(rngs["ct_noise"].uniform(*cfg.ct_noise_hu))
