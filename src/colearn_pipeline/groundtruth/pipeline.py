@@ -11,7 +11,7 @@ from colearn_pipeline.groundtruth.labels import LABELS, compose_labels, select_s
 from colearn_pipeline.groundtruth.lungs import segment_lungs
 from colearn_pipeline.groundtruth.mediastinum import segment_mediastinum
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check
-from colearn_pipeline.groundtruth.thorax import SEED_OUTSIDE_THORAX, restrict_to_slab, seeds_in_thorax, thorax_extent
+from colearn_pipeline.groundtruth.thorax import SEED_OUTSIDE_THORAX, lungs_in_thorax, restrict_to_slab, seeds_in_thorax
 from colearn_pipeline.groundtruth.tumours import segment_tumours
 
 
@@ -60,12 +60,13 @@ def derive_labels(
         ``review_reasons`` (a list, empty when plausible); with ``thorax``: ``not_thorax`` (a
         reason or None).
     """
-    lung_mask, lung_info = segment_lungs(ct_hu, spacing_xyz_mm, return_info=True, **dict(lungs or {}))
-    airway = lung_info.pop("airway_mask")
     slab, not_followed = None, []
+    if extent is None:
+        lung_mask, lung_info = segment_lungs(ct_hu, spacing_xyz_mm, return_info=True, **dict(lungs or {}))
+    else:
+        lung_mask, lung_info, slab = lungs_in_thorax(ct_hu, spacing_xyz_mm, extent=extent, **dict(lungs or {}))
+    airway = lung_info.pop("airway_mask")
     if extent is not None:
-        slab = thorax_extent(lung_mask, spacing_xyz_mm, **dict(extent))
-        lung_mask, airway = restrict_to_slab(lung_mask, slab), restrict_to_slab(airway, slab)
         inside = seeds_in_thorax(seeds_zyx, slab)
         not_followed = [{"finding": int(i), "reason": SEED_OUTSIDE_THORAX} for i in np.flatnonzero(~inside)]
         seeds_zyx = np.asarray(seeds_zyx, dtype=float).reshape(-1, 3)[inside]

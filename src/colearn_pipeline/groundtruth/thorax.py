@@ -6,11 +6,12 @@ Ground truth is derived only in this slab; report findings outside it are listed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from colearn_pipeline.groundtruth._morphology import spacing_zyx
+from colearn_pipeline.groundtruth.lungs import segment_lungs
 
 #: Reason recorded for a report finding outside the thorax slab.
 SEED_OUTSIDE_THORAX = "seed_outside_thorax"
@@ -64,3 +65,42 @@ def seeds_in_thorax(seeds_zyx, extent: tuple[int, int] | None) -> np.ndarray:
         return np.zeros(len(seeds), dtype=bool)
     z = np.rint(seeds[:, 0])
     return (z >= extent[0]) & (z <= extent[1])
+
+
+def lungs_in_thorax(ct_hu, spacing_xyz_mm: Sequence[float], *, extent: Mapping, **lung_params):
+    """Lungs (:func:`~colearn_pipeline.groundtruth.segment_lungs`) of a scan that may reach beyond the thorax.
+
+    A first pass over the whole scan finds the thorax slab (:func:`thorax_extent`); when the slab is
+    shorter than the scan (a whole-body study), the lungs are segmented again on the slab alone, so
+    that the airway is searched in the top of the thorax (the trachea above the apices), not in the
+    head, and the threshold comes from the thorax's histogram.
+
+    Parameters
+    ----------
+    ct_hu : ndarray, shape (z, y, x)
+    spacing_xyz_mm : sequence of 3 float
+    extent : mapping
+        Keyword arguments of :func:`thorax_extent`.
+    **lung_params
+        Keyword arguments of :func:`segment_lungs` (``return_info`` is implied).
+
+    Returns
+    -------
+    lungs : ndarray of bool
+        Empty outside the slab.
+    info : dict
+        ``segment_lungs``'s info (with ``airway_mask``, empty outside the slab) of the pass that was kept.
+    slab : (first, last) or None
+    """
+    ct = np.asarray(ct_hu)
+    lungs, info = segment_lungs(ct, spacing_xyz_mm, return_info=True, **lung_params)
+    slab = thorax_extent(lungs, spacing_xyz_mm, **dict(extent))
+    if slab is not None and (slab[0] > 0 or slab[1] < ct.shape[0] - 1):
+        part, info = segment_lungs(ct[slab[0]: slab[1] + 1], spacing_xyz_mm, return_info=True, **lung_params)
+        lungs = np.zeros(ct.shape, dtype=bool)
+        lungs[slab[0]: slab[1] + 1] = part
+        airway = np.zeros(ct.shape, dtype=bool)
+        airway[slab[0]: slab[1] + 1] = info["airway_mask"]
+        info["airway_mask"] = airway
+    info["airway_mask"] = restrict_to_slab(info["airway_mask"], slab)
+    return restrict_to_slab(lungs, slab), info, slab

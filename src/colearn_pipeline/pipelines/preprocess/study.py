@@ -25,11 +25,11 @@ from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.grid import inside, physical_to_index_zyx, resample_to_reference, resize_slices
 from colearn_pipeline.training.inputs import resize_labels_nearest
 from colearn_pipeline.dicom.series import read_series
-from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_lungs, segment_mediastinum, segment_tumours
+from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth import select_slices
 from colearn_pipeline.pipelines.preprocess.executor import StudyError
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check, tumour_in_aerated_lung_ml
-from colearn_pipeline.groundtruth.thorax import SEED_OUTSIDE_THORAX, restrict_to_slab, seeds_in_thorax, thorax_extent
+from colearn_pipeline.groundtruth.thorax import SEED_OUTSIDE_THORAX, lungs_in_thorax, restrict_to_slab, seeds_in_thorax
 from colearn_pipeline.suv import SuvError, SuvPlausibility, check_suv_values, suv_conversion
 from colearn_pipeline.suv.conversion import header_hint
 
@@ -199,16 +199,15 @@ def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, k
                 extent: Mapping) -> dict:
     """Lungs (:func:`colearn_pipeline.groundtruth.segment_lungs`); the airway removed from them is kept too.
 
-    Both are kept in the thorax slab (:func:`colearn_pipeline.groundtruth.thorax.thorax_extent`, the
+    Both are kept in the thorax slab (:func:`colearn_pipeline.groundtruth.thorax.lungs_in_thorax`, the
     ``thorax_extent`` row field: first and last slice, or None) where every later stage works.
     """
     kwargs = dict(keywords)
     if kwargs.get("superior_at_high_z") is None:
         kwargs["superior_at_high_z"] = bool(geometry["direction"][8] >= 0)  # LPS: +z is superior
     ct = _array(ct_hu, dtype=np.float32)
-    lungs, info = segment_lungs(ct, geometry["spacing_xyz_mm"], return_info=True, **kwargs)
-    slab = thorax_extent(lungs, geometry["spacing_xyz_mm"], **dict(extent))
-    lungs, airway = restrict_to_slab(lungs, slab), restrict_to_slab(info.pop("airway_mask"), slab)
+    lungs, info, slab = lungs_in_thorax(ct, geometry["spacing_xyz_mm"], extent=extent, **kwargs)
+    airway = info.pop("airway_mask")
     encoded = (np.asarray(lungs, bool) * np.uint8(LUNG_BIT)) | (np.asarray(airway, bool) * np.uint8(AIRWAY_BIT))
     path = write_nifti(image_on(geometry, encoded.astype(np.uint8)), Path(staging_dir) / "lungs.nii.gz")
     row = {f"lungs_{k}": v for k, v in info.items() if isinstance(v, (int, float, bool)) or v is None}
