@@ -11,7 +11,7 @@ from colearn_pipeline.groundtruth.labels import LABELS, compose_labels, select_s
 from colearn_pipeline.groundtruth.lungs import segment_lungs
 from colearn_pipeline.groundtruth.mediastinum import segment_mediastinum
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check
-from colearn_pipeline.groundtruth.thorax import SEED_OUTSIDE_THORAX, lungs_in_thorax, restrict_to_slab, seeds_in_thorax
+from colearn_pipeline.groundtruth.thorax import lungs_in_thorax, restrict_to_slab, seeds_to_follow
 from colearn_pipeline.groundtruth.tumours import segment_tumours
 
 
@@ -56,8 +56,8 @@ def derive_labels(
     info : dict
         ``lungs`` (thresholds), ``mediastinum`` (seeds), ``tumours`` (per followed finding),
         ``voxels`` per class name; with ``extent``: ``thorax_extent`` (first, last slice, or None)
-        and ``findings_not_followed`` (``{"finding": index, "reason": "seed_outside_thorax"}``); with ``quality``: ``quality`` (:func:`quality_figures`) and
-        ``review_reasons`` (a list, empty when plausible); with ``thorax``: ``not_thorax`` (a
+        and ``findings_not_followed`` (``{"finding": index, "reason": "seed_outside_thorax"}``);
+        with ``quality``: ``quality`` (:func:`quality_figures`) and ``review_reasons`` (a list, empty when plausible); with ``thorax``: ``not_thorax`` (a
         reason or None).
     """
     slab, not_followed = None, []
@@ -65,11 +65,8 @@ def derive_labels(
         lung_mask, lung_info = segment_lungs(ct_hu, spacing_xyz_mm, return_info=True, **dict(lungs or {}))
     else:
         lung_mask, lung_info, slab = lungs_in_thorax(ct_hu, spacing_xyz_mm, extent=extent, **dict(lungs or {}))
+        seeds_zyx, not_followed = seeds_to_follow(seeds_zyx, slab)
     airway = lung_info.pop("airway_mask")
-    if extent is not None:
-        inside = seeds_in_thorax(seeds_zyx, slab)
-        not_followed = [{"finding": int(i), "reason": SEED_OUTSIDE_THORAX} for i in np.flatnonzero(~inside)]
-        seeds_zyx = np.asarray(seeds_zyx, dtype=float).reshape(-1, 3)[inside]
     med_params = dict(mediastinum or {})
     if lungs and "superior_at_high_z" in lungs:
         med_params.setdefault("superior_at_high_z", lungs["superior_at_high_z"])

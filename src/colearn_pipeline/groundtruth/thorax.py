@@ -67,6 +67,14 @@ def seeds_in_thorax(seeds_zyx, extent: tuple[int, int] | None) -> np.ndarray:
     return (z >= extent[0]) & (z <= extent[1])
 
 
+def seeds_to_follow(seeds_zyx, extent: tuple[int, int] | None) -> tuple[np.ndarray, list[dict]]:
+    """The seeds inside the thorax ``extent`` ``(n, 3)``, and one ``{"finding": index, "reason":
+    "seed_outside_thorax"}`` per seed left out (index into ``seeds_zyx``)."""
+    seeds = np.asarray(seeds_zyx, dtype=float).reshape(-1, 3)
+    inside = seeds_in_thorax(seeds, extent)
+    return seeds[inside], [{"finding": int(i), "reason": SEED_OUTSIDE_THORAX} for i in np.flatnonzero(~inside)]
+
+
 def lungs_in_thorax(ct_hu, spacing_xyz_mm: Sequence[float], *, extent: Mapping, **lung_params):
     """Lungs (:func:`~colearn_pipeline.groundtruth.segment_lungs`) of a scan that may reach beyond the thorax.
 

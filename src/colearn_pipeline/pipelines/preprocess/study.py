@@ -29,7 +29,7 @@ from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_m
 from colearn_pipeline.groundtruth import select_slices
 from colearn_pipeline.pipelines.preprocess.executor import StudyError
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check, tumour_in_aerated_lung_ml
-from colearn_pipeline.groundtruth.thorax import SEED_OUTSIDE_THORAX, lungs_in_thorax, restrict_to_slab, seeds_in_thorax
+from colearn_pipeline.groundtruth.thorax import lungs_in_thorax, restrict_to_slab, seeds_to_follow
 from colearn_pipeline.suv import SuvError, SuvPlausibility, check_suv_values, suv_conversion
 from colearn_pipeline.suv.conversion import header_hint
 
@@ -294,14 +294,13 @@ def tumours_stage(*, staging_dir: str, pseudonym: str, suv: StudyPartition, find
     """
     seeds = findings_to_seeds(findings, image_on(geometry, np.zeros(geometry["shape_zyx"], np.uint8)), pseudonym)
     slab = _slab(thorax_extent, int(geometry["shape_zyx"][0]))
-    inside = seeds_in_thorax(seeds, slab)
-    mask, info = segment_tumours(_array(suv, dtype=np.float32), seeds[inside], geometry["spacing_xyz_mm"], **dict(keywords))
+    followed, not_followed = seeds_to_follow(seeds, slab)
+    mask, info = segment_tumours(_array(suv, dtype=np.float32), followed, geometry["spacing_xyz_mm"], **dict(keywords))
     mask = restrict_to_slab(mask, slab)
     path = write_nifti(image_on(geometry, np.asarray(mask, bool).astype(np.uint8)), Path(staging_dir) / "tumours.nii.gz")
     row = {"n_findings": len(findings), "tumours_capped": int(sum(bool(t.get("capped")) for t in info)),
-           "n_findings_not_followed": int((~inside).sum()),
-           "findings_not_followed": [{"finding": int(i), "kind": str(findings[i].get("kind", "?")),
-                                      "reason": SEED_OUTSIDE_THORAX} for i in np.flatnonzero(~inside)],
+           "n_findings_not_followed": len(not_followed),
+           "findings_not_followed": [{**n, "kind": str(findings[n["finding"]].get("kind", "?"))} for n in not_followed],
            "tumours_empty": int(sum(int(t.get("voxels", 0)) == 0 for t in info)),
            "tumour_findings": [{k: _plain(t.get(k)) for k in ("voxels", "peak_suv", "threshold_suv", "capped")}
                                for t in info]}
