@@ -373,7 +373,7 @@ def test_config_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown phantom parameter"):
         make_config("tiny", psf_fwhm=6.0)
     with pytest.raises(ValueError, match="unknown tissue"):
-        make_config("tiny", tissue_suv={"brain": [1, 2]})
+        make_config("tiny", tissue_suv={"pancreas": [1, 2]})
     cfg = make_config("tiny", pet_matrix=48, tissue_suv={"myocardium": [2.0, 3.0]})
     assert cfg.geometry.pet_matrix == 48 and cfg.tissue_suv[C.MYOCARDIUM] == (2.0, 3.0)
 

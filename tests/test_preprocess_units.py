@@ -37,7 +37,7 @@ def test_every_stage_block_of_conf_builds_strictly():
     classes = {"executor": p.ExecutorParams, "discover_studies": p.DiscoverParams, "read_series": p.ReadSeriesParams,
                "suv": p.SuvParams, "pet_to_ct": p.PetToCtParams, "phantom_qa": p.PhantomQaParams,
                "model_input": p.ModelInputParams, "manifest": p.ManifestParams, "quality": p.QualityParams,
-               "thorax": p.ThoraxParams, "labels": p.LabelsParams}
+               "thorax": p.ThoraxParams, "thorax_extent": p.ThoraxExtentParams, "labels": p.LabelsParams}
     for env in ("base", "demo"):
         conf = _params(env)
         assert set(conf) == set(classes) | set(FUNCTIONS), env

@@ -11,6 +11,7 @@ from colearn_pipeline.groundtruth.labels import LABELS, compose_labels, select_s
 from colearn_pipeline.groundtruth.lungs import segment_lungs
 from colearn_pipeline.groundtruth.mediastinum import segment_mediastinum
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check
+from colearn_pipeline.groundtruth.thorax import lungs_in_thorax, restrict_to_slab, seeds_to_follow
 from colearn_pipeline.groundtruth.tumours import segment_tumours
 
 
@@ -26,6 +27,7 @@ def derive_labels(
     quality: Mapping | None = None,
     thorax: Mapping | None = None,
     body_part_examined: str | None = None,
+    extent: Mapping | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Derive the ground-truth labels of one study.
 
@@ -43,23 +45,35 @@ def derive_labels(
         Keyword arguments of :func:`segment_lungs`, :func:`segment_mediastinum` and
         :func:`segment_tumours` (the ``groundtruth`` block of parameters_preprocess.yml, with a
         study's overrides merged in).
+    extent : mapping, optional
+        Keyword arguments of :func:`~colearn_pipeline.groundtruth.thorax.thorax_extent`
+        (``preprocess.thorax_extent``): the labels are derived in the thorax slab only (a
+        whole-body scan), and findings outside it are not followed.
 
     Returns
     -------
     labels : ndarray of uint8, shape (z, y, x)
     info : dict
-        ``lungs`` (thresholds), ``mediastinum`` (seeds), ``tumours`` (per-finding list),
-        ``voxels`` per class name; with ``quality``: ``quality`` (:func:`quality_figures`) and
-        ``review_reasons`` (a list, empty when plausible); with ``thorax``: ``not_thorax`` (a
+        ``lungs`` (thresholds), ``mediastinum`` (seeds), ``tumours`` (per followed finding),
+        ``voxels`` per class name; with ``extent``: ``thorax_extent`` (first, last slice, or None)
+        and ``findings_not_followed`` (``{"finding": index, "reason": "seed_outside_thorax"}``);
+        with ``quality``: ``quality`` (:func:`quality_figures`) and ``review_reasons`` (a list, empty when plausible); with ``thorax``: ``not_thorax`` (a
         reason or None).
     """
-    lung_mask, lung_info = segment_lungs(ct_hu, spacing_xyz_mm, return_info=True, **dict(lungs or {}))
+    slab, not_followed = None, []
+    if extent is None:
+        lung_mask, lung_info = segment_lungs(ct_hu, spacing_xyz_mm, return_info=True, **dict(lungs or {}))
+    else:
+        lung_mask, lung_info, slab = lungs_in_thorax(ct_hu, spacing_xyz_mm, extent=extent, **dict(lungs or {}))
+        seeds_zyx, not_followed = seeds_to_follow(seeds_zyx, slab)
     airway = lung_info.pop("airway_mask")
     med_params = dict(mediastinum or {})
     if lungs and "superior_at_high_z" in lungs:
         med_params.setdefault("superior_at_high_z", lungs["superior_at_high_z"])
     med_mask, med_info = segment_mediastinum(ct_hu, lung_mask, spacing_xyz_mm, airway_mask=airway, return_info=True, **med_params)
     tum_mask, tum_info = segment_tumours(suv, seeds_zyx, spacing_xyz_mm, **dict(tumours or {}))
+    if extent is not None:
+        med_mask, tum_mask = restrict_to_slab(med_mask, slab), restrict_to_slab(tum_mask, slab)
     labels = compose_labels(lung_mask, med_mask, tum_mask)
     counts = np.bincount(labels.ravel(), minlength=len(LABELS))
     info = {
@@ -68,6 +82,9 @@ def derive_labels(
         "tumours": tum_info,
         "voxels": {name: int(counts[value]) for name, value in LABELS.items()},
     }
+    if extent is not None:
+        info["thorax_extent"] = slab
+        info["findings_not_followed"] = not_followed
     if thorax is not None:
         info["not_thorax"] = thorax_check(lung_mask, med_mask, spacing_xyz_mm, body_part_examined=body_part_examined, **dict(thorax))
     if quality is not None:

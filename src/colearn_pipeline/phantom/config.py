@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-GENERATOR_VERSION = "1.2.0"  # 1.1: fat planes, diaphragm, stomach and spleen (issue 12)
+GENERATOR_VERSION = "1.3.0"  # 1.1: fat planes, diaphragm, stomach and spleen (issue 12); 1.3: whole-body, non-thorax
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,11 @@ LUNG, LUNG_VESSEL, ATELECTASIS = 10, 11, 12
 AIRWAY, AIRWAY_WALL, MED_FAT, MYOCARDIUM, HEART_BLOOD, GREAT_VESSEL, OESOPHAGUS = 13, 14, 15, 16, 17, 18, 19
 LIVER, ABDOMEN, ABD_VESSEL = 20, 21, 22
 TUMOUR, NODE = 23, 24
-N_TISSUES = 25
+#: Tissues outside the thorax (whole-body and non-thorax studies only); drawn from their own stream so a
+#: thorax-only cohort stays as it was.
+BRAIN, KIDNEY, URINE = 25, 26, 27
+N_THORAX_TISSUES = 25
+N_TISSUES = 28
 
 TISSUE_NAMES = {
     AIR: "air", TABLE_SHELL: "table_shell", TABLE_FOAM: "table_foam", FAT: "fat", MUSCLE: "muscle",
@@ -69,7 +73,7 @@ TISSUE_NAMES = {
     AIRWAY: "airway_lumen", AIRWAY_WALL: "airway_wall", MED_FAT: "mediastinal_fat",
     MYOCARDIUM: "myocardium", HEART_BLOOD: "heart_blood", GREAT_VESSEL: "great_vessel",
     OESOPHAGUS: "oesophagus", LIVER: "liver", ABDOMEN: "abdomen", ABD_VESSEL: "abdominal_vessel",
-    TUMOUR: "tumour", NODE: "node",
+    TUMOUR: "tumour", NODE: "node", BRAIN: "brain", KIDNEY: "kidney", URINE: "bladder_urine",
 }
 
 #: Truth label of each tissue (0 background, 1 lung, 2 mediastinum, 3 tumour).
@@ -87,6 +91,7 @@ DEFAULT_HU = {
     AIRWAY: (-1000, -990), AIRWAY_WALL: (60, 110), MED_FAT: (-105, -80), MYOCARDIUM: (40, 50),
     HEART_BLOOD: (35, 45), GREAT_VESSEL: (35, 45), OESOPHAGUS: (30, 45), LIVER: (50, 65),
     ABDOMEN: (25, 45), ABD_VESSEL: (35, 45), TUMOUR: (25, 45), NODE: (30, 45),
+    BRAIN: (28, 40), KIDNEY: (28, 40), URINE: (0, 12),
 }
 
 #: True (pre-PSF) SUV ranges per tissue; each study draws one value uniformly per tissue.
@@ -98,6 +103,9 @@ DEFAULT_SUV = {
     AIRWAY: (0.0, 0.0), AIRWAY_WALL: (0.6, 0.9), MED_FAT: (0.45, 0.7), MYOCARDIUM: (1.5, 10.0),
     HEART_BLOOD: (1.5, 2.0), GREAT_VESSEL: (1.5, 2.0), OESOPHAGUS: (1.0, 1.6), LIVER: (2.0, 2.8),
     ABDOMEN: (1.2, 2.0), ABD_VESSEL: (1.5, 2.0), TUMOUR: (4.0, 20.0), NODE: (3.0, 10.0),
+    # physiological FDG uptake outside the thorax (QIBA FDG profile ranges): grey-matter-rich brain,
+    # kidneys (parenchyma with excreted tracer), urine in the bladder
+    BRAIN: (6.0, 10.0), KIDNEY: (3.0, 5.0), URINE: (10.0, 40.0),
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +195,18 @@ class PhantomConfig:
     archive_transfer_syntaxes: tuple[str, ...] = ()
     archive_enhanced_every: int = 0
     archive_clutter_every: int = 0
+    # ---- field of view (phantom.wholebody), chosen by study index like the archive options ----
+    # wholebody_every: every n-th study (index % n == n - 1) is a whole-body PET-CT, skull base to
+    #   mid-thigh (brain, liver, kidneys, bladder hot; a pelvic node in the report), its PET
+    #   pet_length_difference_beds bed positions shorter or longer than the CT at one end; 0 = never.
+    # non_thorax_every: every n-th study is a non_thorax_body_part study (no lungs; BodyPartExamined
+    #   set), which preprocess must quarantine as not a thorax; it wins over wholebody_every.
+    # wholebody_slice_factor: those studies' slice spacing is this times the size preset's (memory, speed).
+    wholebody_every: int = 0
+    non_thorax_every: int = 0
+    non_thorax_body_part: str = "PELVIS"
+    wholebody_slice_factor: float = 2.0
+    pet_length_difference_beds: int = 1
     tissue_hu: dict[int, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_HU))
     tissue_suv: dict[int, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_SUV))
 

@@ -90,6 +90,7 @@ class StudyHeader:
     uid_seed: tuple
     transfer_syntax: str = "explicit_le"   # a TRANSFER_SYNTAXES name
     enhanced: bool = False                 # one legacy-converted enhanced multi-frame object per series
+    body_part: str = ""                    # BodyPartExamined (0018,0015) of both series; blank: not written
 
     @property
     def style(self) -> dict:
@@ -122,6 +123,8 @@ def _common(ds: Dataset, h: StudyHeader, modality: str, series_uid: str, series_
     ds.InstitutionName = "Phantom General Hospital"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "PET-CT WHOLE BODY FDG"
+    if h.body_part:
+        ds.BodyPartExamined = h.body_part
     ds.PatientName = h.patient_name
     ds.PatientID = h.patient_id
     ds.PatientBirthDate = h.birth_date

@@ -42,6 +42,13 @@ from colearn_pipeline.phantom.imaging import (
     true_suv,
 )
 from colearn_pipeline.phantom.lesions import place_lesions
+from colearn_pipeline.phantom.wholebody import (
+    NON_THORAX_ABOVE_ILIAC_MM,
+    body_levels,
+    rasterise_body,
+    sample_body,
+    thorax_slices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,13 @@ LAST_NAMES = ("PHANTOM", "SYNTHETIC", "TESTCASE", "MOCKPATIENT", "DUMMY", "SIMUL
 # Stream order of a study's random generators (never reorder: it would change every cohort).
 #: A lesion's allowed 40 %-region radius: this x its nominal radius (irregular, elongated) + one PSF FWHM.
 RECOVERY_SHAPE_SLACK = 1.4
-STREAMS = ("patient", "anatomy", "lesions", "ct_noise", "pet_noise", "files")
+STREAMS = ("patient", "anatomy", "lesions", "ct_noise", "pet_noise", "files", "wholebody")
+#: Patient z (mm) of the lowest slice (mid-thigh) of a whole-body or non-thorax study.
+WHOLEBODY_START_MM = (-1100.0, -950.0)
+#: Field-of-view kinds (:func:`field_of_view`).
+THORAX, WHOLEBODY, NON_THORAX = "thorax", "wholebody", "non_thorax"
+#: BodyPartExamined of a whole-body study (a thorax study leaves it blank, as many scanners do).
+WHOLEBODY_BODY_PART = "WHOLEBODY"
 
 
 def study_streams(seed: int, index: int) -> dict[str, np.random.Generator]:
@@ -180,7 +193,7 @@ def _simulate_images(rngs, cfg: C.PhantomConfig, ct_grid: Grid, pet_grid: Grid, 
     z0, z1 = z_range_mm
     anat = sample_anatomy(rngs["anatomy"], z0, z1, weight, height)
     tissue = rasterise(anat, ct_grid)
-    hu_of, suv_of = tissue_values(rngs["lesions"], cfg)
+    hu_of, suv_of = tissue_values(rngs["lesions"], cfg, rngs["wholebody"])
     lesions, patches = place_lesions(anat, ct_grid, tissue, rngs["lesions"], cfg, suv_of)
     labels = labels_from_tissue(tissue)
     ct_noise = float(rngs["ct_noise"].uniform(*cfg.ct_noise_hu))
@@ -193,6 +206,83 @@ def _simulate_images(rngs, cfg: C.PhantomConfig, ct_grid: Grid, pet_grid: Grid, 
     pet_suv = add_pet_noise(pet_clean, rngs["pet_noise"], cfg, pet_cv)
     return {"lesions": lesions, "labels": labels, "hu": hu, "pet_suv": pet_suv, "suv_of": suv_of,
             "ct_noise": ct_noise, "pet_cv": pet_cv}
+
+
+def field_of_view(cfg: C.PhantomConfig, index: int) -> str:
+    """What study ``index`` covers: :data:`THORAX`, :data:`WHOLEBODY` or :data:`NON_THORAX` (which wins)."""
+    for every, kind in ((cfg.non_thorax_every, NON_THORAX), (cfg.wholebody_every, WHOLEBODY)):
+        if every and index % every == every - 1:
+            return kind
+    return THORAX
+
+
+@dataclasses.dataclass(frozen=True)
+class _BodyPlan:
+    """Where a whole-body or non-thorax study is simulated (``sim_*``) and which slices CT and PET keep."""
+
+    kind: str
+    levels: dict
+    sim_ct: Grid
+    sim_pet: Grid
+    ct_slices: slice
+    pet_slices: slice
+    pet_vs_ct: str          # "same", "pet_shorter_feet" or "pet_longer_feet"
+
+
+def _crop_z(grid: Grid, keep: slice) -> Grid:
+    n = keep.stop - keep.start
+    z = grid.origin_xyz_mm[2] + keep.start * grid.spacing_xyz_mm[2]
+    return _round_grid((n, *grid.shape_zyx[1:]), grid.spacing_xyz_mm, (*grid.origin_xyz_mm[:2], z))
+
+
+def _plan_body(wr: np.random.Generator, cfg: C.PhantomConfig, kind: str, thorax_ct: Grid, thorax_pet: Grid) -> _BodyPlan:
+    """Levels, simulation grids (``cfg.wholebody_slice_factor`` times the preset's slice spacing) and the
+    CT and PET slice ranges: a whole-body PET one bed shorter or longer than the CT at the feet, a
+    non-thorax study the pelvis and thighs only."""
+    dz = float(ds_str(cfg.geometry.slice_thickness_mm * cfg.wholebody_slice_factor))
+    thorax_height = (thorax_ct.shape_zyx[0] - 1) * thorax_ct.spacing_xyz_mm[2]
+    levels = body_levels(wr, round(float(wr.uniform(*WHOLEBODY_START_MM)), 1), thorax_height)
+    n = int(np.floor((levels["z_top"] - levels["z_bottom"]) / dz)) + 1
+
+    def sim(g: Grid) -> Grid:
+        return _round_grid((n, *g.shape_zyx[1:]), (*g.spacing_xyz_mm[:2], dz), (*g.origin_xyz_mm[:2], levels["z_bottom"]))
+
+    sim_ct, sim_pet = sim(thorax_ct), sim(thorax_pet)
+    if kind == NON_THORAX:
+        k_hi = int(np.floor((levels["z_iliac"] + NON_THORAX_ABOVE_ILIAC_MM - levels["z_bottom"]) / dz)) + 1
+        return _BodyPlan(kind, levels, sim_ct, sim_pet, slice(0, k_hi), slice(0, k_hi), "same")
+    bed = int(round(cfg.pet_length_difference_beds * cfg.pet_bed_length_mm / dz))
+    if wr.random() < 0.5:
+        return _BodyPlan(kind, levels, sim_ct, sim_pet, slice(0, n), slice(bed, n), "pet_shorter_feet")
+    return _BodyPlan(kind, levels, sim_ct, sim_pet, slice(bed, n), slice(0, n), "pet_longer_feet")
+
+
+def _simulate_body(rngs, cfg: C.PhantomConfig, plan: _BodyPlan, weight: float, height: float) -> dict[str, Any]:
+    """:func:`_simulate_images` for a whole-body or non-thorax study: simulated on the union of the CT
+    and PET lengths, then cut to each; truth labels only on the thorax slices; the report's pelvic node."""
+    anat = sample_anatomy(rngs["anatomy"], plan.levels["z0"], plan.levels["z1"], weight, height)
+    body = sample_body(rngs["wholebody"], anat, plan.levels)
+    tissue = rasterise_body(anat, body, plan.sim_ct)
+    hu_of, suv_of = tissue_values(rngs["lesions"], cfg, rngs["wholebody"])
+    lesions, patches = [], {}
+    if plan.kind == WHOLEBODY:
+        lesions, patches = place_lesions(anat, plan.sim_ct, tissue, rngs["lesions"], cfg, suv_of)
+    labels = labels_from_tissue(tissue)
+    labels[~thorax_slices(body, plan.sim_ct)] = 0      # truth: lungs, mediastinum, tumours of the thorax only
+    ct_noise = float(rngs["ct_noise"].uniform(*cfg.ct_noise_hu))
+    hu = ct_hu(tissue, plan.sim_ct, anat, hu_of, rngs["ct_noise"], cfg, ct_noise)[plan.ct_slices]
+    suv_ct = true_suv(tissue, suv_of, patches)
+    del tissue
+    pet_clean = _pet_with_recoverable_lesions(suv_ct, plan.sim_ct, plan.sim_pet, cfg, lesions, patches)[plan.pet_slices]
+    del suv_ct
+    pet_cv = float(rngs["pet_noise"].uniform(*cfg.pet_noise_cv))
+    pet_suv = add_pet_noise(pet_clean, rngs["pet_noise"], cfg, pet_cv)
+    node, diameter = body.pelvic_node
+    side = "left" if node[0] > anat.cx else "right"   # LPS: +x is the patient's left
+    outside = [{"text": f"FDG-avid {side} external iliac lymph node, {diameter:.0f} mm", "kind": "node",
+                "position_mm": [round(float(v), 2) for v in node], "region": "pelvis"}]
+    return {"lesions": lesions, "labels": labels[plan.ct_slices], "hu": hu, "pet_suv": pet_suv, "suv_of": suv_of,
+            "ct_noise": ct_noise, "pet_cv": pet_cv, "findings_outside_thorax": outside}
 
 
 def _study_header(fr: np.random.Generator, cfg: C.PhantomConfig, seed: int, index: int, patient: _Patient,
@@ -236,7 +326,7 @@ def _write_dicom(out: Path, fr: np.random.Generator, cfg: C.PhantomConfig, index
                 return name
 
     ct_paths = [ct_dir / fresh() for _ in range(n_slices)]
-    pet_paths = [pet_dir / fresh() for _ in range(n_slices)]
+    pet_paths = [pet_dir / fresh() for _ in range(pet_grid.shape_zyx[0])]
     ct_dir.mkdir(parents=True, exist_ok=True)
     pet_dir.mkdir(parents=True, exist_ok=True)
     # archive realism (DICOM): transfer syntax, enhanced objects and clutter, by study index
@@ -284,6 +374,18 @@ def _truth_json(*, pseudonym: str, index: int, seed: int, cfg: C.PhantomConfig, 
     }
 
 
+def _field_of_view_json(kind: str, plan: _BodyPlan | None, header: StudyHeader, images: dict) -> dict[str, Any]:
+    """The truth's field-of-view entries: kind, body part, CT/PET lengths, levels, findings outside the thorax."""
+    suv_of = images["suv_of"]
+    out: dict[str, Any] = {"field_of_view": kind, "body_part_examined": header.body_part,
+                           "findings_outside_thorax": images.get("findings_outside_thorax", [])}
+    if plan is not None:
+        out.update(pet_vs_ct=plan.pet_vs_ct, levels_mm={k: round(float(v), 2) for k, v in plan.levels.items()},
+                   brain_suv_true=float(suv_of[C.BRAIN]), kidney_suv_true=float(suv_of[C.KIDNEY]),
+                   bladder_suv_true=float(suv_of[C.URINE]))
+    return out
+
+
 def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT_SEED, size: str = C.DEFAULT_SIZE,
                    convention: str | None = None, config: C.PhantomConfig | None = None,
                    **overrides: Any) -> dict[str, Any]:
@@ -324,9 +426,18 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
     rngs = study_streams(seed, index)
     patient, weight, height = _sample_patient(rngs["patient"], cfg)
     ct_grid, pet_grid, z_range_mm = _sample_grids(rngs["patient"], cfg.geometry)
-    images = _simulate_images(rngs, cfg, ct_grid, pet_grid, z_range_mm, weight, height)
+    kind = field_of_view(cfg, index)
+    plan = None
+    if kind == THORAX:
+        images = _simulate_images(rngs, cfg, ct_grid, pet_grid, z_range_mm, weight, height)
+    else:
+        plan = _plan_body(rngs["wholebody"], cfg, kind, ct_grid, pet_grid)
+        ct_grid, pet_grid = _crop_z(plan.sim_ct, plan.ct_slices), _crop_z(plan.sim_pet, plan.pet_slices)
+        images = _simulate_body(rngs, cfg, plan, weight, height)
     fr = rngs["files"]
     header = _study_header(fr, cfg, seed, index, patient, vendor, time_style)
+    if kind != THORAX:
+        header = dataclasses.replace(header, body_part=WHOLEBODY_BODY_PART if kind == WHOLEBODY else cfg.non_thorax_body_part)
     pixels, slopes, truth_suv, pet_info = encode_pet(images.pop("pet_suv"), header)
     pseudonym = pseudonymise(header.study_uid)
     study_dir, n_dicom_files = _write_dicom(out, fr, cfg, index, images.pop("hu"), ct_grid,
@@ -334,9 +445,11 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
 
     report_rel = f"reports/{_hex(fr, 12)}.json"
     lesions = images["lesions"]
+    outside = images.get("findings_outside_thorax", [])
     report = {"study_instance_uid": header.study_uid,
               "findings": [{"text": les.text, "kind": les.kind,
-                            "position_mm": [round(float(v), 2) for v in les.hot_spot_mm]} for les in lesions]}
+                            "position_mm": [round(float(v), 2) for v in les.hot_spot_mm]} for les in lesions]
+              + [{k: f[k] for k in ("text", "kind", "position_mm")} for f in outside]}
     _atomic_text(out / report_rel, json.dumps(report, indent=2) + "\n")
     truth = out / "phantom_truth" / pseudonym
     truth.mkdir(parents=True, exist_ok=True)
@@ -345,8 +458,10 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
     study = _truth_json(pseudonym=pseudonym, index=index, seed=seed, cfg=cfg, conv=conv, vendor=vendor,
                         time_style=time_style, header=header, pet_info=pet_info, patient=patient, images=images,
                         ct_grid=ct_grid, pet_grid=pet_grid, study_dir=study_dir, report_rel=report_rel)
+    study.update(_field_of_view_json(kind, plan, header, images))
     _atomic_text(truth / "study.json", json.dumps(study, indent=2) + "\n")
     return {"index": int(index), "pseudonym": pseudonym, "convention": conv, "n_slices": ct_grid.shape_zyx[0],
+            "field_of_view": kind,
             "n_lesions": len(lesions), "n_dicom_files": n_dicom_files, "dicom_dir": study_dir,
             "report": report_rel, "truth_dir": f"phantom_truth/{pseudonym}",
             "myocardium_suv_true": round(study["myocardium_suv_true"], 3)}

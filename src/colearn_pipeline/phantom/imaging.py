@@ -14,18 +14,25 @@ LUNG_TEXTURE_SCALE_MM = 12.0     # correlation length of the lung density textur
 BLOOD_TISSUES = (C.HEART_BLOOD, C.GREAT_VESSEL, C.LUNG_VESSEL, C.ABD_VESSEL)
 
 
-def tissue_values(rng: np.random.Generator, cfg: C.PhantomConfig) -> tuple[dict[int, float], dict[int, float]]:
+def tissue_values(rng: np.random.Generator, cfg: C.PhantomConfig,
+                  extra_rng: np.random.Generator | None = None) -> tuple[dict[int, float], dict[int, float]]:
     """Draw the study's CT number and true SUV of every tissue.
 
     Blood has one SUV (heart chambers, great and lung vessels); lesion SUVs are drawn per lesion.
+    The tissues outside the thorax (brain, kidney, urine) are drawn from ``extra_rng`` (default
+    ``rng``, after the others), so adding them left every thorax study's draws as they were.
 
     Returns
     -------
     hu_of, suv_of : dict
         ``{tissue code: value}``.
     """
-    hu_of = {k: float(rng.uniform(*cfg.tissue_hu[k])) for k in range(C.N_TISSUES)}
-    suv_of = {k: float(rng.uniform(*cfg.tissue_suv[k])) for k in range(C.N_TISSUES)}
+    hu_of = {k: float(rng.uniform(*cfg.tissue_hu[k])) for k in range(C.N_THORAX_TISSUES)}
+    suv_of = {k: float(rng.uniform(*cfg.tissue_suv[k])) for k in range(C.N_THORAX_TISSUES)}
+    extra = rng if extra_rng is None else extra_rng
+    for k in range(C.N_THORAX_TISSUES, C.N_TISSUES):
+        hu_of[k] = float(extra.uniform(*cfg.tissue_hu[k]))
+        suv_of[k] = float(extra.uniform(*cfg.tissue_suv[k]))
     blood_hu, blood_suv = hu_of[C.HEART_BLOOD], suv_of[C.HEART_BLOOD]
     for k in BLOOD_TISSUES:
         hu_of[k], suv_of[k] = blood_hu, blood_suv

@@ -34,6 +34,7 @@ from colearn_pipeline.pipelines.preprocess.params import (
     QualityParams,
     ReadSeriesParams,
     SuvParams,
+    ThoraxExtentParams,
     ThoraxParams,
     build,
     digest,
@@ -223,14 +224,17 @@ def resample_pet_to_ct(series: StudyPartitions, suv_pet: StudyPartitions, stored
     return run_stage("pet_to_ct", {"series": series, "suv_pet": suv_pet}, stored, plan, _executor(executor))
 
 
-def segment_lungs(series: StudyPartitions, stored: StudyPartitions, lungs: dict, executor: dict) -> dict[str, StudyOutput]:
-    """Lungs by the adaptive threshold (Hu et al.), airway removed; per-study overrides applied."""
+def segment_lungs(series: StudyPartitions, stored: StudyPartitions, lungs: dict, thorax_extent: dict,
+                  executor: dict) -> dict[str, StudyOutput]:
+    """Lungs by the adaptive threshold (Hu et al.), airway removed, kept in the thorax slab; per-study overrides applied."""
     params = GroundTruthParams.from_conf("lungs", lungs)
+    extent = asdict(build(ThoraxExtentParams, thorax_extent, "preprocess.thorax_extent"))
 
     def plan(pseudonym, parts):
         keywords = params.for_study(pseudonym)
-        kwargs = dict(ct_hu=parts["series"], geometry=parts["series"].record["row"]["ct_geometry"], keywords=keywords)
-        return keywords, study.lungs_stage, kwargs
+        kwargs = dict(ct_hu=parts["series"], geometry=parts["series"].record["row"]["ct_geometry"], keywords=keywords,
+                      extent=extent)
+        return [keywords, extent], study.lungs_stage, kwargs
 
     return run_stage("lungs", {"series": series}, stored, plan, _executor(executor))
 
@@ -252,18 +256,20 @@ def segment_mediastinum(series: StudyPartitions, lungs: StudyPartitions, stored:
     return run_stage("mediastinum", {"series": series, "lungs": lungs}, stored, plan, _executor(executor))
 
 
-def segment_tumours(studies: StudyPartitions, series: StudyPartitions, suv: StudyPartitions, stored: StudyPartitions,
-                    tumours: dict, executor: dict) -> dict[str, StudyOutput]:
-    """Tumours: 40 % of peak SUV grown from the report's findings; per-study overrides applied."""
+def segment_tumours(studies: StudyPartitions, series: StudyPartitions, suv: StudyPartitions, lungs: StudyPartitions,
+                    stored: StudyPartitions, tumours: dict, executor: dict) -> dict[str, StudyOutput]:
+    """Tumours: 40 % of peak SUV grown from the report's findings in the thorax slab (the lungs stage's);
+    per-study overrides applied."""
     params = GroundTruthParams.from_conf("tumours", tumours)
 
     def plan(pseudonym, parts):
         keywords = params.for_study(pseudonym)
         kwargs = dict(pseudonym=pseudonym, suv=parts["suv"], findings=parts["studies"].record["row"]["findings"],
-                      geometry=parts["series"].record["row"]["ct_geometry"], keywords=keywords)
+                      geometry=parts["series"].record["row"]["ct_geometry"], keywords=keywords,
+                      thorax_extent=parts["lungs"].record["row"].get("thorax_extent", study.WHOLE_VOLUME))
         return keywords, study.tumours_stage, kwargs
 
-    inputs = {"suv": suv, "studies": studies, "series": series}
+    inputs = {"suv": suv, "studies": studies, "series": series, "lungs": lungs}
     return run_stage("tumours", inputs, stored, plan, _executor(executor))
 
 

@@ -185,6 +185,14 @@ class ThoraxParams:
 
 
 @dataclass(frozen=True)
+class ThoraxExtentParams:
+    """``preprocess.thorax_extent``: the slab where ground truth is derived (:func:`~colearn_pipeline.groundtruth.thorax.thorax_extent`)."""
+
+    min_lung_area_mm2: float                # a slice with less lung than this (mm²) is not thorax
+    margin_mm: float                        # added above and below the lungs
+
+
+@dataclass(frozen=True)
 class LabelsParams:
     """``preprocess.labels``: where corrected label maps replace the derived ground truth."""
 

@@ -25,10 +25,11 @@ from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.grid import inside, physical_to_index_zyx, resample_to_reference, resize_slices
 from colearn_pipeline.training.inputs import resize_labels_nearest
 from colearn_pipeline.dicom.series import read_series
-from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_lungs, segment_mediastinum, segment_tumours
+from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth import select_slices
 from colearn_pipeline.pipelines.preprocess.executor import StudyError
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check, tumour_in_aerated_lung_ml
+from colearn_pipeline.groundtruth.thorax import lungs_in_thorax, restrict_to_slab, seeds_to_follow
 from colearn_pipeline.suv import SuvError, SuvPlausibility, check_suv_values, suv_conversion
 from colearn_pipeline.suv.conversion import header_hint
 
@@ -194,17 +195,23 @@ def pet_to_ct_stage(*, staging_dir: str, suv_pet: StudyPartition, geometry: Mapp
     return {"row": {}, "staged": {"suv": write_nifti(suv_ct, Path(staging_dir) / "suv.nii")}}
 
 
-def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, keywords: Mapping) -> dict:
-    """Lungs (:func:`colearn_pipeline.groundtruth.segment_lungs`); the airway removed from them is kept too."""
+def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, keywords: Mapping,
+                extent: Mapping) -> dict:
+    """Lungs (:func:`colearn_pipeline.groundtruth.segment_lungs`); the airway removed from them is kept too.
+
+    Both are kept in the thorax slab (:func:`colearn_pipeline.groundtruth.thorax.lungs_in_thorax`, the
+    ``thorax_extent`` row field: first and last slice, or None) where every later stage works.
+    """
     kwargs = dict(keywords)
     if kwargs.get("superior_at_high_z") is None:
         kwargs["superior_at_high_z"] = bool(geometry["direction"][8] >= 0)  # LPS: +z is superior
     ct = _array(ct_hu, dtype=np.float32)
-    lungs, info = segment_lungs(ct, geometry["spacing_xyz_mm"], return_info=True, **kwargs)
+    lungs, info, slab = lungs_in_thorax(ct, geometry["spacing_xyz_mm"], extent=extent, **kwargs)
     airway = info.pop("airway_mask")
     encoded = (np.asarray(lungs, bool) * np.uint8(LUNG_BIT)) | (np.asarray(airway, bool) * np.uint8(AIRWAY_BIT))
     path = write_nifti(image_on(geometry, encoded.astype(np.uint8)), Path(staging_dir) / "lungs.nii.gz")
     row = {f"lungs_{k}": v for k, v in info.items() if isinstance(v, (int, float, bool)) or v is None}
+    row["thorax_extent"] = None if slab is None else [int(slab[0]), int(slab[1])]
     return {"row": row, "staged": {"lungs": path}}
 
 
@@ -229,6 +236,7 @@ def mediastinum_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition
     ct = _array(ct_hu, dtype=np.float32)
     mask = segment_mediastinum(ct, lung_mask, geometry["spacing_xyz_mm"],
                                airway_mask=(encoded & AIRWAY_BIT) > 0, **kwargs)
+    mask = restrict_to_slab(mask, _slab(lungs.record["row"].get("thorax_extent", WHOLE_VOLUME), mask.shape[0]))
     reason = thorax_check(lung_mask, mask, geometry["spacing_xyz_mm"], body_part_examined=body_part_examined,
                           **dict(thorax))
     if reason:
@@ -266,13 +274,33 @@ def findings_to_seeds(findings: Sequence[Mapping], ct_image: sitk.Image, pseudon
     return idx
 
 
+#: ``thorax_extent`` of a lungs stage output that has none (written before the slab existed): every slice.
+WHOLE_VOLUME = "all"
+
+
+def _slab(extent, n_slices: int) -> tuple[int, int] | None:
+    """The thorax slab (first, last slice) of a lungs stage row's ``thorax_extent``."""
+    if isinstance(extent, str) and extent == WHOLE_VOLUME:
+        return 0, n_slices - 1
+    return None if extent is None else (int(extent[0]), int(extent[1]))
+
+
 def tumours_stage(*, staging_dir: str, pseudonym: str, suv: StudyPartition, findings: list[dict], geometry: Mapping,
-                  keywords: Mapping) -> dict:
-    """Tumours: 40 % of peak SUV around the report's findings (:func:`colearn_pipeline.groundtruth.segment_tumours`)."""
+                  keywords: Mapping, thorax_extent: Sequence[int] | str | None = WHOLE_VOLUME) -> dict:
+    """Tumours: 40 % of peak SUV around the report's findings (:func:`colearn_pipeline.groundtruth.segment_tumours`).
+
+    Only findings inside the thorax slab (``thorax_extent``, the lungs stage's) are followed; the
+    others are listed in ``findings_not_followed`` with the reason ``seed_outside_thorax``.
+    """
     seeds = findings_to_seeds(findings, image_on(geometry, np.zeros(geometry["shape_zyx"], np.uint8)), pseudonym)
-    mask, info = segment_tumours(_array(suv, dtype=np.float32), seeds, geometry["spacing_xyz_mm"], **dict(keywords))
+    slab = _slab(thorax_extent, int(geometry["shape_zyx"][0]))
+    followed, not_followed = seeds_to_follow(seeds, slab)
+    mask, info = segment_tumours(_array(suv, dtype=np.float32), followed, geometry["spacing_xyz_mm"], **dict(keywords))
+    mask = restrict_to_slab(mask, slab)
     path = write_nifti(image_on(geometry, np.asarray(mask, bool).astype(np.uint8)), Path(staging_dir) / "tumours.nii.gz")
     row = {"n_findings": len(findings), "tumours_capped": int(sum(bool(t.get("capped")) for t in info)),
+           "n_findings_not_followed": len(not_followed),
+           "findings_not_followed": [{**n, "kind": str(findings[n["finding"]].get("kind", "?"))} for n in not_followed],
            "tumours_empty": int(sum(int(t.get("voxels", 0)) == 0 for t in info)),
            "tumour_findings": [{k: _plain(t.get(k)) for k in ("voxels", "peak_suv", "threshold_suv", "capped")}
                                for t in info]}
