@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
@@ -33,13 +35,26 @@ PUBLIC_FILES = [
     ("J2K_pixelrep_mismatch.dcm", "1.2.840.10008.1.2.4.90", 0),
     ("693_J2KI.dcm", "1.2.840.10008.1.2.4.91", 0),
     ("JPEG2000.dcm", "1.2.840.10008.1.2.4.91", 0),
+    # Scanner slices from pylibjpeg-data (MIT; tests/data/public_dicom/README.md): JPEG Lossless Process 14
+    # without SV1 (Philips MR), JPEG-LS near-lossless (GE CT, NEMA WG04), JPEG 2000 lossy (Philips CT)
+    ("JPEGLossless_1s_1f_u_16_12.dcm", "1.2.840.10008.1.2.4.57", 0),
+    ("CT1_JLSN.dcm", "1.2.840.10008.1.2.4.81", 0),
+    ("MAROTECH_CT_JP2Lossy.dcm", "1.2.840.10008.1.2.4.91", 0),
 ]
+
+#: Public slices that pydicom does not ship, kept in the repository with their source and licence.
+PUBLIC_DICOM_DIR = Path(__file__).parent / "data" / "public_dicom"
+
+
+def _public_file(name: str) -> str | None:
+    local = PUBLIC_DICOM_DIR / name
+    return str(local) if local.is_file() else get_testdata_file(name)
 
 
 @pytest.mark.parametrize(("name", "syntax", "tolerance"), PUBLIC_FILES)
 def test_public_slices_decode_like_simpleitk(name, syntax, tolerance):
-    path = get_testdata_file(name)
-    assert path is not None, f"{name} no longer ships with pydicom"
+    path = _public_file(name)
+    assert path is not None, f"{name} is neither in {PUBLIC_DICOM_DIR} nor shipped with pydicom"
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == syntax
     reference = np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(path))).astype(np.float64)
@@ -50,7 +65,9 @@ def test_public_slices_decode_like_simpleitk(name, syntax, tolerance):
         rescaled_pad = None if pad is None else pad * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         (_, decoded), = read_image(path, padding_value=rescaled_pad)
     assert decoded.shape == reference.shape
-    assert np.abs(decoded - reference).max() <= tolerance * float(ds.get("RescaleSlope", 1) or 1)
+    # Our reader returns float32 for a non-integer slope: allow its rounding, nothing more.
+    allowed = tolerance * float(ds.get("RescaleSlope", 1) or 1) + 2 * np.finfo(np.float32).eps * np.abs(reference)
+    assert np.all(np.abs(decoded - reference) <= allowed), np.abs(decoded - reference).max()
 
 
 def _twin(tmp_path, syntax):
