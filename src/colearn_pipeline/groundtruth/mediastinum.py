@@ -30,6 +30,8 @@ MEDIASTINUM_LOWER_HU = -300.0
 MEDIASTINUM_UPPER_HU = 250.0
 BONE_HU = 250.0
 BONE_CLOSING_RADIUS_MM = 3.0
+VERTEBRA_HU = 120.0
+DISC_BRIDGE_MM = 8.0
 LUNG_MARGIN_MM = 2.0
 HULL_MARGIN_MM = 3.0
 ANTERIOR_MARGIN_MM = 3.0
@@ -222,10 +224,44 @@ def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_
     return (int(rows.min()), mid) if rows.size else None
 
 
+def _behind_vertebral_front(bone: np.ndarray, front: int, mid: int, half_width_px: int, depth_px: int) -> np.ndarray:
+    """The vertebral body and all behind it: column by column within ``half_width_px`` of ``mid``,
+    from that column's first bone row behind ``front`` (the body is round: the descending aorta
+    and the azygos vein lie in front of its flanks), and every row ``depth_px`` behind ``front``.
+    """
+    out = np.zeros(bone.shape, dtype=bool)
+    lo, hi = max(0, mid - half_width_px), min(bone.shape[1], mid + half_width_px + 1)
+    strip = bone[front:, lo:hi]
+    has_bone = strip.any(axis=0)
+    first = np.where(has_bone, np.argmax(strip, axis=0), strip.shape[0])
+    rows = np.arange(strip.shape[0])[:, None]
+    out[front:, lo:hi] = rows >= first[None, :]
+    out[front + depth_px :, :] = True
+    return out
+
+
 def compute_bone_mask(ct_hu: np.ndarray, spacing_xyz_mm, bone_hu: float = BONE_HU,
                       closing_radius_mm: float = BONE_CLOSING_RADIUS_MM) -> np.ndarray:
     """Bone: ``ct > bone_hu`` closed in-plane by ``closing_radius_mm`` with its holes filled (canal, marrow)."""
     return fill_holes_per_slice(closing(np.asarray(ct_hu) > bone_hu, disk_footprint(closing_radius_mm, spacing_xyz_mm)))
+
+
+def compute_vertebra_mask(ct_hu: np.ndarray, spacing_xyz_mm, vertebra_hu: float = VERTEBRA_HU,
+                          closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
+                          disc_bridge_mm: float = DISC_BRIDGE_MM) -> np.ndarray:
+    """Bone including cancellous marrow: ``ct > vertebra_hu``, closed in-plane by ``closing_radius_mm``
+    and across ``disc_bridge_mm`` in z (an intervertebral disc is softer), holes filled.
+
+    A vertebral body's thin cortex fades under the working grid's averaging, and its marrow lies
+    below ``bone_hu`` (real CT: 100-300 HU), so :func:`compute_bone_mask` alone leaves its front open.
+    """
+    mask = np.asarray(ct_hu) > vertebra_hu
+    sp = spacing_zyx(spacing_xyz_mm)
+    half_z = int(np.floor(disc_bridge_mm / 2.0 / sp[0] + 1e-9))
+    footprint = disk_footprint(closing_radius_mm, spacing_xyz_mm)
+    if half_z > 0:
+        footprint = np.repeat(footprint, 2 * half_z + 1, axis=0)
+    return fill_holes_per_slice(closing(mask, footprint))
 
 
 def mediastinum_envelope(
@@ -235,7 +271,7 @@ def mediastinum_envelope(
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM,
     floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
-    bone_mask: np.ndarray | None = None, return_floor_cut: bool = False,
+    bone_mask: np.ndarray | None = None, vertebra_mask: np.ndarray | None = None, return_floor_cut: bool = False,
 ):
     """Where the mediastinum may lie (superior at high z).
 
@@ -257,7 +293,9 @@ def mediastinum_envelope(
     spacing_xyz_mm : sequence of 3 float
 
     bone_mask : ndarray of bool, optional
-        :func:`bone_mask` computed already.
+        :func:`compute_bone_mask` computed already.
+    vertebra_mask : ndarray of bool, optional
+        :func:`compute_vertebra_mask`, where the vertebral body is looked for (default: the bone).
     return_floor_cut : bool
         Also return the voxels that only the floor took out.
 
@@ -271,6 +309,7 @@ def mediastinum_envelope(
     lungs = np.asarray(lung_mask, dtype=bool)
     sp = spacing_zyx(spacing_xyz_mm)
     bone = bone_mask if bone_mask is not None else compute_bone_mask(ct_hu, spacing_xyz_mm, bone_hu, bone_closing_radius_mm)
+    vertebra = bone if vertebra_mask is None else vertebra_mask
     lung_excl = ndi.binary_dilation(lungs, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm)) if lung_margin_mm > 0 else lungs
     below_lowest, under_dome = below_diaphragm(lungs, spacing_xyz_mm, radius_mm=floor_radius_mm, sigma_mm=floor_sigma_mm, lung_above_mm=floor_lung_above_mm)
     min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
@@ -285,22 +324,19 @@ def mediastinum_envelope(
         inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
         front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
         inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
-        inside &= ~lung_excl[z] & ~bone[z]
+        inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z]
         floor_cut[z] = inside & below_lowest[z]
         inside &= ~below_lowest[z]
         # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
         in_ring = under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0)))
         ring_cut[z] = inside & in_ring
         inside &= ~in_ring
-        body = _vertebral_body(bone[z], right, left, half_w)
+        body = _vertebral_body(vertebra[z], right, left, half_w)
         if body is not None:
-            front, mid = body
-            # The vertebral body itself (its marrow may be below bone_hu), then all behind it.
-            inside[front:, max(0, mid - half_w) : mid + half_w + 1] = False
-            inside[front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
-            for cut in (floor_cut, ring_cut):
-                cut[z, front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
-                cut[z, front:, max(0, mid - half_w) : mid + half_w + 1] = False
+            behind = _behind_vertebral_front(vertebra[z], *body, half_w, int(round(vertebral_depth_mm / sp[1])))
+            inside &= ~behind
+            floor_cut[z] &= ~behind
+            ring_cut[z] &= ~behind
         envelope[z] = inside
     return (envelope, (floor_cut, ring_cut)) if return_floor_cut else envelope
 
@@ -413,7 +449,7 @@ def _enclosed_floor_cuts(grown: np.ndarray, floor_cuts, window: np.ndarray, lung
 def segment_mediastinum(
     ct_hu, lung_mask, spacing_xyz_mm, *, lower_hu: float = MEDIASTINUM_LOWER_HU,
     upper_hu: float = MEDIASTINUM_UPPER_HU, bone_hu: float = BONE_HU, bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
-    lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    vertebra_hu: float = VERTEBRA_HU, disc_bridge_mm: float = DISC_BRIDGE_MM, lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
     floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
@@ -431,6 +467,9 @@ def segment_mediastinum(
         Voxel spacing, SimpleITK order (x, y, z), mm.
     lower_hu, upper_hu : float
         Window of ConnectedThreshold (HU): soft tissue and fat, not lung or bone.
+    vertebra_hu, disc_bridge_mm : float
+        The vertebral body (marrow included) is looked for above ``vertebra_hu`` (HU), closed across
+        ``disc_bridge_mm`` in z, see :func:`compute_vertebra_mask`.
     bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, anterior_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
         The envelope, see :func:`mediastinum_envelope`.
     smoothing_sigma_mm, closing_radius_mm : float
@@ -474,7 +513,8 @@ def segment_mediastinum(
     ct_box, lungs_box = flip(ct[box]), flip(lungs[box])
     ct_c, lungs_c, lungs_any = _working_grid(ct_box, lungs_box, factor, spacing_c, smoothing_sigma_mm)
     bone = compute_bone_mask(ct_c, spacing_c, bone_hu, bone_closing_radius_mm)
-    envelope, floor_cuts = mediastinum_envelope(ct_c, lungs_c, spacing_c, bone_mask=bone, return_floor_cut=True, **{
+    vertebra = bone | compute_vertebra_mask(ct_c, spacing_c, vertebra_hu, bone_closing_radius_mm, disc_bridge_mm)
+    envelope, floor_cuts = mediastinum_envelope(ct_c, lungs_c, spacing_c, bone_mask=bone, vertebra_mask=vertebra, return_floor_cut=True, **{
         k: v for k, v in locals().items() if k in _ENVELOPE_KEYS})
     seeds = _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
                                    lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm)
