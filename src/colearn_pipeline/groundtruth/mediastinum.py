@@ -48,6 +48,9 @@ CLOSING_RADIUS_MM = 5.0
 WORKING_SPACING_MM = 2.0
 #: A second lung component smaller than this fraction of the first is a detached bit of it.
 SECOND_LUNG_MIN_FRACTION = 0.1
+DOME_TRIM_MM = 10.0
+DOME_MARGIN_MM = 5.0
+DOME_FIT_ITERATIONS = 5
 
 
 def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
@@ -264,6 +267,93 @@ def compute_vertebra_mask(ct_hu: np.ndarray, spacing_xyz_mm, vertebra_hu: float 
     return fill_holes_per_slice(closing(mask, footprint))
 
 
+def lung_sides(lung_mask: np.ndarray, min_area_px: float):
+    """Per slice the right and left lung (:func:`_two_lungs`), and both as volumes.
+
+    A slice with one lung only (under the other lung's base, above its apex) gives its lung to the
+    side of the median midline of the two-lung slices.
+
+    Returns
+    -------
+    pairs : dict of int to (ndarray, ndarray)
+        ``{z: (right, left)}`` for the slices with two lungs.
+    right, left : ndarray of bool, shape (z, y, x)
+    """
+    lungs = np.asarray(lung_mask, dtype=bool)
+    right, left = np.zeros_like(lungs), np.zeros_like(lungs)
+    pairs, mids = {}, []
+    for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
+        pair = _two_lungs(lungs[z], min_area_px)
+        if pair is not None:
+            pairs[int(z)] = pair
+            right[z], left[z] = pair
+            mids.append(0.5 * (np.nonzero(pair[0])[1].max() + np.nonzero(pair[1])[1].min()))
+    if mids:
+        on_right = np.arange(lungs.shape[2])[None, :] < float(np.median(mids))
+        for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
+            if int(z) not in pairs:
+                right[z], left[z] = lungs[z] & on_right, lungs[z] & ~on_right
+    return pairs, right, left
+
+
+def _fit_dome_mm(lung: np.ndarray, sp: np.ndarray, trim_mm: float, iterations: int):
+    """Coefficients ``(a, b, c, d)`` of ``z = a + b x + c y + d (x^2 + y^2)`` (mm) through a lung's base, or None.
+
+    The base of a lung column is its lowest voxel; bases more than ``trim_mm`` above the fit (lung
+    lying on the heart, not on the diaphragm) are left out and the fit repeated. None unless the
+    surface is a dome (``d < 0``).
+    """
+    present = lung.any(axis=0)
+    if present.sum() < 10:
+        return None
+    yy, xx = np.nonzero(present)
+    base = np.argmax(lung, axis=0)[yy, xx] * sp[0]
+    y, x = yy * sp[1], xx * sp[2]
+    design = np.stack([np.ones_like(x), x, y, x * x + y * y], axis=1)
+    keep = np.ones(base.size, dtype=bool)
+    coef = None
+    for _ in range(max(1, iterations)):
+        if keep.sum() < 4:
+            break
+        coef = np.linalg.lstsq(design[keep], base[keep], rcond=None)[0]
+        keep = base - design @ coef < trim_mm
+    return coef if coef is not None and coef[3] < 0 else None
+
+
+def below_fitted_diaphragm(right: np.ndarray, left: np.ndarray, spacing_xyz_mm, *, trim_mm: float = DOME_TRIM_MM,
+                           margin_mm: float = DOME_MARGIN_MM, iterations: int = DOME_FIT_ITERATIONS) -> np.ndarray:
+    """Voxels more than ``margin_mm`` under the diaphragm (superior at high z).
+
+    Each dome is a paraboloid fitted to its lung's base (:func:`_fit_dome_mm`); the diaphragm is
+    the higher of the two, so the heart resting on the left dome and the central tendon stays
+    above it while the liver and the stomach under the domes fall below, also on slices where a
+    lung has ended or wraps the liver as a crescent.
+
+    Parameters
+    ----------
+    right, left : ndarray of bool, shape (z, y, x)
+        The lungs of each side (:func:`lung_sides`).
+    spacing_xyz_mm : sequence of 3 float
+    trim_mm, margin_mm : float
+    iterations : int
+
+    Returns
+    -------
+    ndarray of bool, shape (z, y, x)
+    """
+    sp = spacing_zyx(spacing_xyz_mm)
+    nz, ny, nx = right.shape
+    y = np.arange(ny)[:, None] * sp[1]
+    x = np.arange(nx)[None, :] * sp[2]
+    height = np.full((ny, nx), -np.inf)
+    for lung in (right, left):
+        coef = _fit_dome_mm(lung, sp, trim_mm, iterations)
+        if coef is not None:
+            height = np.maximum(height, coef[0] + coef[1] * x + coef[2] * y + coef[3] * (x * x + y * y))
+    z_mm = np.arange(nz)[:, None, None] * sp[0]
+    return (z_mm < height[None] - margin_mm) & ~(right | left)
+
+
 def mediastinum_envelope(
     ct_hu: np.ndarray, lung_mask: np.ndarray, spacing_xyz_mm, *, bone_hu: float = BONE_HU,
     bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM, lung_margin_mm: float = LUNG_MARGIN_MM,
@@ -271,6 +361,7 @@ def mediastinum_envelope(
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM,
     floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
+    dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
     bone_mask: np.ndarray | None = None, vertebra_mask: np.ndarray | None = None, return_floor_cut: bool = False,
 ):
     """Where the mediastinum may lie (superior at high z).
@@ -316,15 +407,14 @@ def mediastinum_envelope(
     half_w = int(round(spine_search_half_width_mm / sp[2]))
     envelope = np.zeros_like(lungs)
     floor_cut, ring_cut = np.zeros_like(lungs), np.zeros_like(lungs)
-    for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
-        pair = _two_lungs(lungs[z], min_area_px)
-        if pair is None:
-            continue
-        right, left = pair
+    pairs, right3, left3 = lung_sides(lungs, min_area_px)
+    under_fitted = below_fitted_diaphragm(right3, left3, spacing_xyz_mm, trim_mm=dome_trim_mm, margin_mm=dome_margin_mm,
+                                          iterations=dome_fit_iterations)
+    for z, (right, left) in pairs.items():
         inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
         front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
         inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
-        inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z]
+        inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
         floor_cut[z] = inside & below_lowest[z]
         inside &= ~below_lowest[z]
         # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
@@ -421,7 +511,7 @@ def _grow(ct: np.ndarray, envelope: np.ndarray, seeds, spacing_xyz_mm, lower_hu:
 #: The keyword arguments of :func:`segment_mediastinum` passed on to :func:`mediastinum_envelope`.
 _ENVELOPE_KEYS = ("bone_hu", "bone_closing_radius_mm", "lung_margin_mm", "hull_margin_mm", "anterior_margin_mm",
                   "vertebral_depth_mm", "spine_search_half_width_mm", "floor_radius_mm", "floor_sigma_mm",
-                  "floor_lung_above_mm", "min_lung_area_mm2")
+                  "floor_lung_above_mm", "min_lung_area_mm2", "dome_trim_mm", "dome_margin_mm", "dome_fit_iterations")
 
 
 def _working_grid(ct_box: np.ndarray, lungs_box: np.ndarray, factor: int, spacing_c, smoothing_sigma_mm: float):
@@ -452,6 +542,7 @@ def segment_mediastinum(
     vertebra_hu: float = VERTEBRA_HU, disc_bridge_mm: float = DISC_BRIDGE_MM, lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
+    dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
     floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2, seed_search_mm: float = SEED_SEARCH_MM, closing_radius_mm: float = CLOSING_RADIUS_MM,
     working_spacing_mm: float = WORKING_SPACING_MM, superior_at_high_z: bool | None = None, seeds_zyx=None,
