@@ -1,8 +1,8 @@
 """Coarse mediastinum: connected thresholding inside an anatomical envelope between the lungs.
 
-The envelope of every axial slice with two lungs is the part of the lungs' convex hull that lies
-between their medial surfaces (row by row), in front of the vertebral body, above the diaphragm
-(a floor interpolated from the lung bases) and outside lungs and bone. SimpleITK's
+The envelope of every axial slice with two lungs is the lungs' convex hull, in front of the
+vertebral body, above the diaphragm (a paraboloid per dome fitted to the lung bases, and a floor
+interpolated from them) and outside lungs and bone. SimpleITK's
 ConnectedThreshold grows seeds placed midway between the lungs over a soft-tissue window inside
 it; a closing and per-slice hole filling make the result coarse and solid (heart, great vessels,
 airway lumen). The work is done on an in-plane grid of about ``working_spacing_mm`` and the result
@@ -33,8 +33,7 @@ BONE_CLOSING_RADIUS_MM = 3.0
 VERTEBRA_HU = 120.0
 DISC_BRIDGE_MM = 8.0
 LUNG_MARGIN_MM = 2.0
-HULL_MARGIN_MM = 3.0
-ANTERIOR_MARGIN_MM = 3.0
+HULL_MARGIN_MM = 0.0
 VERTEBRAL_DEPTH_MM = 20.0
 SPINE_SEARCH_HALF_WIDTH_MM = 20.0
 FLOOR_RADIUS_MM = 30.0
@@ -190,32 +189,6 @@ def below_diaphragm(lung_mask: np.ndarray, spacing_xyz_mm, *, radius_mm: float =
     return z < lowest[None], (z < mean[None]) & (above > 0)
 
 
-def _between_medial_surfaces(right: np.ndarray, left: np.ndarray) -> np.ndarray:
-    """Columns strictly between the right lung's and the left lung's medial edge, row by row.
-
-    Rows that do not cross both lungs (in front of or behind them) take the edges of the nearest
-    row that does, so the envelope never runs along the chest wall in front of a lung.
-    """
-    ny, nx = right.shape
-    cols = np.arange(nx)
-    r_edge = np.where(right, cols, -1).max(axis=1)
-    l_edge = np.where(left, cols, nx).min(axis=1)
-    both = np.nonzero((r_edge >= 0) & (l_edge < nx))[0]
-    if both.size == 0:
-        return np.zeros(right.shape, dtype=bool)
-    rows = np.arange(ny)
-    nearest = both[np.clip(np.searchsorted(both, rows), 0, both.size - 1)]
-    before = both[np.clip(np.searchsorted(both, rows) - 1, 0, both.size - 1)]
-    nearest = np.where(np.abs(before - rows) < np.abs(nearest - rows), before, nearest)
-    return (cols[None, :] > r_edge[nearest, None]) & (cols[None, :] < l_edge[nearest, None])
-
-
-def _first_row_crossing_both(right: np.ndarray, left: np.ndarray) -> int:
-    """The most anterior row (lowest index) that crosses both lungs (0 if none)."""
-    both = np.nonzero(right.any(axis=1) & left.any(axis=1))[0]
-    return int(both[0]) if both.size else 0
-
-
 def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
     """``(front_row, mid_column)`` of the vertebral body (midline bone behind the lungs' centre), or None."""
     ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
@@ -357,7 +330,7 @@ def below_fitted_diaphragm(right: np.ndarray, left: np.ndarray, spacing_xyz_mm, 
 def mediastinum_envelope(
     ct_hu: np.ndarray, lung_mask: np.ndarray, spacing_xyz_mm, *, bone_hu: float = BONE_HU,
     bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM, lung_margin_mm: float = LUNG_MARGIN_MM,
-    hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    hull_margin_mm: float = HULL_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM,
     floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
@@ -367,15 +340,16 @@ def mediastinum_envelope(
     """Where the mediastinum may lie (superior at high z).
 
     On every axial slice where both lungs have at least ``min_lung_area_mm2``: the lungs' convex
-    hull grown by ``hull_margin_mm``, limited row by row to the columns between the two lungs'
-    medial edges (never lateral of a lung, where the chest wall is) and to at most
-    ``anterior_margin_mm`` in front of the first row that crosses both lungs; less the lungs dilated by
+    hull grown by ``hull_margin_mm`` (the lungs lie against the chest wall, so the hull holds the
+    heart, the great vessels and the hila but not the wall); less the lungs dilated by
     ``lung_margin_mm`` and bone (``ct > bone_hu``, closed by ``bone_closing_radius_mm``, holes
-    filled), less the vertebral body (behind the front of the midline bone, within
-    ``spine_search_half_width_mm`` of the midline) and the rows more than ``vertebral_depth_mm``
-    behind its front, and never below the diaphragm (:func:`below_diaphragm` with
-    ``floor_radius_mm``, ``floor_sigma_mm``, ``floor_lung_above_mm``: under every lung base near,
-    or under a lung base and inside that lung's convex hull on the slice).
+    filled), less the vertebral body (``vertebra_mask``: column by column behind its front,
+    within ``spine_search_half_width_mm`` of the midline) and the rows more than
+    ``vertebral_depth_mm`` behind its front; never under the diaphragm fitted to the lung bases
+    (:func:`below_fitted_diaphragm` with ``dome_trim_mm``, ``dome_margin_mm``,
+    ``dome_fit_iterations``), nor under the floor of :func:`below_diaphragm` (``floor_radius_mm``,
+    ``floor_sigma_mm``, ``floor_lung_above_mm``: under every lung base near, or under a lung base
+    and inside that lung's convex hull on the slice).
 
     Parameters
     ----------
@@ -411,9 +385,9 @@ def mediastinum_envelope(
     under_fitted = below_fitted_diaphragm(right3, left3, spacing_xyz_mm, trim_mm=dome_trim_mm, margin_mm=dome_margin_mm,
                                           iterations=dome_fit_iterations)
     for z, (right, left) in pairs.items():
-        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
-        front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
-        inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
+        # The lungs lie against the chest wall: their hull reaches the hilum and the front of the
+        # heart but not the wall, which a growth of the hull (or a threshold outside it) follows.
+        inside = _grown_hull(right | left, hull_margin_mm / sp[1:])
         inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
         floor_cut[z] = inside & below_lowest[z]
         inside &= ~below_lowest[z]
@@ -509,7 +483,7 @@ def _grow(ct: np.ndarray, envelope: np.ndarray, seeds, spacing_xyz_mm, lower_hu:
 
 
 #: The keyword arguments of :func:`segment_mediastinum` passed on to :func:`mediastinum_envelope`.
-_ENVELOPE_KEYS = ("bone_hu", "bone_closing_radius_mm", "lung_margin_mm", "hull_margin_mm", "anterior_margin_mm",
+_ENVELOPE_KEYS = ("bone_hu", "bone_closing_radius_mm", "lung_margin_mm", "hull_margin_mm",
                   "vertebral_depth_mm", "spine_search_half_width_mm", "floor_radius_mm", "floor_sigma_mm",
                   "floor_lung_above_mm", "min_lung_area_mm2", "dome_trim_mm", "dome_margin_mm", "dome_fit_iterations")
 
@@ -539,7 +513,7 @@ def _enclosed_floor_cuts(grown: np.ndarray, floor_cuts, window: np.ndarray, lung
 def segment_mediastinum(
     ct_hu, lung_mask, spacing_xyz_mm, *, lower_hu: float = MEDIASTINUM_LOWER_HU,
     upper_hu: float = MEDIASTINUM_UPPER_HU, bone_hu: float = BONE_HU, bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
-    vertebra_hu: float = VERTEBRA_HU, disc_bridge_mm: float = DISC_BRIDGE_MM, lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    vertebra_hu: float = VERTEBRA_HU, disc_bridge_mm: float = DISC_BRIDGE_MM, lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
     dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
@@ -561,7 +535,7 @@ def segment_mediastinum(
     vertebra_hu, disc_bridge_mm : float
         The vertebral body (marrow included) is looked for above ``vertebra_hu`` (HU), closed across
         ``disc_bridge_mm`` in z, see :func:`compute_vertebra_mask`.
-    bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, anterior_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
+    bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
         The envelope, see :func:`mediastinum_envelope`.
     smoothing_sigma_mm, closing_radius_mm : float
         Gaussian smoothing (mm) of the CT before thresholding (0 disables it); radius (mm) of the
@@ -594,7 +568,7 @@ def segment_mediastinum(
     flip = (lambda v: v) if superior else (lambda v: None if v is None else np.asarray(v)[::-1])
     sp = spacing_zyx(spacing_xyz_mm)
     out = np.zeros_like(lungs)
-    margin_px = np.ceil((hull_margin_mm + closing_radius_mm + working_spacing_mm) / sp[1:] + 1).astype(int)
+    margin_px = np.ceil((hull_margin_mm + lung_margin_mm + closing_radius_mm + working_spacing_mm) / sp[1:] + 1).astype(int)
     box = bounding_box(lungs, (0, *margin_px))
     info = {"seeds_zyx": [], "n_seeds": 0, "superior_at_high_z": superior}
     if box is None:
