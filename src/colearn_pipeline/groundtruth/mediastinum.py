@@ -50,6 +50,7 @@ SECOND_LUNG_MIN_FRACTION = 0.1
 DOME_TRIM_MM = 10.0
 DOME_MARGIN_MM = 5.0
 DOME_FIT_ITERATIONS = 5
+WEAK_LUNG_FRACTION = 0.5
 
 
 def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
@@ -335,7 +336,7 @@ def mediastinum_envelope(
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM,
     floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
     dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
-    bone_mask: np.ndarray | None = None, vertebra_mask: np.ndarray | None = None, return_floor_cut: bool = False,
+    weak_lung_fraction: float = WEAK_LUNG_FRACTION, bone_mask: np.ndarray | None = None, vertebra_mask: np.ndarray | None = None, return_floor_cut: bool = False,
 ):
     """Where the mediastinum may lie (superior at high z).
 
@@ -349,7 +350,9 @@ def mediastinum_envelope(
     (:func:`below_fitted_diaphragm` with ``dome_trim_mm``, ``dome_margin_mm``,
     ``dome_fit_iterations``), nor under the floor of :func:`below_diaphragm` (``floor_radius_mm``,
     ``floor_sigma_mm``, ``floor_lung_above_mm``: under every lung base near, or under a lung base
-    and inside that lung's convex hull on the slice).
+    and inside that lung's convex hull on the slice). Where a lung has ended or is smaller than
+    ``weak_lung_fraction`` of the other (the heart on the diaphragm beside the liver dome), the
+    slice also keeps the envelope of the slice above, cut the same way, so it shrinks to the heart.
 
     Parameters
     ----------
@@ -384,10 +387,18 @@ def mediastinum_envelope(
     pairs, right3, left3 = lung_sides(lungs, min_area_px)
     under_fitted = below_fitted_diaphragm(right3, left3, spacing_xyz_mm, trim_mm=dome_trim_mm, margin_mm=dome_margin_mm,
                                           iterations=dome_fit_iterations)
-    for z, (right, left) in pairs.items():
+    carried, body = None, None
+    for z in np.nonzero(lungs.any(axis=(1, 2)))[0][::-1]:  # from the apices down
+        right, left = right3[z], left3[z]
+        smaller, larger = sorted((int(right.sum()), int(left.sum())))
+        weak = int(z) not in pairs or smaller < weak_lung_fraction * larger
+        if int(z) not in pairs and carried is None:
+            continue
         # The lungs lie against the chest wall: their hull reaches the hilum and the front of the
         # heart but not the wall, which a growth of the hull (or a threshold outside it) follows.
-        inside = _grown_hull(right | left, hull_margin_mm / sp[1:])
+        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) if int(z) in pairs else np.zeros_like(lungs[z])
+        if weak and carried is not None:
+            inside |= carried  # a lung has (nearly) ended: the heart lies under the envelope above
         inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
         floor_cut[z] = inside & below_lowest[z]
         inside &= ~below_lowest[z]
@@ -395,13 +406,15 @@ def mediastinum_envelope(
         in_ring = under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0)))
         ring_cut[z] = inside & in_ring
         inside &= ~in_ring
-        body = _vertebral_body(vertebra[z], right, left, half_w)
+        found = _vertebral_body(vertebra[z], right, left, half_w) if smaller else None
+        body = found if found is not None or not weak else body
         if body is not None:
             behind = _behind_vertebral_front(vertebra[z], *body, half_w, int(round(vertebral_depth_mm / sp[1])))
             inside &= ~behind
             floor_cut[z] &= ~behind
             ring_cut[z] &= ~behind
         envelope[z] = inside
+        carried = inside if inside.any() else None
     return (envelope, (floor_cut, ring_cut)) if return_floor_cut else envelope
 
 
@@ -485,7 +498,8 @@ def _grow(ct: np.ndarray, envelope: np.ndarray, seeds, spacing_xyz_mm, lower_hu:
 #: The keyword arguments of :func:`segment_mediastinum` passed on to :func:`mediastinum_envelope`.
 _ENVELOPE_KEYS = ("bone_hu", "bone_closing_radius_mm", "lung_margin_mm", "hull_margin_mm",
                   "vertebral_depth_mm", "spine_search_half_width_mm", "floor_radius_mm", "floor_sigma_mm",
-                  "floor_lung_above_mm", "min_lung_area_mm2", "dome_trim_mm", "dome_margin_mm", "dome_fit_iterations")
+                  "floor_lung_above_mm", "min_lung_area_mm2", "dome_trim_mm", "dome_margin_mm", "dome_fit_iterations",
+                  "weak_lung_fraction")
 
 
 def _working_grid(ct_box: np.ndarray, lungs_box: np.ndarray, factor: int, spacing_c, smoothing_sigma_mm: float):
@@ -517,7 +531,7 @@ def segment_mediastinum(
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
     dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
-    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
+    weak_lung_fraction: float = WEAK_LUNG_FRACTION, floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2, seed_search_mm: float = SEED_SEARCH_MM, closing_radius_mm: float = CLOSING_RADIUS_MM,
     working_spacing_mm: float = WORKING_SPACING_MM, superior_at_high_z: bool | None = None, seeds_zyx=None,
     airway_mask=None, return_info: bool = False,
