@@ -51,6 +51,7 @@ DOME_TRIM_MM = 10.0
 DOME_MARGIN_MM = 5.0
 DOME_FIT_ITERATIONS = 5
 WEAK_LUNG_FRACTION = 0.5
+BRANCH_OPENING_RADIUS_MM = 4.0
 
 
 def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
@@ -531,7 +532,8 @@ def segment_mediastinum(
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
     dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
-    weak_lung_fraction: float = WEAK_LUNG_FRACTION, floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
+    weak_lung_fraction: float = WEAK_LUNG_FRACTION, branch_opening_radius_mm: float = BRANCH_OPENING_RADIUS_MM,
+    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
     min_lung_area_mm2: float = MIN_LUNG_AREA_MM2, seed_search_mm: float = SEED_SEARCH_MM, closing_radius_mm: float = CLOSING_RADIUS_MM,
     working_spacing_mm: float = WORKING_SPACING_MM, superior_at_high_z: bool | None = None, seeds_zyx=None,
     airway_mask=None, return_info: bool = False,
@@ -551,6 +553,9 @@ def segment_mediastinum(
         ``disc_bridge_mm`` in z, see :func:`compute_vertebra_mask`.
     bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
         The envelope, see :func:`mediastinum_envelope`.
+    branch_opening_radius_mm : float
+        Lung vessels (and a tumour on them) hanging on the grown region by branches thinner than
+        twice this (mm) are cut off (:func:`_without_thin_branches`; 0 disables it).
     smoothing_sigma_mm, closing_radius_mm : float
         Gaussian smoothing (mm) of the CT before thresholding (0 disables it); radius (mm) of the
         in-plane closing before per-slice hole filling.
@@ -598,6 +603,8 @@ def segment_mediastinum(
     seeds = _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
                                    lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm)
     grown = _grow(ct_c, envelope, seeds, spacing_c, lower_hu, upper_hu) if seeds else np.zeros_like(envelope)
+    if branch_opening_radius_mm > 0 and grown.any():
+        grown = _without_thin_branches(grown, seeds, spacing_c, branch_opening_radius_mm)
     if floor_enclosed_fraction <= 1.0 and grown.any():
         grown |= _enclosed_floor_cuts(grown, floor_cuts, (ct_c >= lower_hu) & (ct_c <= upper_hu), lungs_c, floor_enclosed_fraction)
     if airway_mask is not None and grown.any():
@@ -640,6 +647,22 @@ def enclosed_by_growth(grown: np.ndarray, candidate: np.ndarray, lung_mask: np.n
             if rim.any() and grown[z][grow_box][rim].mean() >= min_fraction:
                 out[z][grow_box] |= comp
     return out
+
+
+def _without_thin_branches(grown: np.ndarray, seeds, spacing_xyz_mm, radius_mm: float) -> np.ndarray:
+    """The grown region less what hangs on it by branches thinner than ``2 * radius_mm``.
+
+    Inside the lungs' hull the window also holds the lung vessels, and a lung tumour on them: an
+    in-plane opening cuts those branches, the part still connected (3D) to a seed is kept, and
+    its surroundings within ``radius_mm`` are given back (the opening rounds corners).
+    """
+    footprint = disk_footprint(radius_mm, spacing_xyz_mm)
+    labelled, _ = ndi.label(ndi.binary_opening(grown, structure=footprint))
+    kept = np.unique([labelled[z, y, x] for z, y, x in seeds])
+    kept = kept[kept > 0]
+    if kept.size == 0:  # every seed on a thin part: nothing to tell the body from its branches by
+        return grown
+    return grown & ndi.binary_dilation(np.isin(labelled, kept), structure=footprint)
 
 
 def _solid(grown, lungs_any, bone, spacing_xyz_mm, closing_radius_mm: float, give_back_mm: float) -> np.ndarray:
