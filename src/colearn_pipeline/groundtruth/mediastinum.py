@@ -331,13 +331,12 @@ def below_fitted_diaphragm(right: np.ndarray, left: np.ndarray, spacing_xyz_mm, 
 
 def mediastinum_envelope(
     ct_hu: np.ndarray, lung_mask: np.ndarray, spacing_xyz_mm, *, bone_hu: float = BONE_HU,
-    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM, lung_margin_mm: float = LUNG_MARGIN_MM,
-    hull_margin_mm: float = HULL_MARGIN_MM,
+    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM, lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
-    floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM,
-    floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
-    dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
-    weak_lung_fraction: float = WEAK_LUNG_FRACTION, bone_mask: np.ndarray | None = None, vertebra_mask: np.ndarray | None = None, return_floor_cut: bool = False,
+    floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
+    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2, dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM,
+    dome_fit_iterations: int = DOME_FIT_ITERATIONS, weak_lung_fraction: float = WEAK_LUNG_FRACTION,
+    bone_mask: np.ndarray | None = None, vertebra_mask: np.ndarray | None = None, return_floor_cut: bool = False,
 ):
     """Where the mediastinum may lie (superior at high z).
 
@@ -360,11 +359,9 @@ def mediastinum_envelope(
     ct_hu : ndarray, shape (z, y, x)
     lung_mask : ndarray of bool, shape (z, y, x)
     spacing_xyz_mm : sequence of 3 float
-
-    bone_mask : ndarray of bool, optional
-        :func:`compute_bone_mask` computed already.
-    vertebra_mask : ndarray of bool, optional
-        :func:`compute_vertebra_mask`, where the vertebral body is looked for (default: the bone).
+    bone_mask, vertebra_mask : ndarray of bool, optional
+        :func:`compute_bone_mask` and :func:`compute_vertebra_mask` computed already (by default
+        the bone, also where the vertebral body is looked for).
     return_floor_cut : bool
         Also return the voxels that only the floor took out.
 
@@ -383,8 +380,7 @@ def mediastinum_envelope(
     below_lowest, under_dome = below_diaphragm(lungs, spacing_xyz_mm, radius_mm=floor_radius_mm, sigma_mm=floor_sigma_mm, lung_above_mm=floor_lung_above_mm)
     min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
     half_w = int(round(spine_search_half_width_mm / sp[2]))
-    envelope = np.zeros_like(lungs)
-    floor_cut, ring_cut = np.zeros_like(lungs), np.zeros_like(lungs)
+    envelope, floor_cut, ring_cut = (np.zeros_like(lungs) for _ in range(3))
     pairs, right3, left3 = lung_sides(lungs, min_area_px)
     under_fitted = below_fitted_diaphragm(right3, left3, spacing_xyz_mm, trim_mm=dome_trim_mm, margin_mm=dome_margin_mm,
                                           iterations=dome_fit_iterations)
@@ -395,25 +391,20 @@ def mediastinum_envelope(
         weak = int(z) not in pairs or smaller < weak_lung_fraction * larger
         if int(z) not in pairs and carried is None:
             continue
-        # The lungs lie against the chest wall: their hull reaches the hilum and the front of the
-        # heart but not the wall, which a growth of the hull (or a threshold outside it) follows.
+        # The lungs lie against the chest wall: their hull holds the hila and the heart, not the wall.
         inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) if int(z) in pairs else np.zeros_like(lungs[z])
         if weak and carried is not None:
             inside |= carried  # a lung has (nearly) ended: the heart lies under the envelope above
         inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
-        floor_cut[z] = inside & below_lowest[z]
-        inside &= ~below_lowest[z]
         # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
         in_ring = under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0)))
-        ring_cut[z] = inside & in_ring
-        inside &= ~in_ring
+        floor_cut[z], ring_cut[z] = inside & below_lowest[z], inside & ~below_lowest[z] & in_ring
+        inside &= ~below_lowest[z] & ~in_ring
         found = _vertebral_body(vertebra[z], right, left, half_w) if smaller else None
-        body = found if found is not None or not weak else body
+        body = found if found is not None or not weak else body  # a weak slice keeps the one above
         if body is not None:
             behind = _behind_vertebral_front(vertebra[z], *body, half_w, int(round(vertebral_depth_mm / sp[1])))
-            inside &= ~behind
-            floor_cut[z] &= ~behind
-            ring_cut[z] &= ~behind
+            inside, floor_cut[z], ring_cut[z] = inside & ~behind, floor_cut[z] & ~behind, ring_cut[z] & ~behind
         envelope[z] = inside
         carried = inside if inside.any() else None
     return (envelope, (floor_cut, ring_cut)) if return_floor_cut else envelope
@@ -533,10 +524,9 @@ def segment_mediastinum(
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
     dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
     weak_lung_fraction: float = WEAK_LUNG_FRACTION, branch_opening_radius_mm: float = BRANCH_OPENING_RADIUS_MM,
-    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
-    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2, seed_search_mm: float = SEED_SEARCH_MM, closing_radius_mm: float = CLOSING_RADIUS_MM,
-    working_spacing_mm: float = WORKING_SPACING_MM, superior_at_high_z: bool | None = None, seeds_zyx=None,
-    airway_mask=None, return_info: bool = False,
+    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
+    seed_search_mm: float = SEED_SEARCH_MM, closing_radius_mm: float = CLOSING_RADIUS_MM, working_spacing_mm: float = WORKING_SPACING_MM,
+    superior_at_high_z: bool | None = None, seeds_zyx=None, airway_mask=None, return_info: bool = False,
 ):
     """Coarse mediastinum by connected thresholding inside the envelope between the lungs.
 
@@ -548,24 +538,17 @@ def segment_mediastinum(
         Voxel spacing, SimpleITK order (x, y, z), mm.
     lower_hu, upper_hu : float
         Window of ConnectedThreshold (HU): soft tissue and fat, not lung or bone.
-    vertebra_hu, disc_bridge_mm : float
-        The vertebral body (marrow included) is looked for above ``vertebra_hu`` (HU), closed across
-        ``disc_bridge_mm`` in z, see :func:`compute_vertebra_mask`.
-    bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
-        The envelope, see :func:`mediastinum_envelope`.
-    branch_opening_radius_mm : float
-        Lung vessels (and a tumour on them) hanging on the grown region by branches thinner than
-        twice this (mm) are cut off (:func:`_without_thin_branches`; 0 disables it).
-    smoothing_sigma_mm, closing_radius_mm : float
+    bone_hu, bone_closing_radius_mm, vertebra_hu, disc_bridge_mm, lung_margin_mm, hull_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm, dome_trim_mm, dome_margin_mm, dome_fit_iterations, weak_lung_fraction
+        The envelope, see :func:`mediastinum_envelope` and :func:`compute_vertebra_mask`.
+    smoothing_sigma_mm, closing_radius_mm, branch_opening_radius_mm : float
         Gaussian smoothing (mm) of the CT before thresholding (0 disables it); radius (mm) of the
-        in-plane closing before per-slice hole filling.
-    min_lung_area_mm2 : float
-        A slice belongs to the envelope and gets a seed only where both lungs have this area.
-    seed_search_mm : float
-        How far (mm) a seed may move to reach the window inside the envelope.
+        in-plane closing before per-slice hole filling; branches of the growth thinner than twice
+        the last are cut off (:func:`_without_thin_branches`, 0: never).
+    min_lung_area_mm2, seed_search_mm : float
+        Both lungs need this area (mm²) on an envelope slice with a seed; how far (mm) a seed may
+        move to reach the window inside the envelope.
     working_spacing_mm : float
-        In-plane spacing (mm) the work is done at (an integer block of CT pixels); the boundary
-        with the lungs is taken back at full resolution.
+        In-plane spacing (mm) of the work (an integer block of CT pixels); the lung boundary is exact.
     superior_at_high_z : bool or None
         None: from the airway and the lungs (:func:`superior_is_high_z`).
     seeds_zyx : sequence of (z, y, x), optional
@@ -585,8 +568,7 @@ def segment_mediastinum(
         raise ValueError(f"ct_hu {ct.shape} and lung_mask {lungs.shape} must be the same 3D shape")
     superior = superior_is_high_z(lungs, airway_mask) if superior_at_high_z is None else bool(superior_at_high_z)
     flip = (lambda v: v) if superior else (lambda v: None if v is None else np.asarray(v)[::-1])
-    sp = spacing_zyx(spacing_xyz_mm)
-    out = np.zeros_like(lungs)
+    sp, out = spacing_zyx(spacing_xyz_mm), np.zeros_like(lungs)
     margin_px = np.ceil((hull_margin_mm + lung_margin_mm + closing_radius_mm + working_spacing_mm) / sp[1:] + 1).astype(int)
     box = bounding_box(lungs, (0, *margin_px))
     info = {"seeds_zyx": [], "n_seeds": 0, "superior_at_high_z": superior}
@@ -603,10 +585,8 @@ def segment_mediastinum(
     seeds = _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
                                    lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm)
     grown = _grow(ct_c, envelope, seeds, spacing_c, lower_hu, upper_hu) if seeds else np.zeros_like(envelope)
-    if branch_opening_radius_mm > 0 and grown.any():
-        grown = _without_thin_branches(grown, seeds, spacing_c, branch_opening_radius_mm)
-    if floor_enclosed_fraction <= 1.0 and grown.any():
-        grown |= _enclosed_floor_cuts(grown, floor_cuts, (ct_c >= lower_hu) & (ct_c <= upper_hu), lungs_c, floor_enclosed_fraction)
+    grown = _pruned_and_given_back(grown, seeds, floor_cuts, (ct_c >= lower_hu) & (ct_c <= upper_hu), lungs_c, spacing_c,
+                                   branch_opening_radius_mm, floor_enclosed_fraction)
     if airway_mask is not None and grown.any():
         airway_c = _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any")
         grown |= airway_c & ~lungs_c & envelope.any(axis=(1, 2))[:, None, None]
@@ -663,6 +643,17 @@ def _without_thin_branches(grown: np.ndarray, seeds, spacing_xyz_mm, radius_mm: 
     if kept.size == 0:  # every seed on a thin part: nothing to tell the body from its branches by
         return grown
     return grown & ndi.binary_dilation(np.isin(labelled, kept), structure=footprint)
+
+
+def _pruned_and_given_back(grown, seeds, floor_cuts, window, lungs_c, spacing_c, branch_opening_radius_mm: float,
+                           floor_enclosed_fraction: float) -> np.ndarray:
+    """The growth less its thin branches (:func:`_without_thin_branches`), plus what the floor cut
+    and the growth encloses (:func:`_enclosed_floor_cuts`); each step off when disabled."""
+    if branch_opening_radius_mm > 0 and grown.any():
+        grown = _without_thin_branches(grown, seeds, spacing_c, branch_opening_radius_mm)
+    if floor_enclosed_fraction <= 1.0 and grown.any():
+        grown = grown | _enclosed_floor_cuts(grown, floor_cuts, window, lungs_c, floor_enclosed_fraction)
+    return grown
 
 
 def _solid(grown, lungs_any, bone, spacing_xyz_mm, closing_radius_mm: float, give_back_mm: float) -> np.ndarray:
