@@ -1,7 +1,7 @@
 """Mean Dice of the derived ground truth against the phantom's truth labels, per class.
 
-The cohort is written by ``colearn_pipeline.phantom`` (anatomy 1.1: fat planes, diaphragm,
-stomach with gas, spleen) as DICOM, read back with :mod:`colearn_pipeline.dicom` and processed by
+The cohort is written by ``colearn_pipeline.phantom`` (anatomy 1.2: fat planes, diaphragm dome,
+liver, stomach with gas, spleen, pericardial fat; default options, archive options included) as DICOM, read back with :mod:`colearn_pipeline.dicom` and processed by
 :mod:`colearn_pipeline.groundtruth.phantom_qa`, exactly as the command
 ``python -m colearn_pipeline.groundtruth RAW_DIR`` does. The SUV fed to the ground truth is the
 phantom's own truth SUV (``phantom_truth/<pseudonym>/suv.nii.gz``) resampled onto the CT, so this
@@ -9,9 +9,9 @@ checks the ground-truth science alone; the production path (DICOM PET -> SUV -> 
 truth) is scored against the same truth in ``tests/test_preprocess_phantom.py``. Our own modules are
 imported plainly: an import error is a failure, never a skip (issue 15).
 
-Issue 12's targets on demo/paper size: lungs >= 0.98, mediastinum >= 0.93, tumours >= 0.90.
-The mediastinum does not reach its target yet (about 0.90 on demo and 0.89 on paper size, see
-docs/groundtruth.md); that target is a strict xfail, so the day it is met the suite says so.
+Issue 12's targets on demo/paper size: lungs >= 0.98, mediastinum >= 0.93, tumours >= 0.90, met
+on the 3-study demo cohort and on a 2-study paper-size cohort (see docs/groundtruth.md); a floor
+per study catches one study falling apart behind a good mean.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from colearn_pipeline.phantom import generate as phantom
 
 #: Issue 12: mean Dice on a demo- or paper-size phantom cohort.
 ISSUE_12_TARGETS = {"lung": 0.98, "mediastinum": 0.93, "tumour": 0.90}
-#: What the mediastinum reaches now on these 3 demo studies (0.907 / 0.919 / 0.855, mean 0.894,
-#: since the floor gives back what the heart surrounds); a drop below this is a regression.
-MEDIASTINUM_FLOOR_DEMO = 0.88
+#: Mediastinum Dice of every single study: now 0.960 / 0.955 / 0.900 on these 3 demo studies and
+#: 0.912 / 0.956 on the 2 paper-size ones (the lowest: the anterior pericardial fat against the
+#: chest wall and the heart's bottom next to the liver are missed).
+MEDIASTINUM_FLOOR_PER_STUDY = 0.88
 #: Tiny size (128x128 CT at about 3.9 mm, PET at 8 mm, 10 mm slices): partial volume costs Dice, so
-#: lower floors (now 0.994 / 0.879 / 0.878).
-TINY_FLOORS = {"lung": 0.98, "mediastinum": 0.85, "tumour": 0.85}
+#: lower floors (now 0.994 / 0.928 / 0.878).
+TINY_FLOORS = {"lung": 0.98, "mediastinum": 0.90, "tumour": 0.85}
 
 
 def _means(results) -> dict[str, float]:
@@ -69,17 +70,21 @@ def demo_results(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_demo_phantom_lungs_and_tumours_meet_issue_12_targets(demo_results):
-    _assert_at_least(demo_results, {k: ISSUE_12_TARGETS[k] for k in ("lung", "tumour")})
+def test_demo_phantom_lungs_mediastinum_tumours_meet_issue_12_targets(demo_results):
+    _assert_at_least(demo_results, ISSUE_12_TARGETS)
     _assert_every_finding_has_a_region(demo_results)
 
 
 @pytest.mark.slow
-def test_demo_phantom_mediastinum_does_not_regress(demo_results):
-    _assert_at_least(demo_results, {"mediastinum": MEDIASTINUM_FLOOR_DEMO})
+def test_demo_phantom_mediastinum_of_every_study_above_floor(demo_results):
+    assert min(_per_study(demo_results, "mediastinum")) >= MEDIASTINUM_FLOOR_PER_STUDY, _per_study(demo_results, "mediastinum")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 12: mediastinum Dice about 0.90 on demo size, target 0.93 not met yet")
-def test_demo_phantom_mediastinum_meets_issue_12_target(demo_results):
-    _assert_at_least(demo_results, {"mediastinum": ISSUE_12_TARGETS["mediastinum"]})
+def test_paper_size_phantom_mediastinum_meets_issue_12_target(tmp_path):
+    """The paper's geometry (512x512 CT at about 0.98 mm, 3 mm slices): 25-40 s on 2 shared cores."""
+    phantom.generate_cohort(tmp_path, n_studies=2, size="paper", progress=False)
+    results = evaluate_cohort(tmp_path)
+    assert len(results) == 2
+    _assert_at_least(results, ISSUE_12_TARGETS)
+    assert min(_per_study(results, "mediastinum")) >= MEDIASTINUM_FLOOR_PER_STUDY, _per_study(results, "mediastinum")

@@ -1,8 +1,8 @@
 """Coarse mediastinum: connected thresholding inside an anatomical envelope between the lungs.
 
-The envelope of every axial slice with two lungs is the part of the lungs' convex hull that lies
-between their medial surfaces (row by row), in front of the vertebral body, above the diaphragm
-(a floor interpolated from the lung bases) and outside lungs and bone. SimpleITK's
+The envelope of every axial slice with two lungs is the lungs' convex hull, in front of the
+vertebral body, above the diaphragm (a paraboloid per dome fitted to the lung bases, and a floor
+interpolated from them) and outside lungs and bone. SimpleITK's
 ConnectedThreshold grows seeds placed midway between the lungs over a soft-tissue window inside
 it; a closing and per-slice hole filling make the result coarse and solid (heart, great vessels,
 airway lumen). The work is done on an in-plane grid of about ``working_spacing_mm`` and the result
@@ -30,9 +30,10 @@ MEDIASTINUM_LOWER_HU = -300.0
 MEDIASTINUM_UPPER_HU = 250.0
 BONE_HU = 250.0
 BONE_CLOSING_RADIUS_MM = 3.0
+VERTEBRA_HU = 120.0
+DISC_BRIDGE_MM = 8.0
 LUNG_MARGIN_MM = 2.0
-HULL_MARGIN_MM = 3.0
-ANTERIOR_MARGIN_MM = 3.0
+HULL_MARGIN_MM = 0.0
 VERTEBRAL_DEPTH_MM = 20.0
 SPINE_SEARCH_HALF_WIDTH_MM = 20.0
 FLOOR_RADIUS_MM = 30.0
@@ -46,6 +47,11 @@ CLOSING_RADIUS_MM = 5.0
 WORKING_SPACING_MM = 2.0
 #: A second lung component smaller than this fraction of the first is a detached bit of it.
 SECOND_LUNG_MIN_FRACTION = 0.1
+DOME_TRIM_MM = 10.0
+DOME_MARGIN_MM = 5.0
+DOME_FIT_ITERATIONS = 5
+WEAK_LUNG_FRACTION = 0.5
+BRANCH_OPENING_RADIUS_MM = 4.0
 
 
 def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
@@ -185,32 +191,6 @@ def below_diaphragm(lung_mask: np.ndarray, spacing_xyz_mm, *, radius_mm: float =
     return z < lowest[None], (z < mean[None]) & (above > 0)
 
 
-def _between_medial_surfaces(right: np.ndarray, left: np.ndarray) -> np.ndarray:
-    """Columns strictly between the right lung's and the left lung's medial edge, row by row.
-
-    Rows that do not cross both lungs (in front of or behind them) take the edges of the nearest
-    row that does, so the envelope never runs along the chest wall in front of a lung.
-    """
-    ny, nx = right.shape
-    cols = np.arange(nx)
-    r_edge = np.where(right, cols, -1).max(axis=1)
-    l_edge = np.where(left, cols, nx).min(axis=1)
-    both = np.nonzero((r_edge >= 0) & (l_edge < nx))[0]
-    if both.size == 0:
-        return np.zeros(right.shape, dtype=bool)
-    rows = np.arange(ny)
-    nearest = both[np.clip(np.searchsorted(both, rows), 0, both.size - 1)]
-    before = both[np.clip(np.searchsorted(both, rows) - 1, 0, both.size - 1)]
-    nearest = np.where(np.abs(before - rows) < np.abs(nearest - rows), before, nearest)
-    return (cols[None, :] > r_edge[nearest, None]) & (cols[None, :] < l_edge[nearest, None])
-
-
-def _first_row_crossing_both(right: np.ndarray, left: np.ndarray) -> int:
-    """The most anterior row (lowest index) that crosses both lungs (0 if none)."""
-    both = np.nonzero(right.any(axis=1) & left.any(axis=1))[0]
-    return int(both[0]) if both.size else 0
-
-
 def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_width_px: int):
     """``(front_row, mid_column)`` of the vertebral body (midline bone behind the lungs' centre), or None."""
     ys = np.nonzero(right.any(axis=1) | left.any(axis=1))[0]
@@ -222,42 +202,166 @@ def _vertebral_body(bone: np.ndarray, right: np.ndarray, left: np.ndarray, half_
     return (int(rows.min()), mid) if rows.size else None
 
 
+def _behind_vertebral_front(bone: np.ndarray, front: int, mid: int, half_width_px: int, depth_px: int) -> np.ndarray:
+    """The vertebral body and all behind it: column by column within ``half_width_px`` of ``mid``,
+    from that column's first bone row behind ``front`` (the body is round: the descending aorta
+    and the azygos vein lie in front of its flanks), and every row ``depth_px`` behind ``front``.
+    """
+    out = np.zeros(bone.shape, dtype=bool)
+    lo, hi = max(0, mid - half_width_px), min(bone.shape[1], mid + half_width_px + 1)
+    strip = bone[front:, lo:hi]
+    has_bone = strip.any(axis=0)
+    first = np.where(has_bone, np.argmax(strip, axis=0), strip.shape[0])
+    rows = np.arange(strip.shape[0])[:, None]
+    out[front:, lo:hi] = rows >= first[None, :]
+    out[front + depth_px :, :] = True
+    return out
+
+
 def compute_bone_mask(ct_hu: np.ndarray, spacing_xyz_mm, bone_hu: float = BONE_HU,
                       closing_radius_mm: float = BONE_CLOSING_RADIUS_MM) -> np.ndarray:
     """Bone: ``ct > bone_hu`` closed in-plane by ``closing_radius_mm`` with its holes filled (canal, marrow)."""
     return fill_holes_per_slice(closing(np.asarray(ct_hu) > bone_hu, disk_footprint(closing_radius_mm, spacing_xyz_mm)))
 
 
+def compute_vertebra_mask(ct_hu: np.ndarray, spacing_xyz_mm, vertebra_hu: float = VERTEBRA_HU,
+                          closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
+                          disc_bridge_mm: float = DISC_BRIDGE_MM) -> np.ndarray:
+    """Bone including cancellous marrow: ``ct > vertebra_hu``, closed in-plane by ``closing_radius_mm``
+    and across ``disc_bridge_mm`` in z (an intervertebral disc is softer), holes filled.
+
+    A vertebral body's thin cortex fades under the working grid's averaging, and its marrow lies
+    below ``bone_hu`` (real CT: 100-300 HU), so :func:`compute_bone_mask` alone leaves its front open.
+    """
+    mask = np.asarray(ct_hu) > vertebra_hu
+    sp = spacing_zyx(spacing_xyz_mm)
+    half_z = int(np.floor(disc_bridge_mm / 2.0 / sp[0] + 1e-9))
+    footprint = disk_footprint(closing_radius_mm, spacing_xyz_mm)
+    if half_z > 0:
+        footprint = np.repeat(footprint, 2 * half_z + 1, axis=0)
+    return fill_holes_per_slice(closing(mask, footprint))
+
+
+def lung_sides(lung_mask: np.ndarray, min_area_px: float):
+    """Per slice the right and left lung (:func:`_two_lungs`), and both as volumes.
+
+    A slice with one lung only (under the other lung's base, above its apex) gives its lung to the
+    side of the median midline of the two-lung slices.
+
+    Returns
+    -------
+    pairs : dict of int to (ndarray, ndarray)
+        ``{z: (right, left)}`` for the slices with two lungs.
+    right, left : ndarray of bool, shape (z, y, x)
+    """
+    lungs = np.asarray(lung_mask, dtype=bool)
+    right, left = np.zeros_like(lungs), np.zeros_like(lungs)
+    pairs, mids = {}, []
+    for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
+        pair = _two_lungs(lungs[z], min_area_px)
+        if pair is not None:
+            pairs[int(z)] = pair
+            right[z], left[z] = pair
+            mids.append(0.5 * (np.nonzero(pair[0])[1].max() + np.nonzero(pair[1])[1].min()))
+    if mids:
+        on_right = np.arange(lungs.shape[2])[None, :] < float(np.median(mids))
+        for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
+            if int(z) not in pairs:
+                right[z], left[z] = lungs[z] & on_right, lungs[z] & ~on_right
+    return pairs, right, left
+
+
+def _fit_dome_mm(lung: np.ndarray, sp: np.ndarray, trim_mm: float, iterations: int):
+    """Coefficients ``(a, b, c, d)`` of ``z = a + b x + c y + d (x^2 + y^2)`` (mm) through a lung's base, or None.
+
+    The base of a lung column is its lowest voxel; bases more than ``trim_mm`` above the fit (lung
+    lying on the heart, not on the diaphragm) are left out and the fit repeated. None unless the
+    surface is a dome (``d < 0``).
+    """
+    present = lung.any(axis=0)
+    if present.sum() < 10:
+        return None
+    yy, xx = np.nonzero(present)
+    base = np.argmax(lung, axis=0)[yy, xx] * sp[0]
+    y, x = yy * sp[1], xx * sp[2]
+    design = np.stack([np.ones_like(x), x, y, x * x + y * y], axis=1)
+    keep = np.ones(base.size, dtype=bool)
+    coef = None
+    for _ in range(max(1, iterations)):
+        if keep.sum() < 4:
+            break
+        coef = np.linalg.lstsq(design[keep], base[keep], rcond=None)[0]
+        keep = base - design @ coef < trim_mm
+    return coef if coef is not None and coef[3] < 0 else None
+
+
+def below_fitted_diaphragm(right: np.ndarray, left: np.ndarray, spacing_xyz_mm, *, trim_mm: float = DOME_TRIM_MM,
+                           margin_mm: float = DOME_MARGIN_MM, iterations: int = DOME_FIT_ITERATIONS) -> np.ndarray:
+    """Voxels more than ``margin_mm`` under the diaphragm (superior at high z).
+
+    Each dome is a paraboloid fitted to its lung's base (:func:`_fit_dome_mm`); the diaphragm is
+    the higher of the two, so the heart resting on the left dome and the central tendon stays
+    above it while the liver and the stomach under the domes fall below, also on slices where a
+    lung has ended or wraps the liver as a crescent.
+
+    Parameters
+    ----------
+    right, left : ndarray of bool, shape (z, y, x)
+        The lungs of each side (:func:`lung_sides`).
+    spacing_xyz_mm : sequence of 3 float
+    trim_mm, margin_mm : float
+    iterations : int
+
+    Returns
+    -------
+    ndarray of bool, shape (z, y, x)
+    """
+    sp = spacing_zyx(spacing_xyz_mm)
+    nz, ny, nx = right.shape
+    y = np.arange(ny)[:, None] * sp[1]
+    x = np.arange(nx)[None, :] * sp[2]
+    height = np.full((ny, nx), -np.inf)
+    for lung in (right, left):
+        coef = _fit_dome_mm(lung, sp, trim_mm, iterations)
+        if coef is not None:
+            height = np.maximum(height, coef[0] + coef[1] * x + coef[2] * y + coef[3] * (x * x + y * y))
+    z_mm = np.arange(nz)[:, None, None] * sp[0]
+    return (z_mm < height[None] - margin_mm) & ~(right | left)
+
+
 def mediastinum_envelope(
     ct_hu: np.ndarray, lung_mask: np.ndarray, spacing_xyz_mm, *, bone_hu: float = BONE_HU,
-    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM, lung_margin_mm: float = LUNG_MARGIN_MM,
-    hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM, lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
-    floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM,
-    floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
-    bone_mask: np.ndarray | None = None, return_floor_cut: bool = False,
+    floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
+    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2, dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM,
+    dome_fit_iterations: int = DOME_FIT_ITERATIONS, weak_lung_fraction: float = WEAK_LUNG_FRACTION,
+    bone_mask: np.ndarray | None = None, vertebra_mask: np.ndarray | None = None, return_floor_cut: bool = False,
 ):
     """Where the mediastinum may lie (superior at high z).
 
     On every axial slice where both lungs have at least ``min_lung_area_mm2``: the lungs' convex
-    hull grown by ``hull_margin_mm``, limited row by row to the columns between the two lungs'
-    medial edges (never lateral of a lung, where the chest wall is) and to at most
-    ``anterior_margin_mm`` in front of the first row that crosses both lungs; less the lungs dilated by
+    hull grown by ``hull_margin_mm`` (the lungs lie against the chest wall, so the hull holds the
+    heart, the great vessels and the hila but not the wall); less the lungs dilated by
     ``lung_margin_mm`` and bone (``ct > bone_hu``, closed by ``bone_closing_radius_mm``, holes
-    filled), less the vertebral body (behind the front of the midline bone, within
-    ``spine_search_half_width_mm`` of the midline) and the rows more than ``vertebral_depth_mm``
-    behind its front, and never below the diaphragm (:func:`below_diaphragm` with
-    ``floor_radius_mm``, ``floor_sigma_mm``, ``floor_lung_above_mm``: under every lung base near,
-    or under a lung base and inside that lung's convex hull on the slice).
+    filled), less the vertebral body (``vertebra_mask``: column by column behind its front,
+    within ``spine_search_half_width_mm`` of the midline) and the rows more than
+    ``vertebral_depth_mm`` behind its front; never under the diaphragm fitted to the lung bases
+    (:func:`below_fitted_diaphragm` with ``dome_trim_mm``, ``dome_margin_mm``,
+    ``dome_fit_iterations``), nor under the floor of :func:`below_diaphragm` (``floor_radius_mm``,
+    ``floor_sigma_mm``, ``floor_lung_above_mm``: under every lung base near, or under a lung base
+    and inside that lung's convex hull on the slice). Where a lung has ended or is smaller than
+    ``weak_lung_fraction`` of the other (the heart on the diaphragm beside the liver dome), the
+    slice also keeps the envelope of the slice above, cut the same way, so it shrinks to the heart.
 
     Parameters
     ----------
     ct_hu : ndarray, shape (z, y, x)
     lung_mask : ndarray of bool, shape (z, y, x)
     spacing_xyz_mm : sequence of 3 float
-
-    bone_mask : ndarray of bool, optional
-        :func:`bone_mask` computed already.
+    bone_mask, vertebra_mask : ndarray of bool, optional
+        :func:`compute_bone_mask` and :func:`compute_vertebra_mask` computed already (by default
+        the bone, also where the vertebral body is looked for).
     return_floor_cut : bool
         Also return the voxels that only the floor took out.
 
@@ -271,37 +375,38 @@ def mediastinum_envelope(
     lungs = np.asarray(lung_mask, dtype=bool)
     sp = spacing_zyx(spacing_xyz_mm)
     bone = bone_mask if bone_mask is not None else compute_bone_mask(ct_hu, spacing_xyz_mm, bone_hu, bone_closing_radius_mm)
+    vertebra = bone if vertebra_mask is None else vertebra_mask
     lung_excl = ndi.binary_dilation(lungs, structure=disk_footprint(lung_margin_mm, spacing_xyz_mm)) if lung_margin_mm > 0 else lungs
     below_lowest, under_dome = below_diaphragm(lungs, spacing_xyz_mm, radius_mm=floor_radius_mm, sigma_mm=floor_sigma_mm, lung_above_mm=floor_lung_above_mm)
     min_area_px = min_lung_area_mm2 / (sp[1] * sp[2])
     half_w = int(round(spine_search_half_width_mm / sp[2]))
-    envelope = np.zeros_like(lungs)
-    floor_cut, ring_cut = np.zeros_like(lungs), np.zeros_like(lungs)
-    for z in np.nonzero(lungs.any(axis=(1, 2)))[0]:
-        pair = _two_lungs(lungs[z], min_area_px)
-        if pair is None:
+    envelope, floor_cut, ring_cut = (np.zeros_like(lungs) for _ in range(3))
+    pairs, right3, left3 = lung_sides(lungs, min_area_px)
+    under_fitted = below_fitted_diaphragm(right3, left3, spacing_xyz_mm, trim_mm=dome_trim_mm, margin_mm=dome_margin_mm,
+                                          iterations=dome_fit_iterations)
+    carried, body = None, None
+    for z in np.nonzero(lungs.any(axis=(1, 2)))[0][::-1]:  # from the apices down
+        right, left = right3[z], left3[z]
+        smaller, larger = sorted((int(right.sum()), int(left.sum())))
+        weak = int(z) not in pairs or smaller < weak_lung_fraction * larger
+        if int(z) not in pairs and carried is None:
             continue
-        right, left = pair
-        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) & _between_medial_surfaces(right, left)
-        front = _first_row_crossing_both(right, left) - int(round(anterior_margin_mm / sp[1]))
-        inside[: max(front, 0), :] = False  # nothing along the chest wall in front of the lungs
-        inside &= ~lung_excl[z] & ~bone[z]
-        floor_cut[z] = inside & below_lowest[z]
-        inside &= ~below_lowest[z]
+        # The lungs lie against the chest wall: their hull holds the hila and the heart, not the wall.
+        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) if int(z) in pairs else np.zeros_like(lungs[z])
+        if weak and carried is not None:
+            inside |= carried  # a lung has (nearly) ended: the heart lies under the envelope above
+        inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
         # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
         in_ring = under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0)))
-        ring_cut[z] = inside & in_ring
-        inside &= ~in_ring
-        body = _vertebral_body(bone[z], right, left, half_w)
+        floor_cut[z], ring_cut[z] = inside & below_lowest[z], inside & ~below_lowest[z] & in_ring
+        inside &= ~below_lowest[z] & ~in_ring
+        found = _vertebral_body(vertebra[z], right, left, half_w) if smaller else None
+        body = found if found is not None or not weak else body  # a weak slice keeps the one above
         if body is not None:
-            front, mid = body
-            # The vertebral body itself (its marrow may be below bone_hu), then all behind it.
-            inside[front:, max(0, mid - half_w) : mid + half_w + 1] = False
-            inside[front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
-            for cut in (floor_cut, ring_cut):
-                cut[z, front + int(round(vertebral_depth_mm / sp[1])) :, :] = False
-                cut[z, front:, max(0, mid - half_w) : mid + half_w + 1] = False
+            behind = _behind_vertebral_front(vertebra[z], *body, half_w, int(round(vertebral_depth_mm / sp[1])))
+            inside, floor_cut[z], ring_cut[z] = inside & ~behind, floor_cut[z] & ~behind, ring_cut[z] & ~behind
         envelope[z] = inside
+        carried = inside if inside.any() else None
     return (envelope, (floor_cut, ring_cut)) if return_floor_cut else envelope
 
 
@@ -383,9 +488,10 @@ def _grow(ct: np.ndarray, envelope: np.ndarray, seeds, spacing_xyz_mm, lower_hu:
 
 
 #: The keyword arguments of :func:`segment_mediastinum` passed on to :func:`mediastinum_envelope`.
-_ENVELOPE_KEYS = ("bone_hu", "bone_closing_radius_mm", "lung_margin_mm", "hull_margin_mm", "anterior_margin_mm",
+_ENVELOPE_KEYS = ("bone_hu", "bone_closing_radius_mm", "lung_margin_mm", "hull_margin_mm",
                   "vertebral_depth_mm", "spine_search_half_width_mm", "floor_radius_mm", "floor_sigma_mm",
-                  "floor_lung_above_mm", "min_lung_area_mm2")
+                  "floor_lung_above_mm", "min_lung_area_mm2", "dome_trim_mm", "dome_margin_mm", "dome_fit_iterations",
+                  "weak_lung_fraction")
 
 
 def _working_grid(ct_box: np.ndarray, lungs_box: np.ndarray, factor: int, spacing_c, smoothing_sigma_mm: float):
@@ -413,13 +519,14 @@ def _enclosed_floor_cuts(grown: np.ndarray, floor_cuts, window: np.ndarray, lung
 def segment_mediastinum(
     ct_hu, lung_mask, spacing_xyz_mm, *, lower_hu: float = MEDIASTINUM_LOWER_HU,
     upper_hu: float = MEDIASTINUM_UPPER_HU, bone_hu: float = BONE_HU, bone_closing_radius_mm: float = BONE_CLOSING_RADIUS_MM,
-    lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM, anterior_margin_mm: float = ANTERIOR_MARGIN_MM,
+    vertebra_hu: float = VERTEBRA_HU, disc_bridge_mm: float = DISC_BRIDGE_MM, lung_margin_mm: float = LUNG_MARGIN_MM, hull_margin_mm: float = HULL_MARGIN_MM,
     vertebral_depth_mm: float = VERTEBRAL_DEPTH_MM, spine_search_half_width_mm: float = SPINE_SEARCH_HALF_WIDTH_MM,
     floor_radius_mm: float = FLOOR_RADIUS_MM, floor_sigma_mm: float = FLOOR_SIGMA_MM, floor_lung_above_mm: float = FLOOR_LUNG_ABOVE_MM,
-    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM,
-    min_lung_area_mm2: float = MIN_LUNG_AREA_MM2, seed_search_mm: float = SEED_SEARCH_MM, closing_radius_mm: float = CLOSING_RADIUS_MM,
-    working_spacing_mm: float = WORKING_SPACING_MM, superior_at_high_z: bool | None = None, seeds_zyx=None,
-    airway_mask=None, return_info: bool = False,
+    dome_trim_mm: float = DOME_TRIM_MM, dome_margin_mm: float = DOME_MARGIN_MM, dome_fit_iterations: int = DOME_FIT_ITERATIONS,
+    weak_lung_fraction: float = WEAK_LUNG_FRACTION, branch_opening_radius_mm: float = BRANCH_OPENING_RADIUS_MM,
+    floor_enclosed_fraction: float = FLOOR_ENCLOSED_FRACTION, smoothing_sigma_mm: float = SMOOTHING_SIGMA_MM, min_lung_area_mm2: float = MIN_LUNG_AREA_MM2,
+    seed_search_mm: float = SEED_SEARCH_MM, closing_radius_mm: float = CLOSING_RADIUS_MM, working_spacing_mm: float = WORKING_SPACING_MM,
+    superior_at_high_z: bool | None = None, seeds_zyx=None, airway_mask=None, return_info: bool = False,
 ):
     """Coarse mediastinum by connected thresholding inside the envelope between the lungs.
 
@@ -431,18 +538,17 @@ def segment_mediastinum(
         Voxel spacing, SimpleITK order (x, y, z), mm.
     lower_hu, upper_hu : float
         Window of ConnectedThreshold (HU): soft tissue and fat, not lung or bone.
-    bone_hu, bone_closing_radius_mm, lung_margin_mm, hull_margin_mm, anterior_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm
-        The envelope, see :func:`mediastinum_envelope`.
-    smoothing_sigma_mm, closing_radius_mm : float
+    bone_hu, bone_closing_radius_mm, vertebra_hu, disc_bridge_mm, lung_margin_mm, hull_margin_mm, vertebral_depth_mm, spine_search_half_width_mm, floor_radius_mm, floor_sigma_mm, floor_lung_above_mm, dome_trim_mm, dome_margin_mm, dome_fit_iterations, weak_lung_fraction
+        The envelope, see :func:`mediastinum_envelope` and :func:`compute_vertebra_mask`.
+    smoothing_sigma_mm, closing_radius_mm, branch_opening_radius_mm : float
         Gaussian smoothing (mm) of the CT before thresholding (0 disables it); radius (mm) of the
-        in-plane closing before per-slice hole filling.
-    min_lung_area_mm2 : float
-        A slice belongs to the envelope and gets a seed only where both lungs have this area.
-    seed_search_mm : float
-        How far (mm) a seed may move to reach the window inside the envelope.
+        in-plane closing before per-slice hole filling; branches of the growth thinner than twice
+        the last are cut off (:func:`_without_thin_branches`, 0: never).
+    min_lung_area_mm2, seed_search_mm : float
+        Both lungs need this area (mm²) on an envelope slice with a seed; how far (mm) a seed may
+        move to reach the window inside the envelope.
     working_spacing_mm : float
-        In-plane spacing (mm) the work is done at (an integer block of CT pixels); the boundary
-        with the lungs is taken back at full resolution.
+        In-plane spacing (mm) of the work (an integer block of CT pixels); the lung boundary is exact.
     superior_at_high_z : bool or None
         None: from the airway and the lungs (:func:`superior_is_high_z`).
     seeds_zyx : sequence of (z, y, x), optional
@@ -462,9 +568,8 @@ def segment_mediastinum(
         raise ValueError(f"ct_hu {ct.shape} and lung_mask {lungs.shape} must be the same 3D shape")
     superior = superior_is_high_z(lungs, airway_mask) if superior_at_high_z is None else bool(superior_at_high_z)
     flip = (lambda v: v) if superior else (lambda v: None if v is None else np.asarray(v)[::-1])
-    sp = spacing_zyx(spacing_xyz_mm)
-    out = np.zeros_like(lungs)
-    margin_px = np.ceil((hull_margin_mm + closing_radius_mm + working_spacing_mm) / sp[1:] + 1).astype(int)
+    sp, out = spacing_zyx(spacing_xyz_mm), np.zeros_like(lungs)
+    margin_px = np.ceil((hull_margin_mm + lung_margin_mm + closing_radius_mm + working_spacing_mm) / sp[1:] + 1).astype(int)
     box = bounding_box(lungs, (0, *margin_px))
     info = {"seeds_zyx": [], "n_seeds": 0, "superior_at_high_z": superior}
     if box is None:
@@ -474,13 +579,14 @@ def segment_mediastinum(
     ct_box, lungs_box = flip(ct[box]), flip(lungs[box])
     ct_c, lungs_c, lungs_any = _working_grid(ct_box, lungs_box, factor, spacing_c, smoothing_sigma_mm)
     bone = compute_bone_mask(ct_c, spacing_c, bone_hu, bone_closing_radius_mm)
-    envelope, floor_cuts = mediastinum_envelope(ct_c, lungs_c, spacing_c, bone_mask=bone, return_floor_cut=True, **{
+    vertebra = bone | compute_vertebra_mask(ct_c, spacing_c, vertebra_hu, bone_closing_radius_mm, disc_bridge_mm)
+    envelope, floor_cuts = mediastinum_envelope(ct_c, lungs_c, spacing_c, bone_mask=bone, vertebra_mask=vertebra, return_floor_cut=True, **{
         k: v for k, v in locals().items() if k in _ENVELOPE_KEYS})
     seeds = _seeds_on_working_grid(ct_c, lungs_c, envelope, spacing_c, seeds_zyx, box, factor, superior,
                                    lower_hu, upper_hu, min_lung_area_mm2, seed_search_mm)
     grown = _grow(ct_c, envelope, seeds, spacing_c, lower_hu, upper_hu) if seeds else np.zeros_like(envelope)
-    if floor_enclosed_fraction <= 1.0 and grown.any():
-        grown |= _enclosed_floor_cuts(grown, floor_cuts, (ct_c >= lower_hu) & (ct_c <= upper_hu), lungs_c, floor_enclosed_fraction)
+    grown = _pruned_and_given_back(grown, seeds, floor_cuts, (ct_c >= lower_hu) & (ct_c <= upper_hu), lungs_c, spacing_c,
+                                   branch_opening_radius_mm, floor_enclosed_fraction)
     if airway_mask is not None and grown.any():
         airway_c = _block_reduce(flip(np.asarray(airway_mask, dtype=bool)[box]), factor, "any")
         grown |= airway_c & ~lungs_c & envelope.any(axis=(1, 2))[:, None, None]
@@ -521,6 +627,33 @@ def enclosed_by_growth(grown: np.ndarray, candidate: np.ndarray, lung_mask: np.n
             if rim.any() and grown[z][grow_box][rim].mean() >= min_fraction:
                 out[z][grow_box] |= comp
     return out
+
+
+def _without_thin_branches(grown: np.ndarray, seeds, spacing_xyz_mm, radius_mm: float) -> np.ndarray:
+    """The grown region less what hangs on it by branches thinner than ``2 * radius_mm``.
+
+    Inside the lungs' hull the window also holds the lung vessels, and a lung tumour on them: an
+    in-plane opening cuts those branches, the part still connected (3D) to a seed is kept, and
+    its surroundings within ``radius_mm`` are given back (the opening rounds corners).
+    """
+    footprint = disk_footprint(radius_mm, spacing_xyz_mm)
+    labelled, _ = ndi.label(ndi.binary_opening(grown, structure=footprint))
+    kept = np.unique([labelled[z, y, x] for z, y, x in seeds])
+    kept = kept[kept > 0]
+    if kept.size == 0:  # every seed on a thin part: nothing to tell the body from its branches by
+        return grown
+    return grown & ndi.binary_dilation(np.isin(labelled, kept), structure=footprint)
+
+
+def _pruned_and_given_back(grown, seeds, floor_cuts, window, lungs_c, spacing_c, branch_opening_radius_mm: float,
+                           floor_enclosed_fraction: float) -> np.ndarray:
+    """The growth less its thin branches (:func:`_without_thin_branches`), plus what the floor cut
+    and the growth encloses (:func:`_enclosed_floor_cuts`); each step off when disabled."""
+    if branch_opening_radius_mm > 0 and grown.any():
+        grown = _without_thin_branches(grown, seeds, spacing_c, branch_opening_radius_mm)
+    if floor_enclosed_fraction <= 1.0 and grown.any():
+        grown = grown | _enclosed_floor_cuts(grown, floor_cuts, window, lungs_c, floor_enclosed_fraction)
+    return grown
 
 
 def _solid(grown, lungs_any, bone, spacing_xyz_mm, closing_radius_mm: float, give_back_mm: float) -> np.ndarray:
