@@ -10,9 +10,8 @@ returns ``{"row": manifest fields, "staged": {member: file}}``. A problem of the
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,12 @@ from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons
 from colearn_pipeline.suv import SuvError, SuvPlausibility, check_suv_values, suv_conversion
 from colearn_pipeline.suv.conversion import header_hint
 
-#: gzip level of ``.nii.gz`` outputs. SimpleITK's NIfTI writer ignores the level it is given, so we
-#: write ``.nii`` and gzip it ourselves: level 1 is about 40 % faster than its level 6 on CT.
+#: gzip level and zlib strategy of ``.nii.gz`` outputs. SimpleITK's NIfTI writer ignores the level it
+#: is given, so we write ``.nii`` and gzip it ourselves: level 1 with run-length matching (``Z_RLE``)
+#: deflates a paper-size int16 CT about 1.7x faster than plain level 1 for 8 % more bytes, and masks
+#: (long runs of one value) both faster and to less than half the size.
 NIFTI_COMPRESSION_LEVEL = 1
+NIFTI_COMPRESSION_STRATEGY = zlib.Z_RLE
 #: Manifest status of a study without report: converted, its tumours not labelled (no model input by default).
 TUMOURS_UNLABELLED = "tumours_unlabelled"
 #: Bits of the stored lung partition: lungs, and the airway removed from them.
@@ -50,8 +52,12 @@ def write_nifti(image: sitk.Image, path: str | os.PathLike) -> str:
         return str(path)
     plain = path.with_name(path.name.removesuffix(".gz"))
     sitk.WriteImage(image, str(plain), False)
-    with open(plain, "rb") as src, gzip.open(path, "wb", compresslevel=NIFTI_COMPRESSION_LEVEL) as dst:
-        shutil.copyfileobj(src, dst, 1 << 22)
+    # wbits 31: a gzip member with no name and no time stamp, so the bytes depend on the image only
+    deflate = zlib.compressobj(NIFTI_COMPRESSION_LEVEL, zlib.DEFLATED, 31, 9, NIFTI_COMPRESSION_STRATEGY)
+    with open(plain, "rb") as src, open(path, "wb") as dst:
+        while chunk := src.read(1 << 22):
+            dst.write(deflate.compress(chunk))
+        dst.write(deflate.flush())
     plain.unlink()
     return str(path)
 
@@ -86,9 +92,10 @@ def ct_storage_array(ct_hu: np.ndarray) -> np.ndarray:
     stored as int16: half the bytes and about 5x faster to gzip than float32.
     """
     info = np.iinfo(np.int16)
-    if ct_hu.size and ct_hu.min() >= info.min and ct_hu.max() <= info.max and np.array_equal(np.rint(ct_hu), ct_hu):
-        return ct_hu.astype(np.int16)
-    return ct_hu
+    if not (ct_hu.size and ct_hu.min() >= info.min and ct_hu.max() <= info.max):
+        return ct_hu
+    as_int16 = ct_hu.astype(np.int16)  # in range, so the cast only truncates fractions
+    return as_int16 if np.array_equal(as_int16, ct_hu) else ct_hu
 
 
 def read_series_stage(*, staging_dir: str, pseudonym: str, root: str, ct_files: list[str], pet_files: list[str],
