@@ -141,3 +141,27 @@ def test_nifti_gz_bytes_depend_on_the_image_only(tmp_path):
     assert data == open(second, "rb").read()
     assert gzip.decompress(data)[:4] == (348).to_bytes(4, "little")  # a NIfTI-1 header
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(first)), array)
+
+
+@pytest.mark.parametrize("name", ["ct_hu.nii.gz", "suv.nii"])
+def test_model_input_from_the_kept_slices_range_equals_from_whole_volumes(tmp_path, name):
+    from colearn_pipeline.datasets.study_partitions import StudyPartition
+    from colearn_pipeline.pipelines.preprocess.study import _array_slices, build_model_input
+
+    rng = np.random.default_rng(4)
+    volume = rng.normal(size=(9, 24, 20)).astype(np.float32) * 100
+    path = write_nifti(sitk.GetImageFromArray(volume), tmp_path / name)
+    partition = StudyPartition("study-x", {"member": path}, {})
+    np.testing.assert_array_equal(_array_slices(partition, 3, 7), volume[3:7])
+    with pytest.raises(ValueError, match="empty slice range"):
+        _array_slices(partition, 4, 4)
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[[3, 4, 6]] = 3
+    index = np.array([3, 4, 6])
+    geometry = {"spacing_xyz_mm": (1.0, 1.0, 3.0), "origin_xyz_mm": (0.0, 0.0, 0.0), "direction": (1, 0, 0, 0, 1, 0, 0, 0, 1)}
+    whole = build_model_input(volume, volume * 2, labels, index, (16, 16), geometry, "study-x")
+    near = build_model_input(_array_slices(partition, 3, 7), volume[3:7] * 2, labels, index, (16, 16), geometry,
+                             "study-x", z_offset=3)
+    assert whole.keys() == near.keys()
+    for key in whole:
+        assert whole[key].tobytes() == near[key].tobytes(), key

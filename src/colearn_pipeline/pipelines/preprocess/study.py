@@ -76,6 +76,25 @@ def _array(partition: StudyPartition, member: str | None = None, dtype=None) -> 
     return array if dtype is None else array.astype(dtype, copy=False)
 
 
+def _array_slices(partition: StudyPartition, z_start: int, z_stop: int, dtype=None) -> np.ndarray:
+    """Slices ``z_start:z_stop`` of a study's stored volume, read without the slices after them.
+
+    The same voxels as ``_array(partition)[z_start:z_stop]``: ITK's NIfTI reader stops reading (or
+    inflating) at the region's last slice, and an uncompressed file is read at the region only.
+    """
+    if z_stop <= z_start:
+        raise ValueError(f"{partition.pseudonym}: empty slice range {z_start}:{z_stop}")
+    (path,) = partition.paths.values()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    width, height, _ = reader.GetSize()
+    reader.SetExtractIndex([0, 0, int(z_start)])
+    reader.SetExtractSize([width, height, int(z_stop - z_start)])
+    array = sitk.GetArrayFromImage(reader.Execute())
+    return array if dtype is None else array.astype(dtype, copy=False)
+
+
 def _geometry(volume) -> dict[str, Any]:
     return {
         "shape_zyx": [int(v) for v in volume.shape_zyx],
@@ -310,9 +329,12 @@ def labels_stage(*, staging_dir: str, pseudonym: str, lungs: StudyPartition, med
         findings = tumours.record["row"].get("tumour_findings", [])
     figures = quality_figures(labels == LABELS["lung"], labels == LABELS["mediastinum"], geometry["spacing_xyz_mm"],
                               findings, hull_margin_mm=hull_margin_mm)
-    figures["tumour_in_aerated_lung_ml"] = tumour_in_aerated_lung_ml(
-        labels == LABELS["tumour"], _array(ct_hu, dtype=np.float32), geometry["spacing_xyz_mm"],
-        aerated_lung_hu=aerated_lung_hu)
+    tumour = labels == LABELS["tumour"]
+    tumour_z = np.flatnonzero(tumour.any(axis=(1, 2)))
+    z_start, z_stop = (int(tumour_z[0]), int(tumour_z[-1]) + 1) if tumour_z.size else (0, 0)
+    ct_near_tumour = _array_slices(ct_hu, z_start, z_stop, np.float32) if tumour_z.size else np.zeros((0, *labels.shape[1:]))
+    figures["tumour_in_aerated_lung_ml"] = tumour_in_aerated_lung_ml(  # only the tumour's slices count
+        tumour[z_start:z_stop], ct_near_tumour, geometry["spacing_xyz_mm"], aerated_lung_hu=aerated_lung_hu)
     if correction is None:
         reasons = review_reasons(figures, review_ranges)
         if reasons:
@@ -355,12 +377,17 @@ def _corrected_labels(path: str, pseudonym: str, root: str, ct_files: Sequence[s
 
 
 def build_model_input(ct_hu: np.ndarray, suv: np.ndarray, labels: np.ndarray, slice_index: np.ndarray,
-                      model_size: Sequence[int], geometry: Mapping, pseudonym: str) -> dict[str, np.ndarray]:
-    """The model-input arrays of docs/architecture.md (keys and dtypes exactly as the contract)."""
+                      model_size: Sequence[int], geometry: Mapping, pseudonym: str, z_offset: int = 0) -> dict[str, np.ndarray]:
+    """The model-input arrays of docs/architecture.md (keys and dtypes exactly as the contract).
+
+    ``ct_hu`` and ``suv`` may hold only the CT slices from ``z_offset`` on (those around the kept
+    ones); ``labels`` is the whole volume.
+    """
     idx = np.asarray(slice_index, dtype=np.int32)
+    near = idx - int(z_offset)
     return {
-        "ct_hu": resize_slices(ct_hu[idx].astype(np.float32), model_size, "image").astype(np.float32),
-        "suv": resize_slices(suv[idx], model_size, "image").astype(np.float32),
+        "ct_hu": resize_slices(ct_hu[near].astype(np.float32), model_size, "image").astype(np.float32),
+        "suv": resize_slices(suv[near], model_size, "image").astype(np.float32),
         "labels": resize_labels_nearest(labels[idx].astype(np.uint8), *model_size),
         "slice_index": idx,
         "ct_shape_zyx": np.asarray(labels.shape, dtype=np.int64),
@@ -392,8 +419,9 @@ def model_input_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition
     slice_index = select_slices(label_array, list(slice_classes), min_voxels=int(slice_min_voxels))
     if slice_index.size == 0:
         raise StudyError(pseudonym, "-", f"no axial slice contains the classes {list(slice_classes)}")
-    arrays = build_model_input(_array(ct_hu), _array(suv, dtype=np.float32), label_array, slice_index,
-                               model_size, geometry, pseudonym)
+    z_start, z_stop = int(slice_index.min()), int(slice_index.max()) + 1  # read the kept slices' range only
+    arrays = build_model_input(_array_slices(ct_hu, z_start, z_stop), _array_slices(suv, z_start, z_stop, np.float32),
+                               label_array, slice_index, model_size, geometry, pseudonym, z_offset=z_start)
     path = str(Path(staging_dir) / "model_input.npz")
     NpzDataset(path, compress=bool(compress)).save(arrays)
     return {"row": {"slices_kept": int(slice_index.size), "slice_index": [int(i) for i in slice_index]},
