@@ -165,3 +165,15 @@ def test_model_input_from_the_kept_slices_range_equals_from_whole_volumes(tmp_pa
     assert whole.keys() == near.keys()
     for key in whole:
         assert whole[key].tobytes() == near[key].tobytes(), key
+
+
+def test_preprocess_workers_start_without_torch():
+    """The modules a local worker preloads import no torch (~250 MB of every worker's memory, seconds to import)."""
+    import subprocess
+    import sys
+
+    from colearn_pipeline.pipelines.preprocess.executor import WORKER_PRELOAD
+
+    code = f"import sys; [__import__(m) for m in {WORKER_PRELOAD!r}]; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"

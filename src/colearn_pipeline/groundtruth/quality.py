@@ -51,16 +51,18 @@ def _row_ends(mask: np.ndarray) -> np.ndarray:
 
 
 def _count_outside_lung_hull(med: np.ndarray, lungs: np.ndarray, spacing_xyz_mm, margin_mm: float) -> int:
-    """Mediastinum voxels outside :func:`lung_hull` of the lungs, computed on the slices holding mediastinum only.
+    """Mediastinum voxels outside :func:`lung_hull` of the lungs, slice by slice where there is mediastinum.
 
     The hull of the row ends of a slice's lungs is the hull of all of them, so the hull is taken
     of the row ends (far fewer points); the lungs themselves are added back, as :func:`lung_hull`
-    keeps them.
+    keeps them. One slice at a time: no volume-sized temporaries.
     """
-    zs = np.flatnonzero(med.any(axis=(1, 2)))
-    lungs_z = lungs[zs]
-    hull = lung_hull(_row_ends(lungs_z), spacing_xyz_mm, margin_mm) | lungs_z
-    return int(np.count_nonzero(med[zs] & ~hull))
+    outside = 0
+    for z in np.flatnonzero(med.any(axis=(1, 2))):
+        lungs_z = lungs[z : z + 1]
+        hull = lung_hull(_row_ends(lungs_z), spacing_xyz_mm, margin_mm) | lungs_z
+        outside += int(np.count_nonzero(med[z : z + 1] & ~hull))
+    return outside
 
 
 def quality_figures(

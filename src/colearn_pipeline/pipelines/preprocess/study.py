@@ -21,8 +21,8 @@ import SimpleITK as sitk
 
 from colearn_pipeline.datasets.study_partitions import StudyPartition
 from colearn_pipeline.dicom.errors import DicomSeriesError
-from colearn_pipeline.dicom.grid import inside, physical_to_index_zyx, resample_to_reference, resize_slices
-from colearn_pipeline.training.inputs import resize_labels_nearest
+from colearn_pipeline.dicom.grid import (inside, physical_to_index_zyx, resample_to_reference, resize_labels_nearest,
+                                         resize_slices)
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_lungs, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth import select_slices
