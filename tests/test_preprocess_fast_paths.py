@@ -62,6 +62,10 @@ def test_native_pixels_leave_other_syntaxes_and_short_buffers_to_pydicom():
     assert series.native_pixels(short) is None
     two_frames = _image(stored, 16, NumberOfFrames=2)
     assert series.native_pixels(two_frames) is None
+    for tag in ("BitsStored", "SamplesPerPixel", "PixelRepresentation", "PhotometricInterpretation"):
+        incomplete = _image(stored, 16)
+        delattr(incomplete, tag)  # pydicom decides (and names the problem)
+        assert series.native_pixels(incomplete) is None, tag
 
 
 @pytest.mark.parametrize(

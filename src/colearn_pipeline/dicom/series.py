@@ -162,8 +162,8 @@ def native_pixels(ds: Dataset) -> np.ndarray | None:
     pixel_data = ds.get("PixelData")
     try:
         rows, cols, allocated = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
-        stored, signed = int(ds.get("BitsStored", allocated)), int(ds.PixelRepresentation)
-        frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1) or 1)
+        stored, signed = int(ds.BitsStored), int(ds.PixelRepresentation)  # required, as pydicom requires them
+        frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.SamplesPerPixel)
     except (AttributeError, TypeError, ValueError):
         return None
     if (syntax not in NATIVE_LITTLE_ENDIAN or pixel_data is None or allocated not in (8, 16, 32) or signed not in (0, 1)
