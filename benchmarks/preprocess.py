@@ -17,6 +17,12 @@ Usage::
     .venv/bin/python benchmarks/preprocess.py                       # phantom cohort, 4 demo studies
     .venv/bin/python benchmarks/preprocess.py --studies 6 --size tiny
     .venv/bin/python benchmarks/preprocess.py --cohort data/01_raw  # an existing raw folder
+    .venv/bin/python benchmarks/preprocess.py --memory-scaling 10,200 --cache /tmp/cohorts
+
+``--memory-scaling`` generates (or reuses, from ``--cache``) demo-size phantom cohorts of those
+sizes (2 generator processes) and runs the pipeline on each with 2 local workers, each run in a
+fresh Python process; it prints the peak resident memory of that process (the Kedro run) and of
+its largest worker, per cohort, and their ratio between the largest and the smallest cohort.
 
 The pipeline part is the whole preprocess pipeline run through the project's catalog (all data
 paths moved to a temporary folder), written outputs and manifest included.
@@ -148,6 +154,45 @@ def nifti_write_seconds(out: Path, pseudonym: str) -> dict[str, tuple[float, flo
     return result
 
 
+def memory_run(raw: Path, out: Path) -> dict:
+    """Run the cohort with 2 local workers in this process; its peak RSS and the largest worker's (MB)."""
+    import resource
+
+    run = pipeline_run(raw, out, workers=2)
+    parent_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"studies": run["studies"], "ok": run["ok"], "seconds": run["seconds"], "parent_peak_mb": parent_mb,
+            "worker_peak_mb": run["peak_mb"]}
+
+
+def memory_scaling(sizes: list[int], cache: Path, seed: int) -> list[dict]:
+    """Generate (or reuse) demo cohorts of ``sizes`` studies under ``cache``; run each in a fresh process."""
+    import subprocess
+
+    from colearn_pipeline.phantom import generate_cohort
+
+    results = []
+    for n in sizes:
+        raw = cache / f"demo-{n}-seed{seed}"
+        start = time.perf_counter()
+        generate_cohort(raw, n_studies=n, seed=seed, size="demo", workers=2)
+        generated = time.perf_counter() - start
+        with tempfile.TemporaryDirectory(prefix="colearn-bench-mem-") as out:
+            proc = subprocess.run([sys.executable, __file__, "--memory-run", str(raw), out], check=True,
+                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result.update(cohort=n, generate_s=generated)
+        results.append(result)
+        print(f"{n} demo studies ({result['ok']} ok, generated/reused in {generated:.0f} s): preprocess "
+              f"{result['seconds']:.0f} s with 2 workers, peak RSS of the run's process {result['parent_peak_mb']:.0f} MB, "
+              f"of its largest worker {result['worker_peak_mb']:.0f} MB", flush=True)
+    small, large = results[0], results[-1]
+    print(f"peak RSS {large['cohort']} / {small['cohort']} studies: run's process "
+          f"{large['parent_peak_mb'] / small['parent_peak_mb']:.2f}x, worker "
+          f"{large['worker_peak_mb'] / small['worker_peak_mb']:.2f}x; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cohort", type=Path, help="raw folder with dicom/ and reports/ (default: generate a phantom)")
@@ -155,9 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="demo", help="phantom size: tiny, demo or paper")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2, help="SimpleITK read repeats (best is kept)")
+    parser.add_argument("--memory-scaling", help="comma-separated demo cohort sizes, e.g. 10,200 (needs --cache)")
+    parser.add_argument("--cache", type=Path, help="folder where --memory-scaling keeps its generated cohorts")
+    parser.add_argument("--memory-run", nargs=2, type=Path, metavar=("RAW", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("colearn_pipeline", "kedro", "distributed"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if args.memory_run:
+        print(json.dumps(memory_run(*args.memory_run)))
+        return 0
+    if args.memory_scaling:
+        if args.cache is None:
+            parser.error("--memory-scaling needs --cache (a folder for the generated cohorts)")
+        memory_scaling([int(n) for n in args.memory_scaling.split(",")], args.cache, args.seed)
+        return 0
 
     tmp = None
     raw = args.cohort

@@ -149,6 +149,38 @@ def test_killed_worker_fails_its_study_only_and_keeps_its_earlier_outputs(cohort
     assert _computed(healed["log"], "tumours") == 1 and healed["manifest"]["summary"]["ok"] == 2
 
 
+def test_dead_dask_worker_fails_its_study_only_and_keeps_its_earlier_outputs(cohort, tmp_path, monkeypatch):
+    """On a 2-worker Dask LocalCluster, a worker that dies on one study (the test hook SIGKILLs it, as the
+    out-of-memory killer would) fails that study as a worker failure; the other study and the victim's
+    earlier outputs are untouched."""
+    from colearn_pipeline.pipelines.preprocess import executor
+
+    raw = _raw(cohort, tmp_path / "raw", cohort["studies"][:2])
+    out = tmp_path / "out"
+    run_preprocess_catalog(raw, out, workers=2)
+    before = _digest(out)
+    victim, other = (s["pseudonym"] for s in cohort["studies"][:2])
+    monkeypatch.setenv(KILL_HOOK_ENV, f"tumours:{victim}")
+    change = {"peak_fraction": 0.6}
+    try:
+        with pytest.raises(PreprocessRunError, match=f"1 studies failed.*{victim}"):
+            run_preprocess_catalog(raw, out, workers=2, executor={"kind": "dask"}, tumours=change)
+    finally:
+        for key in list(executor._DASK):
+            executor._close_dask(key)
+    after = _digest(out)
+    for rel in (f"02_intermediate/tumours/{victim}.nii.gz", f"03_primary/labels/{victim}.nii.gz",
+                f"05_model_input/{victim}.npz", f"02_intermediate/lungs/{victim}.nii.gz"):
+        assert after[rel] == before[rel], rel
+    assert after[f"05_model_input/{other}.npz"] != before[f"05_model_input/{other}.npz"]
+    import json
+
+    rows = {r["pseudonym"]: r for r in json.loads((out / "08_reporting/preprocess_manifest.json").read_text())["studies"]}
+    assert rows[victim]["status"] == "failed" and "worker died (KilledWorker)" in rows[victim]["reason"]
+    assert rows[other]["status"] == "ok"
+    assert not list((out / "02_intermediate").glob(f"{STAGING_PREFIX}*/tumours/*"))
+
+
 def test_stage_records_found_from_another_working_folder(tmp_path, monkeypatch):
     """Kedro makes only path/filepath/filename absolute: records_dir is relative to path, so a notebook
     in notebooks/ (another working folder) still finds every study's record of model_input."""

@@ -93,6 +93,33 @@ def resize_slices(volume: np.ndarray, size_hw: Sequence[int], kind: str = "image
     return out.astype(np.float32)
 
 
+def resize_labels_nearest(labels: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Nearest-neighbour resize of a ``(S, H, W)`` label stack to ``(S, rows, cols)``.
+
+    Pixel centres are aligned: output pixel ``i`` samples input ``floor((i + 0.5) * H / rows)``,
+    which inverts a resize of the whole field of view (model grid 256 -> CT grid 512 and back).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(S, H, W)`` integer labels.
+    rows, cols : int
+        Output size.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(S, rows, cols)`` of the input dtype.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 3:
+        raise ValueError(f"expected (S, H, W) labels, got shape {lab.shape}")
+    _, h, w = lab.shape
+    yi = np.minimum(((np.arange(rows) + 0.5) * h / rows).astype(np.int64), h - 1)
+    xi = np.minimum(((np.arange(cols) + 0.5) * w / cols).astype(np.int64), w - 1)
+    return lab[:, yi[:, None], xi[None, :]]
+
+
 def physical_to_index_zyx(points_xyz_mm: Sequence[Sequence[float]], image: sitk.Image) -> np.ndarray:
     """Map patient-space points (LPS, mm) to continuous voxel indices ``(z, y, x)`` of ``image``.
 

@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.multiframe import frame_headers, is_multiframe
@@ -36,6 +36,9 @@ INPLANE_TOLERANCE_MM = 0.01
 PIXEL_SPACING_TOLERANCE_MM = 1e-4
 #: CT value given to PixelPaddingValue pixels (air) unless the caller names another.
 AIR_HU = -1000.0
+#: Uncompressed little-endian transfer syntaxes whose pixels are read straight from the bytes;
+#: every other syntax (compressed, big endian, deflated) is decoded by pydicom and its plugins.
+NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 
 
 @dataclass
@@ -147,6 +150,37 @@ def _decode_problem(ds: Dataset, exc: Exception) -> str:
     )
 
 
+def native_pixels(ds: Dataset) -> np.ndarray | None:
+    """The ``(rows, cols)`` stored pixels of an uncompressed little-endian single-frame grey image, else None.
+
+    Equal to ``ds.pixel_array`` (unused high bits corrected as pydicom does) without its decoder
+    machinery; None whenever pydicom must decide (another syntax, colour, several frames, a
+    buffer too short), so that unusual and broken files get pydicom's handling and messages.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    pixel_data = ds.get("PixelData")
+    try:
+        rows, cols, allocated = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+        stored, signed = int(ds.BitsStored), int(ds.PixelRepresentation)  # required, as pydicom requires them
+        frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.SamplesPerPixel)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if (syntax not in NATIVE_LITTLE_ENDIAN or pixel_data is None or allocated not in (8, 16, 32) or signed not in (0, 1)
+            or not 0 < stored <= allocated or frames != 1 or samples != 1 or rows <= 0 or cols <= 0
+            or not str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME")):
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    buffer = pixel_data.value if hasattr(pixel_data, "value") else pixel_data
+    if not isinstance(buffer, bytes) or len(buffer) < rows * cols * dtype.itemsize:
+        return None
+    pixels = np.frombuffer(buffer, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    if stored < allocated:
+        shift = allocated - stored
+        pixels = np.right_shift(np.left_shift(pixels, shift), shift)
+    return pixels
+
+
 def _rescale(ds: Dataset, study: str, label: str) -> tuple[float, float]:
     """RescaleSlope and RescaleIntercept; a slope that is 0, negative or not finite is refused."""
     slope, intercept = 1.0, 0.0
@@ -179,9 +213,28 @@ def _padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
     return (stored >= low) & (stored <= high)
 
 
+def _exact_in_float32(stored: np.ndarray, slope: float, intercept: float) -> bool:
+    """Whether ``stored * slope + intercept`` is an integer of at most 2**24 for every stored value (so
+    float32 arithmetic is exact): integer pixels of at most 16 bits, integer slope and intercept."""
+    if stored.dtype.kind not in "iu" or stored.dtype.itemsize > 2 or not (slope.is_integer() and intercept.is_integer()):
+        return False
+    info = np.iinfo(stored.dtype)
+    return max(abs(info.min), abs(info.max)) * abs(slope) + abs(intercept) <= 2**24
+
+
 def _to_real(ds: Dataset, stored: np.ndarray, study: str, label: str, padding_value: float) -> np.ndarray:
     """Stored pixels -> float32 real-world values (HU, Bq/mL); padding pixels become ``padding_value``."""
     slope, intercept = _rescale(ds, study, label)
+    if _exact_in_float32(stored, slope, intercept):
+        image = stored.astype(np.float32)  # every step exact: the same bits as the float64 path below
+        if slope != 1.0:
+            image *= np.float32(slope)
+        if intercept != 0.0:
+            image += np.float32(intercept)
+        pad = _padding_mask(ds, stored)
+        if pad is not None:
+            image[pad] = padding_value
+        return image
     # float64 multiply then cast: slope*stored can exceed float32 precision for large PET values
     image = stored.astype(np.float64) * slope + intercept
     if image.size and not np.abs(image).max() <= np.finfo(np.float32).max:
@@ -210,10 +263,12 @@ def read_image(path: str, study: str = "-", label: str | None = None, padding_va
         raise DicomSeriesError(study, label, f"corrupt or unreadable DICOM ({type(exc).__name__}: {why})") from exc
     if "PixelData" not in ds:
         raise DicomSeriesError(study, label, "no pixel data (truncated file or not an image)")
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise DicomSeriesError(study, label, _decode_problem(ds, exc)) from exc
+    pixels = native_pixels(ds)
+    if pixels is None:
+        try:
+            pixels = ds.pixel_array
+        except Exception as exc:
+            raise DicomSeriesError(study, label, _decode_problem(ds, exc)) from exc
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if n_frames > 1 or is_multiframe(ds):
         pixels = pixels.reshape((n_frames, *pixels.shape[-2:])) if pixels.ndim >= 2 else pixels

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# defined beside resize_slices so that preprocess workers need no torch (this package imports it)
+from colearn_pipeline.dicom.grid import resize_labels_nearest  # noqa: F401
+
 #: Standard deviations below this are treated as a constant channel (standardised to zeros).
 STD_EPS = 1e-6
 
@@ -54,30 +57,3 @@ def network_input(ct_hu: np.ndarray, suv: np.ndarray) -> np.ndarray:
     if ct.shape != pet.shape:
         raise ValueError(f"ct_hu {ct.shape} and suv {pet.shape} differ")
     return np.stack([standardise_slices(ct), standardise_slices(pet)], axis=1)
-
-
-def resize_labels_nearest(labels: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Nearest-neighbour resize of a ``(S, H, W)`` label stack to ``(S, rows, cols)``.
-
-    Pixel centres are aligned: output pixel ``i`` samples input ``floor((i + 0.5) * H / rows)``,
-    which inverts a resize of the whole field of view (model grid 256 -> CT grid 512 and back).
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        ``(S, H, W)`` integer labels.
-    rows, cols : int
-        Output size.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(S, rows, cols)`` of the input dtype.
-    """
-    lab = np.asarray(labels)
-    if lab.ndim != 3:
-        raise ValueError(f"expected (S, H, W) labels, got shape {lab.shape}")
-    _, h, w = lab.shape
-    yi = np.minimum(((np.arange(rows) + 0.5) * h / rows).astype(np.int64), h - 1)
-    xi = np.minimum(((np.arange(cols) + 0.5) * w / cols).astype(np.int64), w - 1)
-    return lab[:, yi[:, None], xi[None, :]]
