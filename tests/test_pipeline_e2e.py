@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 N_STUDIES = 5
 MODEL_SIZE = 32
 TEST_ENV = f"""
-phantom: {{n_studies: {N_STUDIES}, size: tiny, seed: 11, workers: 1}}
+phantom: {{n_studies: {N_STUDIES}, size: tiny, seed: 11, workers: 1, overrides: {{wholebody_slice_factor: 1.0}}}}
 preprocess: {{executor: {{workers: 0}}, model_input: {{model_size: [{MODEL_SIZE}, {MODEL_SIZE}]}}}}
 model: {{width: 4, depth: 2}}
 training: {{epochs: 1, batch_size: 4, learning_rate: 0.05, l2_lambda: 0.0001, progress: false}}

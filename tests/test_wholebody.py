@@ -150,3 +150,14 @@ def test_phantom_truth_beside_every_study(run):
         truth = Path(run["raw"]) / s["truth_dir"]
         assert all((truth / f).is_file() for f in ("labels.nii.gz", "suv.nii.gz", "study.json"))
     assert run["manifest"]["summary"]["quarantined"] == 1
+
+
+@pytest.mark.slow
+def test_groundtruth_qa_command_leaves_the_non_thorax_study_out_of_its_means(run, capsys):
+    from colearn_pipeline.groundtruth.cli import main as groundtruth_qa
+
+    assert groundtruth_qa([str(run["raw"])]) == 0
+    printed = capsys.readouterr().out
+    pelvis = next(s["pseudonym"] for s in run["summary"]["studies"] if s["field_of_view"] == NON_THORAX)
+    assert f"{pelvis:<20} not scored: its truth holds no lung (not a thorax)" in printed
+    assert "mean of 1 " in printed

@@ -30,10 +30,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no study with CT, report and truth found")
         return 1
     print(f"{'study':<20} {'lung':>7} {'medias':>7} {'tumour':>7}")
-    for r in results:
+    for r in (r for r in results if r["scored"]):
         print(f"{r['study']:<20} {r['dice_lung']:7.3f} {r['dice_mediastinum']:7.3f} {r['dice_tumour']:7.3f}")
-    means = {k: float(np.mean([r[f'dice_{k}'] for r in results])) for k in ("lung", "mediastinum", "tumour")}
-    print(f"{'mean':<20} {means['lung']:7.3f} {means['mediastinum']:7.3f} {means['tumour']:7.3f}")
+    scored = [r for r in results if r["scored"]]
+    for r in results:
+        if not r["scored"]:
+            print(f"{r['study']:<20} not scored: its truth holds no lung (not a thorax)")
+    if not scored:
+        print("no study with lungs in its truth")
+        return 1
+    means = {k: float(np.mean([r[f'dice_{k}'] for r in scored])) for k in ("lung", "mediastinum", "tumour")}
+    print(f"{'mean of ' + str(len(scored)):<20} {means['lung']:7.3f} {means['mediastinum']:7.3f} {means['tumour']:7.3f}")
     return 0
 
 

@@ -90,7 +90,8 @@ def evaluate_study(ct: sitk.Image, truth_dir, report: dict, *, params: dict | No
     -------
     dict
         ``dice_<class>`` for lung, mediastinum and tumour, ``voxels_<class>`` of truth and derived,
-        and the per-finding tumour info.
+        the per-finding tumour info, and ``scored`` (False for a study whose truth holds no lung,
+        e.g. a phantom pelvis: every Dice there is 1.0 of two empty masks and must not count).
     """
     truth_dir = Path(truth_dir)
     truth_labels = resample_to_reference(sitk.ReadImage(str(truth_dir / "labels.nii.gz")), ct, "nearest")
@@ -99,7 +100,8 @@ def evaluate_study(ct: sitk.Image, truth_dir, report: dict, *, params: dict | No
     truth = sitk.GetArrayFromImage(truth_labels)
     seeds = report_seeds_zyx(report, ct)
     labels, info = derive_labels(ct_hu, sitk.GetArrayFromImage(suv), seeds, ct.GetSpacing(), **(params or {}))
-    out: dict = {"study": truth_dir.name}
+    # A non-thorax phantom study (no truth lung) has nothing to score: preprocess refuses it.
+    out: dict = {"study": truth_dir.name, "scored": bool((truth == LABELS["lung"]).any())}
     for name in ("lung", "mediastinum", "tumour"):
         value = LABELS[name]
         out[f"dice_{name}"] = dice(labels == value, truth == value)
