@@ -122,63 +122,51 @@ def test_from_tumour_node_recomputes_tumours_labels_and_model_input_only(cohort,
     assert all(_computed(full["log"], s) == 0 for s in PER_STUDY)
 
 
-def test_killed_worker_fails_its_study_only_and_keeps_its_earlier_outputs(cohort, tmp_path, monkeypatch):
+def _kill_one_worker(cohort, tmp_path, monkeypatch, *, earlier_kept, **run_kwargs):
+    """Two studies preprocessed, then the tumours stage re-run with the victim's worker SIGKILLed (the
+    test hook, as the out-of-memory killer would). Checks that only the victim failed and that its
+    ``earlier_kept`` output plus tumours/labels/model input from the first run are untouched; returns
+    ``(out, victim, other, manifest rows)``."""
+    import json
+
     raw = _raw(cohort, tmp_path / "raw", cohort["studies"][:2])
     out = tmp_path / "out"
     run_preprocess_catalog(raw, out, workers=2)
     before = _digest(out)
     victim, other = (s["pseudonym"] for s in cohort["studies"][:2])
     monkeypatch.setenv(KILL_HOOK_ENV, f"tumours:{victim}")
-    change = {"peak_fraction": 0.6}
     with pytest.raises(PreprocessRunError, match=f"1 studies failed.*{victim}"):
-        run_preprocess_catalog(raw, out, workers=2, tumours=change)
+        run_preprocess_catalog(raw, out, workers=2, tumours={"peak_fraction": 0.6}, **run_kwargs)
     after = _digest(out)
     for rel in (f"02_intermediate/tumours/{victim}.nii.gz", f"03_primary/labels/{victim}.nii.gz",
-                f"05_model_input/{victim}.npz", f"02_intermediate/ct_hu/{victim}.nii.gz"):
+                f"05_model_input/{victim}.npz", f"02_intermediate/{earlier_kept}/{victim}.nii.gz"):
         assert after[rel] == before[rel], rel  # the earlier run's outputs are still there, unchanged
     assert after[f"05_model_input/{other}.npz"] != before[f"05_model_input/{other}.npz"]  # the other went on
-    import json
-
     rows = {r["pseudonym"]: r for r in json.loads((out / "08_reporting/preprocess_manifest.json").read_text())["studies"]}
-    assert rows[victim]["status"] == "failed" and "worker died" in rows[victim]["reason"]
-    assert "attempt 2" in rows[victim]["reason"]  # retried once on a fresh worker
-    assert rows[other]["status"] == "ok"
+    assert rows[other]["status"] == "ok" and rows[victim]["status"] == "failed"
     assert not list((out / "02_intermediate").glob(f"{STAGING_PREFIX}*/tumours/*"))
+    return out, victim, rows
+
+
+def test_killed_worker_fails_its_study_only_and_keeps_its_earlier_outputs(cohort, tmp_path, monkeypatch):
+    out, victim, rows = _kill_one_worker(cohort, tmp_path, monkeypatch, earlier_kept="ct_hu")
+    assert "worker died" in rows[victim]["reason"]
+    assert "attempt 2" in rows[victim]["reason"]  # retried once on a fresh worker
     monkeypatch.delenv(KILL_HOOK_ENV)
-    healed = run_preprocess_catalog(raw, out, workers=2, tumours=change)
+    healed = run_preprocess_catalog(out.parent / "raw", out, workers=2, tumours={"peak_fraction": 0.6})
     assert _computed(healed["log"], "tumours") == 1 and healed["manifest"]["summary"]["ok"] == 2
 
 
 def test_dead_dask_worker_fails_its_study_only_and_keeps_its_earlier_outputs(cohort, tmp_path, monkeypatch):
-    """On a 2-worker Dask LocalCluster, a worker that dies on one study (the test hook SIGKILLs it, as the
-    out-of-memory killer would) fails that study as a worker failure; the other study and the victim's
-    earlier outputs are untouched."""
+    """The same on a 2-worker Dask LocalCluster: the victim fails as a worker failure (KilledWorker)."""
     from colearn_pipeline.pipelines.preprocess import executor
 
-    raw = _raw(cohort, tmp_path / "raw", cohort["studies"][:2])
-    out = tmp_path / "out"
-    run_preprocess_catalog(raw, out, workers=2)
-    before = _digest(out)
-    victim, other = (s["pseudonym"] for s in cohort["studies"][:2])
-    monkeypatch.setenv(KILL_HOOK_ENV, f"tumours:{victim}")
-    change = {"peak_fraction": 0.6}
     try:
-        with pytest.raises(PreprocessRunError, match=f"1 studies failed.*{victim}"):
-            run_preprocess_catalog(raw, out, workers=2, executor={"kind": "dask"}, tumours=change)
+        _, victim, rows = _kill_one_worker(cohort, tmp_path, monkeypatch, earlier_kept="lungs", executor={"kind": "dask"})
     finally:
         for key in list(executor._DASK):
             executor._close_dask(key)
-    after = _digest(out)
-    for rel in (f"02_intermediate/tumours/{victim}.nii.gz", f"03_primary/labels/{victim}.nii.gz",
-                f"05_model_input/{victim}.npz", f"02_intermediate/lungs/{victim}.nii.gz"):
-        assert after[rel] == before[rel], rel
-    assert after[f"05_model_input/{other}.npz"] != before[f"05_model_input/{other}.npz"]
-    import json
-
-    rows = {r["pseudonym"]: r for r in json.loads((out / "08_reporting/preprocess_manifest.json").read_text())["studies"]}
-    assert rows[victim]["status"] == "failed" and "worker died (KilledWorker)" in rows[victim]["reason"]
-    assert rows[other]["status"] == "ok"
-    assert not list((out / "02_intermediate").glob(f"{STAGING_PREFIX}*/tumours/*"))
+    assert "worker died (KilledWorker)" in rows[victim]["reason"]
 
 
 def test_stage_records_found_from_another_working_folder(tmp_path, monkeypatch):
