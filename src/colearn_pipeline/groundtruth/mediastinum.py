@@ -84,20 +84,21 @@ def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
     return right, left
 
 
-def _grown_hull(mask: np.ndarray, radius_px) -> np.ndarray:
-    """Convex hull of a 2D mask grown by an elliptic radius ``(ry, rx)`` in pixels.
+def grown_hull_polygon(mask: np.ndarray, radius_px) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The polygon of :func:`_grown_hull`: ``(verts, lo, hi)``, vertices relative to the box ``lo:hi``.
 
-    The hull of the pixel corners is offset by the ellipse (a Minkowski sum of convex sets is the
-    hull of the summed vertices), which is much cheaper than dilating the hull image.
+    None when the hull is only the mask itself (fewer than three pixels, or a degenerate hull).
+    The polygon's inside is ``points_in_poly(points - lo, verts)`` for points in the box, the
+    same test :func:`_grown_hull` makes on the box's grid.
     """
     pts = np.argwhere(mask).astype(float)
     if len(pts) < 3:
-        return mask.copy()
+        return None
     corners = (pts[:, None, :] + np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])).reshape(-1, 2)
     try:
         verts = corners[ConvexHull(corners).vertices]
     except QhullError:
-        return mask.copy()
+        return None
     ry, rx = (float(r) for r in radius_px)
     if ry > 0 or rx > 0:
         angles = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
@@ -106,9 +107,21 @@ def _grown_hull(mask: np.ndarray, radius_px) -> np.ndarray:
         verts = verts[ConvexHull(verts).vertices]
     lo = np.maximum(np.floor(verts.min(axis=0)).astype(int), 0)
     hi = np.minimum(np.ceil(verts.max(axis=0)).astype(int) + 1, mask.shape)
+    return verts - lo, lo, hi
+
+
+def _grown_hull(mask: np.ndarray, radius_px) -> np.ndarray:
+    """Convex hull of a 2D mask grown by an elliptic radius ``(ry, rx)`` in pixels.
+
+    The hull of the pixel corners is offset by the ellipse (a Minkowski sum of convex sets is the
+    hull of the summed vertices), which is much cheaper than dilating the hull image.
+    """
     out = mask.copy()
-    if np.all(hi > lo):
-        out[lo[0] : hi[0], lo[1] : hi[1]] |= grid_points_in_poly(tuple(hi - lo), verts - lo)
+    polygon = grown_hull_polygon(mask, radius_px)
+    if polygon is not None:
+        verts, lo, hi = polygon
+        if np.all(hi > lo):
+            out[lo[0] : hi[0], lo[1] : hi[1]] |= grid_points_in_poly(tuple(hi - lo), verts)
     return out
 
 
