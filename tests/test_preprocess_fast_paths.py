@@ -4,6 +4,7 @@
   every other transfer syntax is left to pydicom;
 - the float32 rescale of integer slope/intercept == the float64 one, bit for bit;
 - the QA lung hull from row ends on mediastinum slices == :func:`lung_hull` on every slice;
+- the grown hull's polygon from the row-end pixels == the one from every pixel, vertex for vertex;
 - ``.nii.gz`` bytes depend on the image only (no time stamp), and read back exactly.
 """
 
@@ -16,10 +17,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
+from scipy.spatial import ConvexHull
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from colearn_pipeline.dicom import series
-from colearn_pipeline.groundtruth.mediastinum import lung_hull
+from colearn_pipeline.groundtruth.mediastinum import grown_hull_polygon, lung_hull
 from colearn_pipeline.groundtruth.quality import _count_outside_lung_hull, _row_ends, quality_figures
 from colearn_pipeline.pipelines.preprocess.study import write_nifti
 
@@ -133,6 +135,29 @@ def test_hull_from_row_ends_equals_lung_hull(margin_mm):
     assert _count_outside_lung_hull(med, lungs, spacing, margin_mm) == np.count_nonzero(med & ~full)
     fig = quality_figures(lungs, med, spacing, hull_margin_mm=margin_mm)
     assert fig["mediastinum_outside_hull"] == np.count_nonzero(med & ~full) / np.count_nonzero(med)
+
+
+def _polygon_of_every_pixel(mask: np.ndarray, radius_px) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grown hull's polygon as it was computed before the row ends: from the corners of every pixel."""
+    corners = (np.argwhere(mask).astype(float)[:, None, :] + np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]])).reshape(-1, 2)
+    verts = corners[ConvexHull(corners).vertices]
+    if radius_px[0] > 0 or radius_px[1] > 0:
+        angles = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
+        verts = (verts[:, None, :] + np.stack([radius_px[0] * np.sin(angles), radius_px[1] * np.cos(angles)], 1)).reshape(-1, 2)
+        verts = verts[ConvexHull(verts).vertices]
+    lo = np.maximum(np.floor(verts.min(axis=0)).astype(int), 0)
+    hi = np.minimum(np.ceil(verts.max(axis=0)).astype(int) + 1, mask.shape)
+    return verts - lo, lo, hi
+
+
+@pytest.mark.parametrize("radius_px", [(0.0, 0.0), (2.5, 3.3)])
+def test_grown_hull_polygon_from_row_ends_equals_every_pixel(radius_px):
+    lungs, _ = _lung_slices()
+    for z in range(1, lungs.shape[0]):
+        fast, reference = grown_hull_polygon(lungs[z], radius_px), _polygon_of_every_pixel(lungs[z], radius_px)
+        for ours, theirs in zip(fast, reference):
+            np.testing.assert_array_equal(ours, theirs)
+    assert grown_hull_polygon(lungs[0], radius_px) is None  # no pixel: the hull is the mask
 
 
 def test_nifti_gz_bytes_depend_on_the_image_only(tmp_path):

@@ -84,6 +84,21 @@ def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
     return right, left
 
 
+def _row_end_pixels(mask: np.ndarray) -> np.ndarray:
+    """``(row, column)`` of the first and last pixel of every row of a 2D mask, in ``np.argwhere`` order.
+
+    A subset of ``np.argwhere(mask)`` in the same order that holds every corner of the pixels'
+    convex hull: the other pixels of a row lie between its two ends.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    ends = np.stack([np.repeat(rows, 2), np.stack([first, last], axis=1).ravel()], axis=1)
+    keep = np.ones(len(ends), dtype=bool)
+    keep[1::2] = last > first  # a row of one pixel gives it once
+    return ends[keep]
+
+
 def grown_hull_polygon(mask: np.ndarray, radius_px) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The polygon of :func:`_grown_hull`: ``(verts, lo, hi)``, vertices relative to the box ``lo:hi``.
 
@@ -91,9 +106,9 @@ def grown_hull_polygon(mask: np.ndarray, radius_px) -> tuple[np.ndarray, np.ndar
     The polygon's inside is ``points_in_poly(points - lo, verts)`` for points in the box, the
     same test :func:`_grown_hull` makes on the box's grid.
     """
-    pts = np.argwhere(mask).astype(float)
-    if len(pts) < 3:
+    if np.count_nonzero(mask) < 3:
         return None
+    pts = _row_end_pixels(mask).astype(float)
     corners = (pts[:, None, :] + np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])).reshape(-1, 2)
     try:
         verts = corners[ConvexHull(corners).vertices]
