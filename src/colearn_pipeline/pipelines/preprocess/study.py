@@ -63,6 +63,18 @@ def write_nifti(image: sitk.Image, path: str | os.PathLike) -> str:
     return str(path)
 
 
+def grid_image(geometry: Mapping[str, Any]) -> sitk.Image:
+    """An all-zero uint8 image on a grid (``shape_zyx``, ``spacing_xyz_mm``, ``origin_xyz_mm``, ``direction``).
+
+    What :func:`image_on` gives for zeros, without copying a volume of zeros into it.
+    """
+    image = sitk.Image([int(v) for v in geometry["shape_zyx"][::-1]], sitk.sitkUInt8)
+    image.SetSpacing([float(v) for v in geometry["spacing_xyz_mm"]])
+    image.SetOrigin([float(v) for v in geometry["origin_xyz_mm"]])
+    image.SetDirection([float(v) for v in geometry["direction"]])
+    return image
+
+
 def image_on(geometry: Mapping[str, Any], array: np.ndarray) -> sitk.Image:
     """Wrap a ``(z, y, x)`` array with a grid's geometry (``spacing_xyz_mm``, ``origin_xyz_mm``, ``direction``)."""
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
@@ -73,8 +85,15 @@ def image_on(geometry: Mapping[str, Any], array: np.ndarray) -> sitk.Image:
 
 
 def _array(partition: StudyPartition, member: str | None = None, dtype=None) -> np.ndarray:
-    array = sitk.GetArrayFromImage(partition.load(member))
-    return array if dtype is None else array.astype(dtype, copy=False)
+    return _as_array(partition.load(member), dtype)
+
+
+def _as_array(image: sitk.Image, dtype=None) -> np.ndarray:
+    """The image's voxels ``(z, y, x)``, a writable array of their own; converted straight from the
+    image's buffer when ``dtype`` differs (one copy, not two)."""
+    if dtype is not None and sitk.GetArrayViewFromImage(image).dtype != np.dtype(dtype):
+        return sitk.GetArrayViewFromImage(image).astype(dtype)
+    return sitk.GetArrayFromImage(image)
 
 
 def _array_slices(partition: StudyPartition, z_start: int, z_stop: int, dtype=None) -> np.ndarray:
@@ -92,8 +111,7 @@ def _array_slices(partition: StudyPartition, z_start: int, z_stop: int, dtype=No
     width, height, _ = reader.GetSize()
     reader.SetExtractIndex([0, 0, int(z_start)])
     reader.SetExtractSize([width, height, int(z_stop - z_start)])
-    array = sitk.GetArrayFromImage(reader.Execute())
-    return array if dtype is None else array.astype(dtype, copy=False)
+    return _as_array(reader.Execute(), dtype)
 
 
 def _geometry(volume) -> dict[str, Any]:
@@ -214,10 +232,10 @@ def pet_to_ct_stage(*, staging_dir: str, suv_pet: StudyPartition, geometry: Mapp
     Both grids come from the DICOM geometry kept in the records (float64), not from the NIfTI
     headers (float32), so the result does not depend on how the PET was stored.
     """
-    reference = image_on(geometry, np.zeros(geometry["shape_zyx"], np.uint8))
     moving = image_on(suv_pet.record["row"]["pet_geometry"], _array(suv_pet))
-    suv_ct = resample_to_reference(moving, reference, interpolator, outside_value)
-    suv_ct = sitk.Cast(suv_ct, sitk.sitkFloat32)
+    suv_ct = resample_to_reference(moving, grid_image(geometry), interpolator, outside_value)
+    if suv_ct.GetPixelID() != sitk.sitkFloat32:  # a cast to the same type would copy the volume
+        suv_ct = sitk.Cast(suv_ct, sitk.sitkFloat32)
     return {"row": {}, "staged": {"suv": write_nifti(suv_ct, Path(staging_dir) / "suv.nii")}}
 
 
@@ -318,7 +336,7 @@ def tumours_stage(*, staging_dir: str, pseudonym: str, suv: StudyPartition, find
     Only findings inside the thorax slab (``thorax_extent``, the lungs stage's) are followed; the
     others are listed in ``findings_not_followed`` with the reason ``seed_outside_thorax``.
     """
-    seeds = findings_to_seeds(findings, image_on(geometry, np.zeros(geometry["shape_zyx"], np.uint8)), pseudonym)
+    seeds = findings_to_seeds(findings, grid_image(geometry), pseudonym)
     slab = _slab(thorax_extent, int(geometry["shape_zyx"][0]))
     followed, not_followed = seeds_to_follow(seeds, slab)
     mask, info = segment_tumours(_array(suv, dtype=np.float32), followed, geometry["spacing_xyz_mm"], **dict(keywords))
