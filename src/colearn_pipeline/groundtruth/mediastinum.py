@@ -415,7 +415,7 @@ def mediastinum_envelope(
     carried, body = None, None
     for z in np.nonzero(lungs.any(axis=(1, 2)))[0][::-1]:  # from the apices down
         right, left = right3[z], left3[z]
-        smaller, larger = sorted((int(right.sum()), int(left.sum())))
+        smaller, larger = sorted((np.count_nonzero(right), np.count_nonzero(left)))
         weak = int(z) not in pairs or smaller < weak_lung_fraction * larger
         if int(z) not in pairs and carried is None:
             continue
@@ -425,7 +425,9 @@ def mediastinum_envelope(
             inside |= carried  # a lung has (nearly) ended: the heart lies under the envelope above
         inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
         # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
-        in_ring = under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0)))
+        in_ring = under_dome[z].copy()
+        if in_ring.any():  # no dome under this slice: no hull to take
+            in_ring &= _grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0))
         floor_cut[z], ring_cut[z] = inside & below_lowest[z], inside & ~below_lowest[z] & in_ring
         inside &= ~below_lowest[z] & ~in_ring
         found = _vertebral_body(vertebra[z], right, left, half_w) if smaller else None
@@ -489,12 +491,20 @@ def _block_reduce(volume: np.ndarray, factor: int, how: str) -> np.ndarray:
     nz, ny, nx = volume.shape
     py, px = (-ny) % factor, (-nx) % factor
     padded = np.pad(volume, ((0, 0), (0, py), (0, px)), mode="edge")
-    blocks = padded.reshape(nz, (ny + py) // factor, factor, (nx + px) // factor, factor)
-    if how == "mean":
-        return blocks.mean(axis=(2, 4), dtype=np.float32)
-    if how == "any":
-        return blocks.any(axis=(2, 4))
-    return blocks.mean(axis=(2, 4), dtype=np.float32) >= 0.5
+    if how == "mean" or padded.dtype != bool:
+        blocks = padded.reshape(nz, (ny + py) // factor, factor, (nx + px) // factor, factor)
+        if how == "any":
+            return blocks.any(axis=(2, 4))
+        mean = blocks.mean(axis=(2, 4), dtype=np.float32)
+        return mean if how == "mean" else mean >= 0.5
+    # Bool masks: count the block's pixels over strided slices, one per position in the block (several
+    # times faster than reducing a (z, y, f, x, f) view over two strided axes).
+    count = np.zeros((nz, (ny + py) // factor, (nx + px) // factor), np.int32)
+    for i in range(factor):
+        for j in range(factor):
+            count += padded[:, i::factor, j::factor]
+    # 'major': the block mean of a bool mask is >= 0.5 exactly where 2 * count >= factor**2
+    return count > 0 if how == "any" else 2 * count >= factor * factor
 
 
 def _block_expand(mask: np.ndarray, factor: int, shape_zyx) -> np.ndarray:

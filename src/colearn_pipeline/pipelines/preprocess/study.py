@@ -252,8 +252,9 @@ def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, k
     ct = _array(ct_hu, dtype=np.float32)
     lungs, info, slab = lungs_in_thorax(ct, geometry["spacing_xyz_mm"], extent=extent, **kwargs)
     airway = info.pop("airway_mask")
-    encoded = (np.asarray(lungs, bool) * np.uint8(LUNG_BIT)) | (np.asarray(airway, bool) * np.uint8(AIRWAY_BIT))
-    path = write_nifti(image_on(geometry, encoded.astype(np.uint8)), Path(staging_dir) / "lungs.nii.gz")
+    encoded = np.asarray(lungs, bool).view(np.uint8) * np.uint8(LUNG_BIT)
+    encoded |= np.asarray(airway, bool).view(np.uint8) * np.uint8(AIRWAY_BIT)
+    path = write_nifti(image_on(geometry, encoded), Path(staging_dir) / "lungs.nii.gz")
     row = {f"lungs_{k}": v for k, v in info.items() if isinstance(v, (int, float, bool)) or v is None}
     row["thorax_extent"] = None if slab is None else [int(slab[0]), int(slab[1])]
     return {"row": row, "staged": {"lungs": path}}
