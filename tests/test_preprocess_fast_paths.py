@@ -5,7 +5,8 @@
 - the float32 rescale of integer slope/intercept == the float64 one, bit for bit;
 - the QA lung hull from row ends on mediastinum slices == :func:`lung_hull` on every slice;
 - the grown hull's polygon from the row-end pixels == the one from every pixel, vertex for vertex;
-- ``.nii.gz`` bytes depend on the image only (no time stamp), and read back exactly.
+- ``.nii.gz`` bytes depend on the image only (no time stamp), and read back exactly;
+- an uncompressed ``.nii`` read straight from the file == SimpleITK's read, whole or a slab.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from colearn_pipeline.dicom import series
 from colearn_pipeline.groundtruth.mediastinum import grown_hull_polygon, lung_hull
 from colearn_pipeline.groundtruth.quality import _count_outside_lung_hull, _row_ends, quality_figures
-from colearn_pipeline.pipelines.preprocess.study import write_nifti
+from colearn_pipeline.pipelines.preprocess.study import nifti_voxels, write_nifti
 
 
 def _image(stored: np.ndarray, bits_stored: int, syntax=ExplicitVRLittleEndian, **tags) -> Dataset:
@@ -206,3 +207,30 @@ def test_preprocess_workers_start_without_torch():
     code = f"import sys; [__import__(m) for m in {WORKER_PRELOAD!r}]; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32, np.float64, np.int32])
+def test_nifti_voxels_equal_simpleitk(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    array = (rng.standard_normal((5, 7, 9)) * 100).astype(dtype)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.9, 0.8, 3.0))
+    image.SetOrigin((-200.0, -180.0, 50.0))
+    image.SetDirection((1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    path = write_nifti(image, tmp_path / "v.nii")
+    ours = nifti_voxels(path)
+    assert ours.dtype == sitk.GetArrayFromImage(sitk.ReadImage(path)).dtype
+    assert ours.tobytes() == sitk.GetArrayFromImage(sitk.ReadImage(path)).tobytes()
+    assert nifti_voxels(path, 1, 4).tobytes() == array[1:4].tobytes()
+    assert nifti_voxels(path, 2, 9) is None  # beyond the volume: SimpleITK reads (and refuses) it
+    assert nifti_voxels(write_nifti(image, tmp_path / "v.nii.gz")) is None  # compressed: SimpleITK's
+
+
+def test_nifti_voxels_leave_scaled_files_to_simpleitk(tmp_path):
+    path = tmp_path / "scaled.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 3, 4), np.int16)), str(path))
+    header = bytearray(path.read_bytes())
+    header[112:116] = np.float32(2.0).tobytes()  # scl_slope
+    path.write_bytes(bytes(header))
+    assert nifti_voxels(path) is None
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).max() == 2  # what a direct read would have missed

@@ -84,7 +84,47 @@ def image_on(geometry: Mapping[str, Any], array: np.ndarray) -> sitk.Image:
     return image
 
 
+#: NIfTI-1 ``datatype`` codes -> little-endian numpy dtypes read by :func:`nifti_voxels`.
+NIFTI_DTYPES = {2: "u1", 4: "<i2", 8: "<i4", 16: "<f4", 64: "<f8", 256: "i1", 512: "<u2", 768: "<u4"}
+
+
+def nifti_voxels(path: str | os.PathLike, z_start: int = 0, z_stop: int | None = None) -> np.ndarray | None:
+    """Slices ``z_start:z_stop`` ``(z, y, x)`` of an uncompressed 3D NIfTI-1 file, read straight from the file.
+
+    The voxels SimpleITK reads, several times faster: ITK reads a ``.nii`` through its gzip layer.
+    None for any file this does not cover (compressed, big-endian, not 3D, scaled, other types):
+    read those with SimpleITK.
+    """
+    if not str(path).endswith(".nii"):
+        return None
+    with open(path, "rb") as f:
+        header = f.read(348)
+    if len(header) < 348 or np.frombuffer(header, "<i4", 1)[0] != 348 or header[344:347] != b"n+1":
+        return None
+    dim = np.frombuffer(header, "<i2", 8, 40)
+    datatype = int(np.frombuffer(header, "<i2", 1, 70)[0])
+    vox_offset, slope, inter = (float(v) for v in np.frombuffer(header, "<f4", 3, 108))
+    if dim[0] != 3 or datatype not in NIFTI_DTYPES or slope not in (0.0, 1.0) or inter != 0.0:
+        return None
+    nx, ny, nz = (int(v) for v in dim[1:4])
+    z_stop = nz if z_stop is None else int(z_stop)
+    if not 0 <= z_start <= z_stop <= nz:
+        return None
+    dtype = np.dtype(NIFTI_DTYPES[datatype])
+    offset = int(vox_offset) + int(z_start) * ny * nx * dtype.itemsize
+    count = (z_stop - int(z_start)) * ny * nx
+    voxels = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+    if voxels.size != count:
+        return None  # a truncated file: let SimpleITK say so
+    return voxels.reshape(-1, ny, nx).astype(dtype.newbyteorder("="), copy=False)
+
+
 def _array(partition: StudyPartition, member: str | None = None, dtype=None) -> np.ndarray:
+    if member is None and len(partition.paths) == 1:
+        (member,) = partition.paths
+    voxels = nifti_voxels(partition.paths[member]) if member in partition.paths else None
+    if voxels is not None:
+        return voxels if dtype is None else voxels.astype(dtype, copy=False)
     return _as_array(partition.load(member), dtype)
 
 
@@ -105,6 +145,9 @@ def _array_slices(partition: StudyPartition, z_start: int, z_stop: int, dtype=No
     if z_stop <= z_start:
         raise ValueError(f"{partition.pseudonym}: empty slice range {z_start}:{z_stop}")
     (path,) = partition.paths.values()
+    voxels = nifti_voxels(path, z_start, z_stop)
+    if voxels is not None:
+        return voxels if dtype is None else voxels.astype(dtype, copy=False)
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.ReadImageInformation()
