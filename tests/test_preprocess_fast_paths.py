@@ -4,7 +4,8 @@
   every other transfer syntax is left to pydicom;
 - the float32 rescale of integer slope/intercept == the float64 one, bit for bit;
 - the QA lung hull from row ends on mediastinum slices == :func:`lung_hull` on every slice;
-- the grown hull's polygon from the row-end pixels == the one from every pixel, vertex for vertex;
+- the grown hull's polygon from the row-end pixels == the one from every pixel, vertex for vertex,
+  and the hull tested only at the pixels of a mask == the whole hull cut to that mask;
 - ``.nii.gz`` bytes depend on the image only (no time stamp), and read back exactly;
 - an uncompressed ``.nii`` read straight from the file == SimpleITK's read, whole or a slab.
 """
@@ -22,7 +23,7 @@ from scipy.spatial import ConvexHull
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from colearn_pipeline.dicom import series
-from colearn_pipeline.groundtruth.mediastinum import grown_hull_polygon, lung_hull
+from colearn_pipeline.groundtruth.mediastinum import _grown_hull, grown_hull_polygon, lung_hull
 from colearn_pipeline.groundtruth.quality import _count_outside_lung_hull, _row_ends, quality_figures
 from colearn_pipeline.pipelines.preprocess.study import nifti_voxels, write_nifti
 
@@ -159,6 +160,14 @@ def test_grown_hull_polygon_from_row_ends_equals_every_pixel(radius_px):
         for ours, theirs in zip(fast, reference):
             np.testing.assert_array_equal(ours, theirs)
     assert grown_hull_polygon(lungs[0], radius_px) is None  # no pixel: the hull is the mask
+
+
+@pytest.mark.parametrize("radius_px", [(0.0, 0.0), (2.5, 3.3)])
+def test_grown_hull_within_a_mask_equals_the_hull_cut_to_it(radius_px):
+    lungs, _ = _lung_slices()
+    within = np.random.default_rng(5).random(lungs.shape[1:]) > 0.3
+    for z in range(lungs.shape[0]):
+        np.testing.assert_array_equal(_grown_hull(lungs[z], radius_px, within), _grown_hull(lungs[z], radius_px) & within)
 
 
 def test_nifti_gz_bytes_depend_on_the_image_only(tmp_path):

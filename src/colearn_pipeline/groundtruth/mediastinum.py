@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
-from skimage.measure import grid_points_in_poly
+from skimage.measure import grid_points_in_poly, points_in_poly
 
 from colearn_pipeline.groundtruth._morphology import (
     bounding_box,
@@ -125,18 +125,25 @@ def grown_hull_polygon(mask: np.ndarray, radius_px) -> tuple[np.ndarray, np.ndar
     return verts - lo, lo, hi
 
 
-def _grown_hull(mask: np.ndarray, radius_px) -> np.ndarray:
-    """Convex hull of a 2D mask grown by an elliptic radius ``(ry, rx)`` in pixels.
+def _grown_hull(mask: np.ndarray, radius_px, within: np.ndarray | None = None) -> np.ndarray:
+    """Convex hull of a 2D mask grown by an elliptic radius ``(ry, rx)`` in pixels (only its pixels in ``within``).
 
     The hull of the pixel corners is offset by the ellipse (a Minkowski sum of convex sets is the
-    hull of the summed vertices), which is much cheaper than dilating the hull image.
+    hull of the summed vertices), which is much cheaper than dilating the hull image. With
+    ``within``, ``_grown_hull(mask, radius_px) & within``, testing only the pixels of ``within``.
     """
-    out = mask.copy()
+    out = mask.copy() if within is None else mask & within
     polygon = grown_hull_polygon(mask, radius_px)
     if polygon is not None:
         verts, lo, hi = polygon
         if np.all(hi > lo):
-            out[lo[0] : hi[0], lo[1] : hi[1]] |= grid_points_in_poly(tuple(hi - lo), verts)
+            box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+            if within is None:
+                out[box] |= grid_points_in_poly(tuple(hi - lo), verts)
+            else:  # the same point-in-polygon test as on the box's grid, at the pixels that count
+                rows, cols = np.nonzero(within[box] & ~out[box])
+                if rows.size:
+                    out[rows + lo[0], cols + lo[1]] = points_in_poly(np.stack([rows, cols], axis=1).astype(float), verts)
     return out
 
 
@@ -420,14 +427,15 @@ def mediastinum_envelope(
         if int(z) not in pairs and carried is None:
             continue
         # The lungs lie against the chest wall: their hull holds the hila and the heart, not the wall.
-        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) if int(z) in pairs else np.zeros_like(lungs[z])
+        allowed = ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
+        inside = _grown_hull(right | left, hull_margin_mm / sp[1:], allowed) if int(z) in pairs else np.zeros_like(lungs[z])
         if weak and carried is not None:
-            inside |= carried  # a lung has (nearly) ended: the heart lies under the envelope above
-        inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
-        # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
-        in_ring = under_dome[z].copy()
-        if in_ring.any():  # no dome under this slice: no hull to take
-            in_ring &= _grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0))
+            inside |= carried & allowed  # a lung has (nearly) ended: the heart lies under the envelope above
+        # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs
+        # (the ring only counts inside the envelope).
+        in_ring = under_dome[z] & inside
+        if in_ring.any():
+            in_ring = _grown_hull(right, (0, 0), in_ring) | _grown_hull(left, (0, 0), in_ring)
         floor_cut[z], ring_cut[z] = inside & below_lowest[z], inside & ~below_lowest[z] & in_ring
         inside &= ~below_lowest[z] & ~in_ring
         found = _vertebral_body(vertebra[z], right, left, half_w) if smaller else None
