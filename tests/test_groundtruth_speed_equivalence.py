@@ -204,3 +204,26 @@ def test_phantom_lungs_and_tumours_against_truth_and_invariants(tiny_phantom_stu
     fixed = segment_lungs(ct, spacing, threshold_hu=info["threshold_hu"])
     assert np.array_equal(fixed, lungs)
     assert np.array_equal(segment_lungs(padded, spacing, threshold_hu=info["threshold_hu"])[:, 16:-16, 16:-16], lungs)
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_block_reduce_equals_the_reduction_of_the_block_view(factor):
+    """The mediastinum's working-grid masks counted over strided slices == the majority / any of the
+    ``(z, y, f, x, f)`` block view (the CT's block mean is that view's)."""
+    from colearn_pipeline.groundtruth.mediastinum import _block_reduce
+
+    rng = np.random.default_rng(factor)
+    for _ in range(10):
+        shape = tuple(int(v) for v in rng.integers(2, 30, 3))
+        ct = (rng.standard_normal(shape) * 10 ** rng.uniform(0, 3.5)).astype(np.float32)
+        mask = rng.random(shape) > rng.uniform(0.2, 0.8)
+        pad = ((0, 0), (0, -shape[1] % factor), (0, -shape[2] % factor))
+
+        def blocks(volume):
+            padded = np.pad(volume, pad, mode="edge")
+            return padded.reshape(shape[0], padded.shape[1] // factor, factor, padded.shape[2] // factor, factor)
+
+        assert _block_reduce(ct, factor, "mean").tobytes() == blocks(ct).mean(axis=(2, 4), dtype=np.float32).tobytes()
+        np.testing.assert_array_equal(_block_reduce(mask, factor, "major"),
+                                      blocks(mask).mean(axis=(2, 4), dtype=np.float32) >= 0.5)
+        np.testing.assert_array_equal(_block_reduce(mask, factor, "any"), blocks(mask).any(axis=(2, 4)))

@@ -4,7 +4,10 @@
   every other transfer syntax is left to pydicom;
 - the float32 rescale of integer slope/intercept == the float64 one, bit for bit;
 - the QA lung hull from row ends on mediastinum slices == :func:`lung_hull` on every slice;
-- ``.nii.gz`` bytes depend on the image only (no time stamp), and read back exactly.
+- the grown hull's polygon from the row-end pixels == the one from every pixel, vertex for vertex,
+  and the hull tested only at the pixels of a mask == the whole hull cut to that mask;
+- ``.nii.gz`` bytes depend on the image only (no time stamp), and read back exactly;
+- an uncompressed ``.nii`` read straight from the file == SimpleITK's read, whole or a slab.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
+from scipy.spatial import ConvexHull
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from colearn_pipeline.dicom import series
-from colearn_pipeline.groundtruth.mediastinum import lung_hull
+from colearn_pipeline.groundtruth.mediastinum import _grown_hull, grown_hull_polygon, lung_hull
 from colearn_pipeline.groundtruth.quality import _count_outside_lung_hull, _row_ends, quality_figures
-from colearn_pipeline.pipelines.preprocess.study import write_nifti
+from colearn_pipeline.pipelines.preprocess.study import nifti_voxels, write_nifti
 
 
 def _image(stored: np.ndarray, bits_stored: int, syntax=ExplicitVRLittleEndian, **tags) -> Dataset:
@@ -135,6 +139,37 @@ def test_hull_from_row_ends_equals_lung_hull(margin_mm):
     assert fig["mediastinum_outside_hull"] == np.count_nonzero(med & ~full) / np.count_nonzero(med)
 
 
+def _polygon_of_every_pixel(mask: np.ndarray, radius_px) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grown hull's polygon as it was computed before the row ends: from the corners of every pixel."""
+    corners = (np.argwhere(mask).astype(float)[:, None, :] + np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]])).reshape(-1, 2)
+    verts = corners[ConvexHull(corners).vertices]
+    if radius_px[0] > 0 or radius_px[1] > 0:
+        angles = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
+        verts = (verts[:, None, :] + np.stack([radius_px[0] * np.sin(angles), radius_px[1] * np.cos(angles)], 1)).reshape(-1, 2)
+        verts = verts[ConvexHull(verts).vertices]
+    lo = np.maximum(np.floor(verts.min(axis=0)).astype(int), 0)
+    hi = np.minimum(np.ceil(verts.max(axis=0)).astype(int) + 1, mask.shape)
+    return verts - lo, lo, hi
+
+
+@pytest.mark.parametrize("radius_px", [(0.0, 0.0), (2.5, 3.3)])
+def test_grown_hull_polygon_from_row_ends_equals_every_pixel(radius_px):
+    lungs, _ = _lung_slices()
+    for z in range(1, lungs.shape[0]):
+        fast, reference = grown_hull_polygon(lungs[z], radius_px), _polygon_of_every_pixel(lungs[z], radius_px)
+        for ours, theirs in zip(fast, reference):
+            np.testing.assert_array_equal(ours, theirs)
+    assert grown_hull_polygon(lungs[0], radius_px) is None  # no pixel: the hull is the mask
+
+
+@pytest.mark.parametrize("radius_px", [(0.0, 0.0), (2.5, 3.3)])
+def test_grown_hull_within_a_mask_equals_the_hull_cut_to_it(radius_px):
+    lungs, _ = _lung_slices()
+    within = np.random.default_rng(5).random(lungs.shape[1:]) > 0.3
+    for z in range(lungs.shape[0]):
+        np.testing.assert_array_equal(_grown_hull(lungs[z], radius_px, within), _grown_hull(lungs[z], radius_px) & within)
+
+
 def test_nifti_gz_bytes_depend_on_the_image_only(tmp_path):
     array = np.zeros((3, 20, 30), np.int16)
     array[1, 5:9, 3:25] = 700
@@ -181,3 +216,30 @@ def test_preprocess_workers_start_without_torch():
     code = f"import sys; [__import__(m) for m in {WORKER_PRELOAD!r}]; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32, np.float64, np.int32])
+def test_nifti_voxels_equal_simpleitk(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    array = (rng.standard_normal((5, 7, 9)) * 100).astype(dtype)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.9, 0.8, 3.0))
+    image.SetOrigin((-200.0, -180.0, 50.0))
+    image.SetDirection((1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    path = write_nifti(image, tmp_path / "v.nii")
+    ours = nifti_voxels(path)
+    assert ours.dtype == sitk.GetArrayFromImage(sitk.ReadImage(path)).dtype
+    assert ours.tobytes() == sitk.GetArrayFromImage(sitk.ReadImage(path)).tobytes()
+    assert nifti_voxels(path, 1, 4).tobytes() == array[1:4].tobytes()
+    assert nifti_voxels(path, 2, 9) is None  # beyond the volume: SimpleITK reads (and refuses) it
+    assert nifti_voxels(write_nifti(image, tmp_path / "v.nii.gz")) is None  # compressed: SimpleITK's
+
+
+def test_nifti_voxels_leave_scaled_files_to_simpleitk(tmp_path):
+    path = tmp_path / "scaled.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 3, 4), np.int16)), str(path))
+    header = bytearray(path.read_bytes())
+    header[112:116] = np.float32(2.0).tobytes()  # scl_slope
+    path.write_bytes(bytes(header))
+    assert nifti_voxels(path) is None
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).max() == 2  # what a direct read would have missed

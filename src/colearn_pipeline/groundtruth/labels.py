@@ -63,7 +63,7 @@ def dice(a, b) -> float:
     b = np.asarray(b, dtype=bool)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    total = int(a.sum()) + int(b.sum())
+    total = np.count_nonzero(a) + np.count_nonzero(b)
     if total == 0:
         return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / total
+    return 2.0 * np.count_nonzero(a & b) / total

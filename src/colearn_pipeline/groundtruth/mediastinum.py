@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
-from skimage.measure import grid_points_in_poly
+from skimage.measure import grid_points_in_poly, points_in_poly
 
 from colearn_pipeline.groundtruth._morphology import (
     bounding_box,
@@ -84,20 +84,36 @@ def _two_lungs(lung_slice: np.ndarray, min_area_px: float):
     return right, left
 
 
-def _grown_hull(mask: np.ndarray, radius_px) -> np.ndarray:
-    """Convex hull of a 2D mask grown by an elliptic radius ``(ry, rx)`` in pixels.
+def _row_end_pixels(mask: np.ndarray) -> np.ndarray:
+    """``(row, column)`` of the first and last pixel of every row of a 2D mask, in ``np.argwhere`` order.
 
-    The hull of the pixel corners is offset by the ellipse (a Minkowski sum of convex sets is the
-    hull of the summed vertices), which is much cheaper than dilating the hull image.
+    A subset of ``np.argwhere(mask)`` in the same order that holds every corner of the pixels'
+    convex hull: the other pixels of a row lie between its two ends.
     """
-    pts = np.argwhere(mask).astype(float)
-    if len(pts) < 3:
-        return mask.copy()
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    ends = np.stack([np.repeat(rows, 2), np.stack([first, last], axis=1).ravel()], axis=1)
+    keep = np.ones(len(ends), dtype=bool)
+    keep[1::2] = last > first  # a row of one pixel gives it once
+    return ends[keep]
+
+
+def grown_hull_polygon(mask: np.ndarray, radius_px) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The polygon of :func:`_grown_hull`: ``(verts, lo, hi)``, vertices relative to the box ``lo:hi``.
+
+    None when the hull is only the mask itself (fewer than three pixels, or a degenerate hull).
+    The polygon's inside is ``points_in_poly(points - lo, verts)`` for points in the box, the
+    same test :func:`_grown_hull` makes on the box's grid.
+    """
+    if np.count_nonzero(mask) < 3:
+        return None
+    pts = _row_end_pixels(mask).astype(float)
     corners = (pts[:, None, :] + np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])).reshape(-1, 2)
     try:
         verts = corners[ConvexHull(corners).vertices]
     except QhullError:
-        return mask.copy()
+        return None
     ry, rx = (float(r) for r in radius_px)
     if ry > 0 or rx > 0:
         angles = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
@@ -106,9 +122,28 @@ def _grown_hull(mask: np.ndarray, radius_px) -> np.ndarray:
         verts = verts[ConvexHull(verts).vertices]
     lo = np.maximum(np.floor(verts.min(axis=0)).astype(int), 0)
     hi = np.minimum(np.ceil(verts.max(axis=0)).astype(int) + 1, mask.shape)
-    out = mask.copy()
-    if np.all(hi > lo):
-        out[lo[0] : hi[0], lo[1] : hi[1]] |= grid_points_in_poly(tuple(hi - lo), verts - lo)
+    return verts - lo, lo, hi
+
+
+def _grown_hull(mask: np.ndarray, radius_px, within: np.ndarray | None = None) -> np.ndarray:
+    """Convex hull of a 2D mask grown by an elliptic radius ``(ry, rx)`` in pixels (only its pixels in ``within``).
+
+    The hull of the pixel corners is offset by the ellipse (a Minkowski sum of convex sets is the
+    hull of the summed vertices), which is much cheaper than dilating the hull image. With
+    ``within``, ``_grown_hull(mask, radius_px) & within``, testing only the pixels of ``within``.
+    """
+    out = mask.copy() if within is None else mask & within
+    polygon = grown_hull_polygon(mask, radius_px)
+    if polygon is not None:
+        verts, lo, hi = polygon
+        if np.all(hi > lo):
+            box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+            if within is None:
+                out[box] |= grid_points_in_poly(tuple(hi - lo), verts)
+            else:  # the same point-in-polygon test as on the box's grid, at the pixels that count
+                rows, cols = np.nonzero(within[box] & ~out[box])
+                if rows.size:
+                    out[rows + lo[0], cols + lo[1]] = points_in_poly(np.stack([rows, cols], axis=1).astype(float), verts)
     return out
 
 
@@ -387,17 +422,20 @@ def mediastinum_envelope(
     carried, body = None, None
     for z in np.nonzero(lungs.any(axis=(1, 2)))[0][::-1]:  # from the apices down
         right, left = right3[z], left3[z]
-        smaller, larger = sorted((int(right.sum()), int(left.sum())))
+        smaller, larger = sorted((np.count_nonzero(right), np.count_nonzero(left)))
         weak = int(z) not in pairs or smaller < weak_lung_fraction * larger
         if int(z) not in pairs and carried is None:
             continue
         # The lungs lie against the chest wall: their hull holds the hila and the heart, not the wall.
-        inside = _grown_hull(right | left, hull_margin_mm / sp[1:]) if int(z) in pairs else np.zeros_like(lungs[z])
+        allowed = ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
+        inside = _grown_hull(right | left, hull_margin_mm / sp[1:], allowed) if int(z) in pairs else np.zeros_like(lungs[z])
         if weak and carried is not None:
-            inside |= carried  # a lung has (nearly) ended: the heart lies under the envelope above
-        inside &= ~lung_excl[z] & ~bone[z] & ~vertebra[z] & ~under_fitted[z]
-        # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs.
-        in_ring = under_dome[z] & (_grown_hull(right, (0, 0)) | _grown_hull(left, (0, 0)))
+            inside |= carried & allowed  # a lung has (nearly) ended: the heart lies under the envelope above
+        # Under a dome the abdomen lies inside one lung's ring; the heart lies between the lungs
+        # (the ring only counts inside the envelope).
+        in_ring = under_dome[z] & inside
+        if in_ring.any():
+            in_ring = _grown_hull(right, (0, 0), in_ring) | _grown_hull(left, (0, 0), in_ring)
         floor_cut[z], ring_cut[z] = inside & below_lowest[z], inside & ~below_lowest[z] & in_ring
         inside &= ~below_lowest[z] & ~in_ring
         found = _vertebral_body(vertebra[z], right, left, half_w) if smaller else None
@@ -461,12 +499,20 @@ def _block_reduce(volume: np.ndarray, factor: int, how: str) -> np.ndarray:
     nz, ny, nx = volume.shape
     py, px = (-ny) % factor, (-nx) % factor
     padded = np.pad(volume, ((0, 0), (0, py), (0, px)), mode="edge")
-    blocks = padded.reshape(nz, (ny + py) // factor, factor, (nx + px) // factor, factor)
-    if how == "mean":
-        return blocks.mean(axis=(2, 4), dtype=np.float32)
-    if how == "any":
-        return blocks.any(axis=(2, 4))
-    return blocks.mean(axis=(2, 4), dtype=np.float32) >= 0.5
+    if how == "mean" or padded.dtype != bool:
+        blocks = padded.reshape(nz, (ny + py) // factor, factor, (nx + px) // factor, factor)
+        if how == "any":
+            return blocks.any(axis=(2, 4))
+        mean = blocks.mean(axis=(2, 4), dtype=np.float32)
+        return mean if how == "mean" else mean >= 0.5
+    # Bool masks: count the block's pixels over strided slices, one per position in the block (several
+    # times faster than reducing a (z, y, f, x, f) view over two strided axes).
+    count = np.zeros((nz, (ny + py) // factor, (nx + px) // factor), np.int32)
+    for i in range(factor):
+        for j in range(factor):
+            count += padded[:, i::factor, j::factor]
+    # 'major': the block mean of a bool mask is >= 0.5 exactly where 2 * count >= factor**2
+    return count > 0 if how == "any" else 2 * count >= factor * factor
 
 
 def _block_expand(mask: np.ndarray, factor: int, shape_zyx) -> np.ndarray:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from skimage.measure import points_in_poly
 
 from colearn_pipeline.groundtruth._morphology import spacing_zyx
-from colearn_pipeline.groundtruth.mediastinum import lung_hull
+from colearn_pipeline.groundtruth.mediastinum import grown_hull_polygon
 
 
 def _ml(mask: np.ndarray, voxel_ml: float) -> float:
@@ -54,14 +55,25 @@ def _count_outside_lung_hull(med: np.ndarray, lungs: np.ndarray, spacing_xyz_mm,
     """Mediastinum voxels outside :func:`lung_hull` of the lungs, slice by slice where there is mediastinum.
 
     The hull of the row ends of a slice's lungs is the hull of all of them, so the hull is taken
-    of the row ends (far fewer points); the lungs themselves are added back, as :func:`lung_hull`
-    keeps them. One slice at a time: no volume-sized temporaries.
+    of the row ends (far fewer points); the lungs themselves are in it, as :func:`lung_hull` keeps
+    them. Only the mediastinum pixels outside the lungs are tested against the hull's polygon (the
+    test :func:`lung_hull` makes on every pixel of the polygon's box).
     """
+    radius_px = margin_mm / spacing_zyx(spacing_xyz_mm)[1:]
     outside = 0
     for z in np.flatnonzero(med.any(axis=(1, 2))):
-        lungs_z = lungs[z : z + 1]
-        hull = lung_hull(_row_ends(lungs_z), spacing_xyz_mm, margin_mm) | lungs_z
-        outside += int(np.count_nonzero(med[z : z + 1] & ~hull))
+        rows, cols = np.nonzero(med[z] & ~lungs[z])
+        if rows.size == 0:
+            continue
+        polygon = grown_hull_polygon(_row_ends(lungs[z : z + 1])[0], radius_px) if lungs[z].any() else None
+        if polygon is None:
+            outside += int(rows.size)
+            continue
+        verts, lo, hi = polygon
+        in_box = (rows >= lo[0]) & (rows < hi[0]) & (cols >= lo[1]) & (cols < hi[1])
+        points = np.stack([rows[in_box] - lo[0], cols[in_box] - lo[1]], axis=1).astype(float)
+        inside = int(np.count_nonzero(points_in_poly(points, verts))) if points.size else 0
+        outside += int(rows.size) - inside
     return outside
 
 

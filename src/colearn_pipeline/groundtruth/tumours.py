@@ -71,9 +71,9 @@ def _climb(suv: np.ndarray, seed: np.ndarray, ball: np.ndarray):
     A finding next to a hotter one (a node beside the primary) keeps its own peak. None when the
     seed lies outside the volume or on a plateau (no higher neighbour): then the ball's maximum.
     """
-    allowed = {tuple(p) for p in ball.tolist()}
+    allowed = _membership(ball)
     current = tuple(int(v) for v in seed)
-    if current not in allowed:
+    if not allowed(current):
         return None
     steps = 0
     shape = np.asarray(suv.shape)
@@ -82,9 +82,23 @@ def _climb(suv: np.ndarray, seed: np.ndarray, ball: np.ndarray):
         hi = np.minimum(np.asarray(current) + 2, shape)
         block = suv[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         best = tuple(int(v) for v in np.add(lo, np.unravel_index(int(np.argmax(block)), block.shape)))
-        if suv[best] <= suv[current] or best not in allowed:
+        if suv[best] <= suv[current] or not allowed(best):
             return None if steps == 0 and np.all(block == suv[current]) else current
         current, steps = best, steps + 1
+
+
+def _membership(points: np.ndarray):
+    """``is_member(voxel)`` for the voxels ``points`` (n, 3): a lookup in a mask of their bounding box
+    (a set of thousands of tuples costs more to build than the climb it serves)."""
+    lo = points.min(axis=0)
+    mask = np.zeros(tuple(points.max(axis=0) - lo + 1), dtype=bool)
+    mask[tuple((points - lo).T)] = True
+
+    def is_member(voxel) -> bool:
+        i = np.asarray(voxel) - lo
+        return bool(np.all(i >= 0) and np.all(i < mask.shape) and mask[tuple(i)])
+
+    return is_member
 
 
 def _ball_around(peak_zyx, half: np.ndarray, sp, max_radius_mm: float, shape):
