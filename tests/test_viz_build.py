@@ -10,13 +10,19 @@ import pytest
 from test_train_eval_e2e import KEDRO, make_project, project_env
 
 
-@pytest.mark.slow
-def test_kedro_viz_build_exports_train_eval_nodes(tmp_path):
-    root = make_project(tmp_path / "p", n_studies=0)
+@pytest.fixture(scope="module")
+def viz_api(tmp_path_factory):
+    """The ``build/api`` folder of one ``kedro viz build`` of the project, shared by the tests below."""
+    root = make_project(tmp_path_factory.mktemp("viz") / "p", n_studies=0)
     proc = subprocess.run([KEDRO, "viz", "build"], cwd=root, env=project_env(root), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    api = root / "build" / "api"
+    return root / "build" / "api"
+
+
+@pytest.mark.slow
+def test_kedro_viz_build_exports_train_eval_nodes(viz_api):
+    api = viz_api
     pipelines = {p.name for p in (api / "pipelines").iterdir()}
     assert {"phantom", "preprocess", "train_eval", "validate", "__default__"} <= pipelines
     data = json.loads((api / "pipelines" / "train_eval").read_text())
@@ -35,14 +41,10 @@ def test_kedro_viz_build_exports_train_eval_nodes(tmp_path):
 
 
 @pytest.mark.slow
-def test_kedro_viz_build_shows_the_preprocess_stages_with_their_parameters(tmp_path):
+def test_kedro_viz_build_shows_the_preprocess_stages_with_their_parameters(viz_api):
     from test_preprocess_stages import STAGE_NODES
 
-    root = make_project(tmp_path / "p", n_studies=0)
-    proc = subprocess.run([KEDRO, "viz", "build"], cwd=root, env=project_env(root), capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads((root / "build" / "api" / "pipelines" / "preprocess").read_text())
+    data = json.loads((viz_api / "pipelines" / "preprocess").read_text())
     by_id = {n["id"]: n for n in data["nodes"]}
     tasks = {n["name"] for n in data["nodes"] if n["type"] == "task"}
     assert set(STAGE_NODES) <= tasks, set(STAGE_NODES) - tasks
