@@ -1,9 +1,9 @@
 """Ground truth on real scanner data: figures to report, not targets.
 
-1. The real chest CT in ../shared/data/lung-ct: lung and mediastinum volumes, the fraction of the
+1. The real chest CT in tests/data/lung_ct: lung and mediastinum volumes, the fraction of the
    mediastinum outside the lungs' per-slice hull (grown by 3 mm), time per step on this machine,
    and a PNG of four axial slices with the contours (``--png``).
-2. The three real limb FDG PET-CT studies in ../shared/data/ibsi-sts: the paper's 40 %-of-peak
+2. The three real limb FDG PET-CT studies in tests/data/ibsi_sts: the paper's 40 %-of-peak
    tumour seeded at the centre of the expert's GTV contour, against that contour (Dice, volume
    ratio), on the PET grid.
 
@@ -26,7 +26,7 @@ from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import dice, segment_lungs, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth.quality import quality_figures
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def chest_ct(root: Path, png: str | None) -> None:
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--png", default=None, help="write the four-slice picture of the chest CT here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        for archive in (DATA / "lung-ct" / "Lung_Dx-A0001.tar.gz", DATA / "ibsi-sts" / "STS.tar.gz"):
+        for archive in (DATA / "lung_ct" / "Lung_Dx-A0001.tar.gz", DATA / "ibsi_sts" / "STS.tar.gz"):
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
         chest_ct(Path(tmp), args.png)

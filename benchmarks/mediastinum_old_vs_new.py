@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("raw_dirs", nargs="*", help="phantom raw folders (dicom/, phantom_truth/)")
     parser.add_argument("--old-src", required=True, help="src folder of the old checkout")
-    parser.add_argument("--real-ct", action="store_true", help="also the real chest CT of ../shared/data/lung-ct")
+    parser.add_argument("--real-ct", action="store_true", help="also the real chest CT of tests/data/lung_ct")
     args = parser.parse_args(argv)
     import SimpleITK as sitk
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         if args.real_ct:
             from colearn_pipeline.dicom.series import read_series
 
-            archive = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lung-ct" / "Lung_Dx-A0001.tar.gz"
+            archive = Path(__file__).resolve().parents[1] / "tests" / "data" / "lung_ct" / "Lung_Dx-A0001.tar.gz"
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp / "real", filter="data")
             volume = read_series(sorted(glob.glob(str(tmp / "real" / "ct" / "*.dcm"))), "lung-dx-a0001")

@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+#: Fixtures giving the unpacked real test data of tests/data (ibsi_suv_root, ibsi_sts_root, lung_ct_root).
+pytest_plugins = ("real_data",)
+
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

@@ -1,24 +1,21 @@
-"""Ground truth on real scanner data (../shared/data): a real chest CT and three real limb PET-CT studies.
+"""Ground truth on real scanner data (tests/data): a real chest CT and three real limb PET-CT studies.
 
-The archives are unpacked into a temporary folder; raw data are never modified. Licences and
-sources: the README beside each archive.
+The archives are unpacked once per session into a temporary folder by ``real_data``; raw data are
+never modified. Licences and sources: the README beside each archive.
 """
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from real_data import IBSI_STS_STUDIES
 
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import segment_lungs, segment_mediastinum
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-LUNG_CT = DATA / "lung-ct" / "Lung_Dx-A0001.tar.gz"
-STS = DATA / "ibsi-sts" / "STS.tar.gz"
 # The ranges the lead merges into conf (groundtruth.quality / groundtruth.thorax); inline here.
 QUALITY = {"lung_ml": [1500, 9000], "mediastinum_ml": [500, 2500], "max_mediastinum_outside_hull": 0.05,
            "min_lung_balance": 0.3}
@@ -27,17 +24,9 @@ THORAX = {"min_lung_ml": 500.0, "min_mediastinum_ml": 50.0, "min_lung_balance": 
 ABDOMEN_LOW_HU, ABDOMEN_HIGH_HU = 0.0, 200.0
 
 
-def _unpack(archive: Path, dest: Path) -> Path:
-    if not archive.is_file():
-        pytest.fail(f"real data missing: {archive} (see /work/shared/data)")
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
-
-
 @pytest.fixture(scope="module")
-def chest_ct(tmp_path_factory):
-    root = _unpack(LUNG_CT, tmp_path_factory.mktemp("lung_ct"))
+def chest_ct(lung_ct_root):
+    root = lung_ct_root
     volume = read_series(sorted((root / "ct").glob("*.dcm")), "lung-dx-a0001")
     ct = volume.array
     lungs, info = segment_lungs(ct, volume.spacing_xyz_mm, return_info=True, superior_at_high_z=volume.direction[8] >= 0)
@@ -78,9 +67,9 @@ def _limb_study(root: Path, name: str):
     return volume, str(volume.datasets[0].get("BodyPartExamined", "") or "")
 
 
-@pytest.mark.parametrize("name", ["STS_001", "STS_002", "STS_003"])
-def test_real_limb_pet_ct_is_refused_as_not_a_thorax(tmp_path_factory, name):
-    root = _unpack(STS, tmp_path_factory.mktemp(name))
+@pytest.mark.parametrize("name", IBSI_STS_STUDIES)
+def test_real_limb_pet_ct_is_refused_as_not_a_thorax(ibsi_sts_root, name):
+    root = ibsi_sts_root
     volume, part = _limb_study(root, name)
     lungs = segment_lungs(volume.array, volume.spacing_xyz_mm)
     med = segment_mediastinum(volume.array, lungs, volume.spacing_xyz_mm)

@@ -1,6 +1,6 @@
 """Ground-truth quality and thorax sanity through the preprocess pipeline (issues 10, 11, 12).
 
-- The three real limb PET-CT studies of ../shared/data/ibsi-sts (GE Discovery ST, BodyPartExamined
+- The three real limb PET-CT studies of tests/data/ibsi_sts (GE Discovery ST, BodyPartExamined
   EXTREMITY) come out quarantined "not a thorax" with the reason.
 - Fixture thorax studies: a plausible one is ok with its quality figures in the manifest; a report
   finding at a cold spot (no uptake above background) and a CT that says PELVIS are quarantined
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,11 @@ import pydicom
 import pytest
 from dicom_fixtures import run_preprocess_catalog, write_thorax_study
 from pydicom.uid import generate_uid
+from real_data import IBSI_STS_STUDIES
 
 from colearn_pipeline.dicom import pseudonymise
 
-STS_ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ibsi-sts" / "STS.tar.gz"
-STS_STUDIES = ("STS_001", "STS_002", "STS_003")
+STS_STUDIES = IBSI_STS_STUDIES
 #: This study's copy loses BodyPartExamined, so the anatomy alone must refuse it.
 BLANK_BODY_PART = "STS_003"
 
@@ -44,12 +43,9 @@ def _blank_body_part(study: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def limbs(tmp_path_factory):
+def limbs(tmp_path_factory, ibsi_sts_root):
     """The real limb studies as a raw cohort, each with a report whose finding is the CT's centre."""
-    assert STS_ARCHIVE.is_file(), f"missing the IBSI STS data: {STS_ARCHIVE}"
-    unpacked = tmp_path_factory.mktemp("sts")
-    with tarfile.open(STS_ARCHIVE) as tar:
-        tar.extractall(unpacked, filter="data")
+    unpacked = ibsi_sts_root
     raw = tmp_path_factory.mktemp("raw")
     pseudonyms = {}
     for name in STS_STUDIES:

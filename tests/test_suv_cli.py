@@ -6,26 +6,21 @@ edited to be implausible. Missing reference data is a failure, as in test_suv_ib
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 import pydicom
 import pytest
-from test_suv_ibsi_dro import PARAMS, _data_dir
+from test_suv_ibsi_dro import PARAMS
 
 from colearn_pipeline.suv.cli import main
 
-CASE_PREFIX = "DRO/DRO_0_0/PT/"
+CASE = "DRO_0_0"
 
 
 @pytest.fixture(scope="module")
-def dro_pet(tmp_path_factory) -> Path:
-    """The 20 PET slices of DRO_0_0, extracted once."""
-    target = tmp_path_factory.mktemp("dro_0_0")
-    with tarfile.open(_data_dir() / "DRO.tar.gz") as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(CASE_PREFIX) and m.isfile()]
-        tar.extractall(target, members=members, filter="data")
-    folder = target / CASE_PREFIX
+def dro_pet(ibsi_suv_root) -> Path:
+    """The 20 PET slices of DRO_0_0 (the session's unpacked copy: edit copies only)."""
+    folder = ibsi_suv_root / CASE / "PT"
     assert len(list(folder.iterdir())) == 20
     return folder
 

@@ -1,24 +1,21 @@
 """IBSI-SUV conformance: all 17 digital reference objects through ``colearn-suv``.
 
-The objects live in ``../shared/data/ibsi-suv/`` beside the repository (or in the folder named by
-``COLEARN_IBSI_SUV_DIR``). Missing data is a failure, not a skip: this is the conformance check.
+The objects live in ``tests/data/ibsi_suv/`` (read through ``real_data``). Missing data is a failure,
+not a skip: this is the conformance check.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from real_data import IBSI_SUV_EXPECTED_CSV, data_file
 
 from colearn_pipeline.suv.cli import main
 
-ENV_VAR = "COLEARN_IBSI_SUV_DIR"
-DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ibsi-suv"
 #: The project's plausibility ranges: the conformance run goes through them as users' runs do.
 PARAMS = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_suv.yml"
 
@@ -36,35 +33,17 @@ QUANTISED_RELATIVE_TOLERANCE = 0.02
 QUANTISED_EXACT = (0.19, 0.98, 3.98)
 
 
-def _data_dir() -> Path:
-    folder = Path(os.environ.get(ENV_VAR, DEFAULT_DIR))
-    needed = [folder / "DRO.tar.gz", folder / "DRO_list.csv"]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        pytest.fail(
-            f"IBSI-SUV reference data missing: {', '.join(missing)}. Put the shared data beside the "
-            f"repository (../shared/data/ibsi-suv) or set {ENV_VAR}.",
-            pytrace=False,
-        )
-    return folder
-
-
 @pytest.fixture(scope="module")
 def expected() -> dict[str, dict[str, str]]:
-    with open(_data_dir() / "DRO_list.csv", newline="", encoding="utf-8") as fh:
+    with open(data_file(IBSI_SUV_EXPECTED_CSV), newline="", encoding="utf-8") as fh:
         rows = {row["ID"]: row for row in csv.DictReader(fh)}
     assert sorted(rows) == sorted(CASES), f"DRO_list.csv cases changed: {sorted(rows)}"
     return rows
 
 
 @pytest.fixture(scope="module")
-def dro_root(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("ibsi_suv")
-    with tarfile.open(_data_dir() / "DRO.tar.gz") as tar:
-        tar.extractall(target, filter="data")
-    root = target / "DRO"
-    assert root.is_dir(), "DRO.tar.gz has no DRO/ folder"
-    return root
+def dro_root(ibsi_suv_root) -> Path:
+    return ibsi_suv_root
 
 
 def _measure(dro_root: Path, case: str, out_dir: Path, capsys) -> tuple[tuple[float, float, float], str, sitk.Image]:

@@ -2,19 +2,52 @@
 
 Command line::
 
-    python -m colearn_pipeline.groundtruth data/01_raw [--studies N] [--params PARAMS.json]
+    python -m colearn_pipeline.groundtruth data/01_raw [--studies N] [--params FILE]
+
+Without ``--params`` every stage runs with the keyword defaults of ``segment_lungs``,
+``segment_mediastinum`` and ``segment_tumours``, the values of ``conf/base/parameters_preprocess.yml``
+(a test keeps them equal), so the command works from any folder. ``--params FILE`` (YAML or JSON)
+holds ``{lungs: {}, mediastinum: {}, tumours: {}}``, or is a preprocess parameters file (its
+``preprocess`` block); the keys given replace the defaults, per-study ``overrides`` are not used.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from colearn_pipeline.groundtruth.phantom_qa import evaluate_cohort
+
+#: The stages whose keyword parameters ``--params`` may set.
+STAGES = ("lungs", "mediastinum", "tumours")
+
+
+def load_params(path: str | Path) -> dict:
+    """The ``lungs`` / ``mediastinum`` / ``tumours`` keywords of a YAML or JSON file.
+
+    A ``preprocess`` block (a parameters_preprocess.yml) is looked into; its other blocks are
+    ignored. ``overrides`` (per study) are dropped, and so is ``superior_at_high_z: null`` (conf's
+    "from the CT direction"; the phantom's CTs have +z superior, the functions' default).
+    """
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of {list(STAGES)}")
+    if isinstance(data.get("preprocess"), dict):
+        data = {k: v for k, v in data["preprocess"].items() if k in STAGES}
+    unknown = sorted(set(data) - set(STAGES))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown} (accepted: {list(STAGES)})")
+    params = {}
+    for stage, block in data.items():
+        kwargs = {k: v for k, v in dict(block or {}).items() if k != "overrides"}
+        if kwargs.get("superior_at_high_z", True) is None:
+            del kwargs["superior_at_high_z"]
+        params[stage] = kwargs
+    return params
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,9 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m colearn_pipeline.groundtruth", description=__doc__.splitlines()[0])
     parser.add_argument("raw_dir", help="folder with dicom/, reports/, phantom_truth/")
     parser.add_argument("--studies", type=int, default=None, help="evaluate at most this many studies")
-    parser.add_argument("--params", default=None, help="JSON file of {lungs:{}, mediastinum:{}, tumours:{}}")
+    parser.add_argument("--params", default=None, help="YAML/JSON of {lungs:{}, mediastinum:{}, tumours:{}} or "
+                        "a parameters_preprocess.yml (default: the functions' defaults, as conf/base)")
     args = parser.parse_args(argv)
-    params = json.loads(Path(args.params).read_text()) if args.params else None
+    params = load_params(args.params) if args.params else None
     results = evaluate_cohort(args.raw_dir, params=params, max_studies=args.studies)
     if not results:
         print("no study with CT, report and truth found")

@@ -14,6 +14,7 @@ one model-input NPZ's slices back onto its CT grid.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -23,23 +24,32 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-#: Where the default parameters are looked for (the working directory, then this checkout).
-PARAMS_FILE = Path("conf") / "base" / "parameters_predict.yml"
-
-
-def default_params_file() -> Path | None:
-    """``conf/base/parameters_predict.yml`` of the working directory or of the source checkout."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        if (base / PARAMS_FILE).is_file():
-            return base / PARAMS_FILE
-    return None
+#: The ``predict`` section used when ``--params`` is not given: equal to conf/base/parameters_predict.yml
+#: (tests/test_cli_defaults.py compares them), so the command works from any folder.
+BUILTIN_PARAMS: dict = {
+    "studies_dir": "data/01_raw/predict/dicom",
+    "model": "data/06_models/colearn/model.pt",
+    "pseudonym_key": "colearn-pipeline",
+    "staging_dir": "data/07_model_output/predict",
+    "device": "auto",
+    "batch_size": 8,
+    "series_validation": {"orientation_tolerance": 1.0e-4, "duplicate_tolerance_mm": 1.0e-3,
+                          "spacing_relative_tolerance": 0.01, "inplane_tolerance_mm": 0.01},
+    "suv_type": "bw",
+    "pet_interpolator": "linear",
+    "pet_outside_value": 0.0,
+    "thorax": {"margin_mm": 20.0, "lungs": {}},
+    "seg": {"series_number": 9901, "series_description": "colearn-pipeline segmentation", "content_label": "COLEARN"},
+}
 
 
 def read_params(path: str | os.PathLike | None) -> dict:
-    """The ``predict`` section of a parameters YAML file."""
-    path = Path(path) if path else default_params_file()
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"parameters file {path or PARAMS_FILE} not found (give --params)")
+    """The ``predict`` section of a parameters YAML file, or :data:`BUILTIN_PARAMS` when ``path`` is None."""
+    if path is None:
+        return copy.deepcopy(BUILTIN_PARAMS)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parameters file {path} not found (--params needs a YAML file with a 'predict' section)")
     return dict((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("predict") or {})
 
 
@@ -76,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="bundle file, runs:/<id>/model or models:/<name>/<version>")
     p.add_argument("--out", required=True, help="output folder (or the output NIfTI with --study)")
     p.add_argument("--study", help="a model-input NPZ instead of DICOM (labels of its slices only)")
-    p.add_argument("--params", help=f"parameters YAML with a 'predict' section (default {PARAMS_FILE})")
+    p.add_argument("--params", help="parameters YAML with a 'predict' section (default: built-in, as conf/base)")
     p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda:0, ... (default: params)")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: params)")
     return p

@@ -10,12 +10,13 @@ SeriesInstanceUID), never by names. Each PET series is read with
 geometry from the positions), converted with :func:`colearn_pipeline.suv.suv_conversion` and
 written on the PET's own grid. With several PET series the outputs are ``<stem>_<k>.nii.gz``,
 ``k = 1, 2, ...`` in order of SeriesNumber. For each series the convention met and the factor(s)
-used are printed. The plausibility ranges (weight, height, dose, half-life, SUV values) are the
-``suv`` block of ``conf/base/parameters_suv.yml`` (the same as the pipeline's ``params:suv``),
-read from the working directory unless ``--params`` names another file. Each output is written
+used are printed. The plausibility ranges (weight, height, dose, half-life, SUV values) are
+:data:`BUILTIN_PARAMS`, the same values as the ``suv`` block of ``conf/base/parameters_suv.yml``
+(the pipeline's ``params:suv``; a test keeps the two equal), so the command works from any folder;
+``--params FILE`` reads a complete ``suv`` block from FILE instead. Each output is written
 to a temporary file beside it and renamed, so a failed series leaves no partial file. The exit
 status is 0 when every series was converted, 1 otherwise (each failure is printed with the tag
-it concerns and the value), 2 on a usage error (no parameters file, ``--out`` not .nii/.nii.gz).
+it concerns and the value), 2 on a usage error (a missing or bad ``--params`` file, ``--out`` not .nii/.nii.gz).
 """
 
 from __future__ import annotations
@@ -39,8 +40,28 @@ from colearn_pipeline.suv.plausibility import SuvPlausibility
 PET_IMAGE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.128",)
 #: Suffixes of a NIfTI path that ``--out`` may carry.
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-#: Parameters file read when ``--params`` is not given (relative to the working directory).
-DEFAULT_PARAMS = Path("conf") / "base" / "parameters_suv.yml"
+#: The ``suv`` block used when ``--params`` is not given: equal to conf/base/parameters_suv.yml
+#: (tests/test_cli_defaults.py compares them), so the command needs no project folder.
+BUILTIN_PARAMS: dict = {
+    "weight_kg": [20.0, 300.0],
+    "height_m": [0.5, 2.5],
+    "dose_mbq": [25.0, 1000.0],
+    "dose_unit": "auto",
+    "half_life_relative_tolerance": 0.01,
+    "radionuclides": {
+        "F-18": {"half_life_s": 6586.2, "codes": ["C-111A1", "77004003", "^18^Fluorine"]},
+        "Ga-68": {"half_life_s": 4062.6, "codes": ["C-131A1", "35337001", "^68^Gallium"]},
+        "C-11": {"half_life_s": 1221.8, "codes": ["40565003", "^11^Carbon"]},
+        "N-13": {"half_life_s": 597.9, "codes": ["21576001", "^13^Nitrogen"]},
+        "O-15": {"half_life_s": 122.24, "codes": ["129504001", "^15^Oxygen"]},
+        "Cu-64": {"half_life_s": 45721.0, "codes": ["3932008", "^64^Copper"]},
+        "Rb-82": {"half_life_s": 75.45, "codes": ["C-159A2", "79197006", "^82^Rubidium"]},
+        "Zr-89": {"half_life_s": 282240.0, "codes": ["C-168A4", "63360001", "^89^Zirconium"]},
+    },
+    "suv_range": [-5.0, 500.0],
+    "body_median_suv": [0.2, 5.0],
+    "body_threshold_fraction_of_mean": 0.5,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,13 +160,18 @@ def nifti_suffix(path: str | os.PathLike) -> str:
     return suffix
 
 
-def load_plausibility(path: str | os.PathLike) -> SuvPlausibility:
-    """The ``suv`` block of a parameters YAML file; raises ValueError naming the file."""
+def load_plausibility(path: str | os.PathLike | None) -> SuvPlausibility:
+    """The ``suv`` block of a parameters YAML file (:data:`BUILTIN_PARAMS` when ``path`` is None).
+
+    Raises ValueError naming the file.
+    """
+    if path is None:
+        return SuvPlausibility.from_params(BUILTIN_PARAMS)
     path = Path(path)
     if not path.is_file():
         raise ValueError(
-            f"parameters file {path} not found (run from the project root, or pass --params FILE "
-            "with a top-level 'suv' block as in conf/base/parameters_suv.yml)"
+            f"parameters file {path} not found (--params FILE needs a top-level 'suv' block as in "
+            "conf/base/parameters_suv.yml; without --params the built-in values are used)"
         )
     with open(path, encoding="utf-8") as fh:
         data = yaml.safe_load(fh)
@@ -191,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--suv-type", default="bw", choices=SUV_TYPES, help="SUV normalisation (default bw)")
     parser.add_argument(
         "--params",
-        default=str(DEFAULT_PARAMS),
-        help=f"YAML file with the 'suv' plausibility block (default {DEFAULT_PARAMS}, from the working directory)",
+        default=None,
+        help="YAML file with a complete 'suv' plausibility block (default: built-in, as conf/base/parameters_suv.yml)",
     )
     return parser
 

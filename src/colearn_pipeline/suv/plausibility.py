@@ -1,7 +1,7 @@
 """Plausibility ranges for the SUV inputs and outputs, and the check of an SUV volume.
 
 The ranges are parameters, never defaults in code: they come from the ``suv`` block of
-``conf/base/parameters_suv.yml`` (Kedro ``params:suv``; ``colearn-suv`` reads the same file)
+``conf/base/parameters_suv.yml`` (Kedro ``params:suv``; ``colearn-suv`` carries the same values)
 through :meth:`SuvPlausibility.from_params`, which refuses unknown and missing keys.
 """
 

@@ -15,7 +15,11 @@ also goes to the catalog's ``<net>.model``), and ``<checkpoint_root>/<net>-seed<
 seeds; each holds ``checkpoints/``, ``model.pt`` and ``history.csv``. Rerunning resumes every job
 from its latest checkpoint (a preempted protocol loses at most ``checkpoint_every`` epochs). Under
 ``torchrun`` DDP shards every job. With ``mlflow.enabled`` each job gets its own MLflow run under
-one parent run that logs system metrics. Run from the project root.
+one parent run that logs system metrics. The project is the folder given by ``--project-path``,
+else the nearest folder at or above the working directory whose ``pyproject.toml`` has a
+``[tool.kedro]`` table, so the command works from anywhere inside a project; its parameters are
+the project's ``conf/base`` (+ ``--env``), and ``--params FILE`` (a YAML mapping of parameter
+blocks, e.g. ``training: {epochs: 3}``) overrides them as Kedro runtime parameters.
 """
 
 from __future__ import annotations
@@ -48,8 +52,33 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("--no-mlflow", action="store_true", help="no MLflow runs even if mlflow.enabled")
     parser.add_argument("--backend", default=None, help="nccl or gloo (default: nccl with CUDA, else gloo)")
-    parser.add_argument("--project-path", default=".", help="Kedro project root")
+    parser.add_argument("--project-path", default=None,
+                        help="Kedro project root (default: the nearest one at or above the working directory)")
+    parser.add_argument("--params", default=None, help="YAML of parameter blocks overriding the project's conf")
     return parser.parse_args(argv)
+
+
+def find_project_root(start: str | Path) -> Path | None:
+    """The nearest folder at or above ``start`` whose pyproject.toml has a ``[tool.kedro]`` table."""
+    for folder in (Path(start).resolve(), *Path(start).resolve().parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "[tool.kedro]" in pyproject.read_text(encoding="utf-8"):
+            return folder
+    return None
+
+
+def _runtime_params(path: str | None) -> dict[str, Any]:
+    """The parameter blocks of ``--params`` (empty without it); raises ValueError naming the file."""
+    if path is None:
+        return {}
+    import yaml
+
+    if not Path(path).is_file():
+        raise ValueError(f"parameters file {path} not found")
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"parameters file {path}: expected a mapping of parameter blocks")
+    return data
 
 
 def job_folder(checkpoint_root: str | Path, net: str, seed: int, training_seed: int) -> Path:
@@ -92,11 +121,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    project = Path(args.project_path).resolve() if args.project_path else find_project_root(Path.cwd())
+    if project is None:
+        print(f"colearn-train: error: {Path.cwd()} is not inside a Kedro project (no pyproject.toml with "
+              "[tool.kedro] here or above); give --project-path", file=sys.stderr)
+        return 2
+    try:
+        extra_params = _runtime_params(args.params)
+    except ValueError as exc:
+        print(f"colearn-train: error: {exc}", file=sys.stderr)
+        return 2
     world, rank, _ = init_distributed(args.backend)
     try:
-        project = Path(args.project_path).resolve()
         bootstrap_project(project)
-        with KedroSession.create(project_path=project, env=args.env) as session:
+        with KedroSession.create(project_path=project, env=args.env, runtime_params=extra_params) as session:
             context = session.load_context()
             return _train(args, context.params, context.catalog, project, world, rank)
     finally:
