@@ -2,7 +2,7 @@
 
 raw_dicom + raw_reports -> discover_studies -> read_series -> convert_to_suv -> resample_pet_to_ct
 -> segment_lungs -> segment_mediastinum -> segment_tumours -> compose_labels -> build_model_input
--> write_manifest -> check_preprocess_outcome. Every per-study node also reads its own stored
+-> write_manifest -> build_review_gallery (data/08_reporting/review/index.html) and check_preprocess_outcome. Every per-study node also reads its own stored
 partitions (``*_state``, the same files as its output) to skip studies whose fingerprint is unchanged.
 """
 
@@ -10,6 +10,7 @@ from kedro.pipeline import Node, Pipeline
 
 from colearn_pipeline.pipelines.preprocess import manifest as m
 from colearn_pipeline.pipelines.preprocess import nodes as n
+from colearn_pipeline.pipelines.preprocess import review as r
 
 EXECUTOR = "params:preprocess.executor"
 
@@ -50,6 +51,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                                 "preprocess_suv_pet", "preprocess_suv", "preprocess_lungs", "preprocess_mediastinum",
                                 "preprocess_tumours", "preprocess_labels", "model_input"],
              ["preprocess_manifest_table", "preprocess_manifest"], name="write_manifest", tags=["preprocess"]),
+        # named to sort before check_preprocess_outcome: the gallery is written even when the run is refused
+        Node(r.build_review_gallery, ["preprocess_series", "preprocess_suv", "preprocess_lungs", "preprocess_mediastinum",
+                                      "preprocess_tumours", "preprocess_labels", "preprocess_manifest",
+                                      "params:preprocess.review", "params:preprocess.quality"],
+             ["preprocess_review_pictures", "preprocess_review_preview", "preprocess_review_index"],
+             name="build_review_gallery", tags=["preprocess"]),
         Node(m.check_outcome, ["preprocess_manifest", "params:preprocess.manifest"], None,
              name="check_preprocess_outcome", tags=["preprocess"]),
     ])
