@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 STAGE_NODES = ["discover_studies", "read_series", "convert_to_suv", "resample_pet_to_ct", "segment_lungs",
                "segment_mediastinum", "segment_tumours", "compose_labels", "build_model_input", "write_manifest",
-               "check_preprocess_outcome"]
+               "build_review_gallery", "check_preprocess_outcome"]
 PER_STUDY = ["read_series", "suv", "pet_to_ct", "lungs", "mediastinum", "tumours", "labels", "model_input"]
 
 
@@ -63,7 +63,7 @@ def test_pipeline_has_the_paper_stages_each_with_its_parameters():
                                  ("convert_to_suv", "resample_pet_to_ct"), ("segment_lungs", "segment_mediastinum"),
                                  ("resample_pet_to_ct", "segment_tumours"), ("segment_mediastinum", "compose_labels"),
                                  ("segment_tumours", "compose_labels"), ("compose_labels", "build_model_input"),
-                                 ("build_model_input", "write_manifest")]:
+                                 ("build_model_input", "write_manifest"), ("write_manifest", "build_review_gallery")]:
         assert set(by[upstream].outputs) & set(by[downstream].inputs), (upstream, downstream)
     assert "params:preprocess.tumours" in by["segment_tumours"].inputs
     assert "params:preprocess.lungs" in by["segment_lungs"].inputs
@@ -107,14 +107,18 @@ def test_from_tumour_node_recomputes_tumours_labels_and_model_input_only(cohort,
     before = _digest(out)
     tail = create_pipeline().from_nodes("segment_tumours")
     assert {n.name for n in tail.nodes} == {"segment_tumours", "compose_labels", "build_model_input",
-                                            "write_manifest", "check_preprocess_outcome"}
+                                            "write_manifest", "build_review_gallery", "check_preprocess_outcome"}
     pseudonym = cohort["studies"][0]["pseudonym"]
     again = run_preprocess_catalog(raw, out, workers=2, pipeline=tail,
                                    tumours={"overrides": {pseudonym: {"peak_fraction": 0.6}}})
     assert _computed(again["log"], "tumours") == 1  # only the study whose tumour parameters changed
     after = _digest(out)
     changed = {k for k in before if before[k] != after.get(k)}
-    assert changed == {f"02_intermediate/tumours/{pseudonym}.nii.gz", f"03_primary/labels/{pseudonym}.nii.gz",
+    review = {k for k in changed if k.startswith("08_reporting/review")}  # the gallery: that study's strip redrawn
+    assert f"08_reporting/review/{pseudonym}.png" in review
+    assert review <= {f"08_reporting/review/{pseudonym}.png", "08_reporting/review/index.html",
+                      "08_reporting/review_first_study.png"}
+    assert changed - review == {f"02_intermediate/tumours/{pseudonym}.nii.gz", f"03_primary/labels/{pseudonym}.nii.gz",
                        f"05_model_input/{pseudonym}.npz", "08_reporting/preprocess_manifest.csv",
                        "08_reporting/preprocess_manifest.json"}
     # a full run with the same parameters then finds nothing to do

@@ -76,6 +76,14 @@ def test_order_and_page_escape_what_they_show():
     assert page.count("<img ") == 1
 
 
+def test_gallery_node_runs_before_the_outcome_check():
+    """A refused run (too many studies set aside) still leaves the page a person needs to see why."""
+    from colearn_pipeline.pipelines.preprocess import create_pipeline
+
+    names = [n.name for n in create_pipeline().nodes]
+    assert names.index("write_manifest") < names.index("build_review_gallery") < names.index("check_preprocess_outcome")
+
+
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__()
