@@ -67,8 +67,8 @@ def test_slices_without_lungs_are_evenly_spaced():
 
 def test_order_and_page_escape_what_they_show():
     rows = [{"pseudonym": "study-b", "status": "ok", "reason": ""},
-            {"pseudonym": "study-c", "status": "quarantined", "reason": "not a thorax: <PELVIS>", "stage": "mediastinum"},
-            {"pseudonym": "study-a", "status": "quarantined", "reason": "needs review: finding 0: cold", "stage": "labels"}]
+            {"pseudonym": "study-c", "status": "quarantined", "reason": "not a thorax: <PELVIS>"},
+            {"pseudonym": "study-a", "status": "quarantined", "reason": "needs review: finding 0: cold"}]
     assert [r["pseudonym"] for r in review_order(rows)] == ["study-a", "study-c", "study-b"]
     page = gallery_html(rows, {"study-b": "study-b.png"})
     assert "&lt;PELVIS&gt;" in page and "<PELVIS>" not in page
@@ -123,7 +123,8 @@ def _add_cold_finding(raw: Path, truth: Path) -> None:
 def gallery(tmp_path_factory):
     raw = tmp_path_factory.mktemp("phantom") / "01_raw"
     generate_cohort(raw, n_studies=3, seed=3, size="tiny", workers=1, non_thorax_every=3)
-    truths = sorted((raw / "phantom_truth").iterdir(), key=lambda p: json.loads((p / "study.json").read_text())["index"])
+    truths = sorted((raw / "phantom_truth").iterdir(),
+                    key=lambda p: json.loads((p / "study.json").read_text())["index"])
     _add_cold_finding(raw, truths[0])
     out = tmp_path_factory.mktemp("out")
     result = run_preprocess_catalog(raw, out, workers=0, manifest={"max_quarantined_fraction": 1.0})

@@ -49,7 +49,7 @@ def read_params(path: str | os.PathLike | None) -> dict:
         return copy.deepcopy(BUILTIN_PARAMS)
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"parameters file {path} not found (--params needs a YAML file with a 'predict' section)")
+        raise FileNotFoundError(f"parameters file {path} not found (--params needs a YAML file with a 'predict' block)")
     return dict((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("predict") or {})
 
 

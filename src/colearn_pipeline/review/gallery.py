@@ -122,8 +122,8 @@ def choose_slices(labels_zyx: np.ndarray, superior_at_high_z: bool, airway_zyx: 
     picks = [] if lung_slices.size == 0 else _anatomy_slices(labels_zyx, lung_slices, airway_zyx)
     if len({z for _, z in picks}) < N_EVEN_SLICES:  # no lungs (not a thorax), or too little to tell the levels apart
         nz = labels_zyx.shape[0]
-        order = _superior_order(np.array([round((k + 1) * (nz - 1) / (N_EVEN_SLICES + 1)) for k in range(N_EVEN_SLICES)]),
-                                superior_at_high_z)
+        even = np.array([round((k + 1) * (nz - 1) / (N_EVEN_SLICES + 1)) for k in range(N_EVEN_SLICES)])
+        order = _superior_order(even, superior_at_high_z)
         picks += [(f"{k + 1}/{N_EVEN_SLICES} of the scan", int(z)) for k, z in enumerate(order)]
     names: dict[int, list[str]] = {}
     for name, z in [*picks, *_tumour_slices(labels_zyx, max_tumour_slices)]:
@@ -220,13 +220,19 @@ def _figure_text(value: Any) -> str:
     return str(value)
 
 
+def _css_class(row: Mapping[str, Any]) -> str:
+    """``review`` (needs review), ``aside`` (other set-aside studies) or ``ok``."""
+    if str(row.get("reason") or "").startswith(NEEDS_REVIEW):
+        return "review"
+    return "aside" if row.get("status") in ("quarantined", "failed") else "ok"
+
+
 def _study_section(row: Mapping[str, Any], picture: str | None) -> str:
     """One study's section: status, reason, the strip (or why there is none) and the quality figures."""
     name = html.escape(str(row["pseudonym"]))
     status = html.escape(str(row.get("status") or ""))
     reason = str(row.get("reason") or "")
-    css = "review" if reason.startswith(NEEDS_REVIEW) else ("aside" if status in ("quarantined", "failed") else "ok")
-    parts = [f'<section id="{name}" class="{css}">', f"<h2>{name} <small>{status}</small></h2>"]
+    parts = [f'<section id="{name}" class="{_css_class(row)}">', f"<h2>{name} <small>{status}</small></h2>"]
     if reason:
         where = " / ".join(html.escape(str(row[k])) for k in ("stage", "file") if row.get(k))
         parts.append(f'<p class="reason">{html.escape(reason)}{f" ({where})" if where else ""}</p>')
@@ -250,7 +256,8 @@ p.reason{font-weight:bold}img{max-width:100%}table{border-collapse:collapse;font
 td,th{border:1px solid #ccc;padding:2px 6px}li.review{color:#b00}li.aside{color:#a60}"""
 
 
-def gallery_html(rows: Sequence[Mapping[str, Any]], pictures: Mapping[str, str], title: str = "Preprocess review") -> str:
+def gallery_html(rows: Sequence[Mapping[str, Any]], pictures: Mapping[str, str],
+                 title: str = "Preprocess review") -> str:
     """The gallery page: a contents list, then one section per study in :func:`review_order`.
 
     Parameters
@@ -274,9 +281,8 @@ def gallery_html(rows: Sequence[Mapping[str, Any]], pictures: Mapping[str, str],
     for row in ordered:
         name = html.escape(str(row["pseudonym"]))
         reason = str(row.get("reason") or "")
-        css = "review" if reason.startswith(NEEDS_REVIEW) else ("aside" if row.get("status") in ("quarantined", "failed")
-                                                               else "ok")
-        items.append(f'<li class="{css}"><a href="#{name}">{name}</a> {html.escape(str(row.get("status") or ""))}'
+        status = html.escape(str(row.get("status") or ""))
+        items.append(f'<li class="{_css_class(row)}"><a href="#{name}">{name}</a> {status}'
                      f'{": " + html.escape(reason) if reason else ""}</li>')
     sections = [_study_section(row, pictures.get(str(row["pseudonym"]))) for row in ordered]
     legend = " ".join(f'<span style="color:{LABEL_COLOURS[v]}">&#9632; {LABEL_NAMES[v]}</span>' for v in (1, 2, 3))
