@@ -70,7 +70,7 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
     summary = {"study": data.pseudonym, "net": bundle["net"], "model": provenance.get("mlflow_run_id") or "file",
                "thorax_slices": [int(data.slice_index[0]), int(data.slice_index[-1])], **summary}
     seg_conf = dict(params.get("seg") or {})
-    seg = build_seg(labels, ct.datasets, algorithm=algorithm_identification(bundle, provenance),
+    seg = build_seg(labels, ct.datasets, algorithm=algorithm_identification(bundle, provenance), source_files=ct.files,
                     series_number=int(seg_conf.get("series_number", 9901)),
                     series_description=str(seg_conf.get("series_description", "colearn-pipeline segmentation")),
                     content_label=str(seg_conf.get("content_label", "COLEARN")), software_version=__version__)
