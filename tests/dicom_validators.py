@@ -65,3 +65,44 @@ def dcmqi_segments(seg_path: str | os.PathLike, reference: sitk.Image) -> dict[s
                 code = str(attrs["SegmentedPropertyTypeCodeSequence"]["CodeValue"])
                 masks[code] = on_grid == int(attrs["labelID"])
         return masks
+
+
+def _code(code_item) -> str:
+    """CodeValue, or LongCodeValue for values over 16 characters (e.g. g/ml{SUVlbm(James128)})."""
+    return str(code_item.get("CodeValue") or code_item.get("LongCodeValue"))
+
+
+def _concept(item) -> str:
+    return _code(item.ConceptNameCodeSequence[0])
+
+
+def sr_measurement_groups(ds) -> list[dict]:
+    """The TID 1411 measurement groups of a TID 1500 SR, read with pydicom alone (no highdicom).
+
+    Each group: ``tracking_id`` (text), ``segment`` ``(SEG SOPInstanceUID, segment number)``,
+    ``source_images`` (SOPInstanceUIDs of the "Source image for segmentation" items), and
+    ``values`` ``{(concept code, derivation code or None): (value, unit code)}``.
+    """
+    assert _concept(ds) == "126000", "not an Imaging Measurement Report (TID 1500)"
+    (measurements,) = [i for i in ds.ContentSequence if _concept(i) == "126010"]
+    groups = []
+    for group in measurements.ContentSequence:
+        assert _concept(group) == "125007" and group.ValueType == "CONTAINER"
+        out = {"tracking_id": None, "segment": None, "source_images": [], "values": {}}
+        for item in group.ContentSequence:
+            code = _concept(item)
+            if code == "112039":
+                out["tracking_id"] = str(item.TextValue)
+            elif code == "121191":  # Referenced Segment
+                ref = item.ReferencedSOPSequence[0]
+                out["segment"] = (str(ref.ReferencedSOPInstanceUID), int(ref.ReferencedSegmentNumber))
+            elif code == "121233":
+                out["source_images"].append(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
+            elif item.ValueType == "NUM":
+                derivation = [_code(m.ConceptCodeSequence[0]) for m in item.get("ContentSequence", [])
+                              if _concept(m) == "121401"]
+                measured = item.MeasuredValueSequence[0]
+                out["values"][(code, derivation[0] if derivation else None)] = (
+                    float(measured.NumericValue), _code(measured.MeasurementUnitsCodeSequence[0]))
+        groups.append(out)
+    return groups

@@ -1,5 +1,7 @@
 """Any real header: the patient and study modules of what we write, from sources that lack, break or encode them.
 
+Every object written here (SEG and SR) must pass dciodvfy with 0 errors.
+
 :func:`copy_patient_study` alone (hand-made headers), then every DICOM object the project writes
 (SEG, SR) validated by dciodvfy and read back by dcmqi for: each phantom vendor (classic slices
 and one enhanced multi-frame CT), a header-stripped copy (type 2 attributes deleted), two other
@@ -21,6 +23,7 @@ from pydicom.dataset import Dataset
 
 from colearn_pipeline.dicom.discovery import discover, select_ct_pet
 from colearn_pipeline.dicom.series import read_series
+from colearn_pipeline.evaluation.quantification import quantify_tumours
 from colearn_pipeline.inference.dicom_headers import (
     TYPE2,
     UNSTATED_DEIDENTIFICATION,
@@ -32,8 +35,10 @@ from colearn_pipeline.inference.seg import (
     LABEL_OF_CODE,
     build_seg,
     read_label_map,
+    seg_sources,
     write_seg,
 )
+from colearn_pipeline.inference.sr import build_sr
 from colearn_pipeline.phantom.generate import generate_cohort
 
 #: The real, de-identified chest CT (PatientIdentityRemoved YES); the lead may redirect this one constant.
@@ -155,6 +160,19 @@ def _cases():
             + [(i, v) for i in (0, 5) for v in NAMES])
 
 
+def _write_valid_sr(seg, ct, labels, path: Path) -> pydicom.Dataset:
+    """The SR of ``labels`` (SUV 1 + 2 in tumour) beside ``seg``: dciodvfy-clean, patient and study of the SEG."""
+    suv = 1.0 + 2.0 * (labels == LABEL_OF_CODE["108369006"])
+    figures = quantify_tumours(labels, suv, ct.spacing_xyz_mm, tumour_label=LABEL_OF_CODE["108369006"])
+    sr = build_sr(seg, seg_sources(ct.datasets, ct.files), figures, tumour_segment=LABEL_OF_CODE["108369006"])
+    write_seg(sr, path)
+    assert dciodvfy_errors(path) == []
+    written = pydicom.dcmread(path)
+    for keyword in ("StudyInstanceUID", "PatientID", "PatientName", "AccessionNumber", "SpecificCharacterSet"):
+        assert written.get(keyword) == seg.get(keyword), keyword
+    return written
+
+
 def _assert_seg_valid_and_read_back(seg_path, ct, labels):
     assert dciodvfy_errors(seg_path) == []
     masks = dcmqi_segments(seg_path, ct.to_sitk(np.zeros(ct.shape_zyx, np.uint8)))
@@ -176,6 +194,7 @@ def test_every_object_written_is_valid_for_each_vendor_and_header(cohort, tmp_pa
     seg_path = write_seg(seg, tmp_path / f"{pseudonym}.seg.dcm")
     _assert_seg_valid_and_read_back(seg_path, ct, labels)
     np.testing.assert_array_equal(read_label_map(seg_path, ct), labels)
+    _write_valid_sr(seg, ct, labels, tmp_path / f"{pseudonym}.sr.dcm")
     written = pydicom.dcmread(seg_path)
     source = pydicom.dcmread(files[0], stop_before_pixels=True)
     assert written.StudyInstanceUID == source.StudyInstanceUID and written.PatientName == source.PatientName
@@ -185,7 +204,7 @@ def test_every_object_written_is_valid_for_each_vendor_and_header(cohort, tmp_pa
         assert written.SpecificCharacterSet == NAMES[variant][0] and str(written.PatientName) == NAMES[variant][1]
 
 
-def test_enhanced_ct_seg_references_the_source_frames(cohort, tmp_path):
+def test_enhanced_ct_seg_and_sr_reference_the_source_frames(cohort, tmp_path):
     pseudonym = list(cohort)[5]
     files, labels = cohort[pseudonym]
     ct = read_series(files, pseudonym)
@@ -222,13 +241,15 @@ def real_ct(tmp_path_factory):
     return ct, labels
 
 
-def test_real_deidentified_ct_gives_a_valid_seg_with_its_deidentification(real_ct, tmp_path):
+def test_real_deidentified_ct_gives_a_valid_seg_and_sr_with_its_deidentification(real_ct, tmp_path):
     ct, labels = real_ct
     source = ct.datasets[0]
     assert source.PatientIdentityRemoved == "YES"
-    seg_path = write_seg(build_seg(labels, ct.datasets, algorithm={"name": "t", "version": "1"}),
-                         tmp_path / "real.seg.dcm")
+    seg = build_seg(labels, ct.datasets, algorithm={"name": "t", "version": "1"})
+    seg_path = write_seg(seg, tmp_path / "real.seg.dcm")
     _assert_seg_valid_and_read_back(seg_path, ct, labels)
+    sr = _write_valid_sr(seg, ct, labels, tmp_path / "real.sr.dcm")
+    assert sr.DeidentificationMethod == source.DeidentificationMethod
     written = pydicom.dcmread(seg_path)
     assert written.PatientIdentityRemoved == "YES"
     assert written.DeidentificationMethod == source.DeidentificationMethod

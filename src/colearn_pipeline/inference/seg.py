@@ -5,7 +5,8 @@ one segment per class, coded in SNOMED CT, referencing the CT series it was made
 Series Sequence, a Source Image Sequence per frame, the CT's FrameOfReferenceUID) and carrying the
 CT's patient and study modules (:func:`.dicom_headers.copy_patient_study`: any real header, type 2
 attributes missing, de-identified, other character sets), so that a PACS files it beside the study
-and OHIF or 3D Slicer overlays it. The same function exports the derived ground truth (``algorithm_type`` SEMIAUTOMATIC).
+and OHIF or 3D Slicer overlays it. The same function exports the derived ground truth
+(``algorithm_type`` SEMIAUTOMATIC).
 :func:`read_label_map` is the way back, for a label map corrected in a viewer.
 """
 
@@ -79,28 +80,39 @@ def _is_frames_of_one_object(ct_datasets: Sequence[Dataset]) -> bool:
     return len({str(d.SOPInstanceUID) for d in ct_datasets}) == 1 and len(ct_datasets) > 1
 
 
-def multiframe_source(labels: np.ndarray, ct_datasets: Sequence[Dataset],
-                      source_file: str | os.PathLike) -> tuple[np.ndarray, Dataset]:
-    """The label map in the frame order of the enhanced CT object it was read from, and that object's header.
+def seg_sources(ct_datasets: Sequence[Dataset], source_files: Sequence[str | os.PathLike] | None = None,
+                ) -> list[Dataset]:
+    """The source images of a SEG or SR made on ``ct_datasets``, headers completed (``source_header``).
+
+    Classic slices are their own sources; the frames of one enhanced (or legacy-converted)
+    multi-frame CT object have that object as their one source, read (header only) from
+    ``source_files[0]``.
+    """
+    if not _is_frames_of_one_object(ct_datasets):
+        return [source_header(d) for d in ct_datasets]
+    if not source_files:
+        raise ValueError("the CT is one multi-frame object: give source_files (SeriesVolume.files)")
+    return [source_header(pydicom.dcmread(source_files[0], stop_before_pixels=True))]
+
+
+def slice_of_frame(ct_datasets: Sequence[Dataset], header: Dataset) -> np.ndarray:
+    """For each frame of the multi-frame object ``header``, the slice of ``ct_datasets`` it holds.
 
     ``ct_datasets`` are the object's frames in slice order (``dicom.series.read_series``
-    flattens and sorts them); each is matched to its frame of ``source_file`` by
-    ImagePositionPatient, so the SEG's frames can reference the source frames by number.
+    flattens and sorts them); each is matched to a frame by ImagePositionPatient, so that
+    ``volume[slice_of_frame(...)]`` is a ``(z, y, x)`` volume in the object's frame order.
     """
-    header = pydicom.dcmread(source_file, stop_before_pixels=True)
     groups = header.get("PerFrameFunctionalGroupsSequence") or []
     if int(header.get("NumberOfFrames", 0) or 0) != len(ct_datasets) or len(groups) != len(ct_datasets):
         raise ValueError(f"{len(ct_datasets)} slice headers but the multi-frame object has "
                          f"{header.get('NumberOfFrames')} frames: give the whole object")
     frame_xyz = np.asarray([[float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient] for g in groups])
     slice_xyz = np.asarray([[float(v) for v in d.ImagePositionPatient] for d in ct_datasets])
-    distance = np.linalg.norm(slice_xyz[:, None, :] - frame_xyz[None, :, :], axis=2)
-    frame_of_slice = distance.argmin(axis=1)
-    if len(set(frame_of_slice.tolist())) != len(ct_datasets):
+    distance = np.linalg.norm(frame_xyz[:, None, :] - slice_xyz[None, :, :], axis=2)
+    nearest = distance.argmin(axis=1)
+    if len(set(nearest.tolist())) != len(ct_datasets):
         raise ValueError("the slices do not match the multi-frame object's frames one to one")
-    ordered = np.empty_like(labels)
-    ordered[frame_of_slice] = labels
-    return ordered, header
+    return nearest
 
 
 def build_seg(
@@ -151,13 +163,10 @@ def build_seg(
     unknown = set(np.unique(labels).tolist()) - known - {0}
     if unknown:
         raise ValueError(f"label values {sorted(unknown)} have no segment description")
-    sources = [source_header(d) for d in ct_datasets]
     pixels = labels.astype(np.uint8)
-    if _is_frames_of_one_object(ct_datasets):
-        if not source_files:
-            raise ValueError("the CT is one multi-frame object: give source_files (SeriesVolume.files)")
-        pixels, header = multiframe_source(pixels, ct_datasets, source_files[0])
-        sources = [source_header(header)]
+    sources = seg_sources(ct_datasets, source_files)
+    if len(sources) == 1 and len(ct_datasets) > 1:
+        pixels = pixels[slice_of_frame(ct_datasets, sources[0])]
     algo = _algorithm(algorithm)
     descriptions = [
         hd.seg.SegmentDescription(
