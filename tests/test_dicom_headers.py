@@ -41,9 +41,12 @@ from colearn_pipeline.inference.seg import (
 from colearn_pipeline.inference.sr import build_sr
 from colearn_pipeline.phantom.generate import generate_cohort
 
-#: The real, de-identified chest CT (PatientIdentityRemoved YES); the lead may redirect this one constant.
-LUNG_CT = Path(os.environ.get("COLEARN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-               ) / "lung-ct" / "Lung_Dx-A0001.tar.gz"
+#: The real data (read-only; COLEARN_SHARED_DATA overrides): the lead may redirect this one constant.
+SHARED_DATA = Path(os.environ.get("COLEARN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+#: A real de-identified chest CT (Philips; PatientIdentityRemoved YES, a ReferencedStudySequence item without
+#: its SOP class) and three real de-identified limb PET-CT studies (GE; StudyID longer than SH allows).
+LUNG_CT = SHARED_DATA / "lung-ct" / "Lung_Dx-A0001.tar.gz"
+STS = SHARED_DATA / "ibsi-sts" / "STS.tar.gz"
 #: Header variants written over a copy of a phantom study's files.
 NAMES = {"latin1": ("ISO_IR 100", "Müller^Jörg"), "utf8": ("ISO_IR 192", "山田^太郎=やまだ^たろう")}
 
@@ -227,18 +230,40 @@ def test_enhanced_ct_seg_and_sr_reference_the_source_frames(cohort, tmp_path):
 # ---- a real, de-identified chest CT ---------------------------------------------------------------------------------
 
 
+def _unpack(archive: Path, dest: Path) -> Path:
+    if not archive.is_file():
+        pytest.fail(f"real data missing: {archive} (see /work/shared/data or set COLEARN_SHARED_DATA)")
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def _box_labels(shape) -> np.ndarray:
+    z, y, x = (n // 2 for n in shape)
+    labels = np.zeros(shape, np.uint8)
+    labels[z - 5:z + 5, y - 50:y + 50, x - 100:x] = 1
+    labels[z - 2:z + 2, y - 10:y + 10, x + 20:x + 40] = 3
+    return labels
+
+
 @pytest.fixture(scope="module")
 def real_ct(tmp_path_factory):
-    if not LUNG_CT.is_file():
-        pytest.fail(f"real data missing: {LUNG_CT} (see /work/shared/data or set COLEARN_SHARED_DATA)")
-    root = tmp_path_factory.mktemp("lung_ct")
-    with tarfile.open(LUNG_CT) as tar:
-        tar.extractall(root, filter="data")
+    root = _unpack(LUNG_CT, tmp_path_factory.mktemp("lung_ct"))
     ct = read_series(sorted((root / "ct").glob("*.dcm")), "lung-dx-a0001")
-    labels = np.zeros(ct.shape_zyx, np.uint8)
-    labels[20:30, 150:250, 100:200] = 1
-    labels[24:27, 190:210, 140:160] = 3
-    return ct, labels
+    return ct, _box_labels(ct.shape_zyx)
+
+
+def test_real_ge_ct_with_an_overlong_study_id_gives_a_valid_seg_and_sr(tmp_path):
+    root = _unpack(STS, tmp_path / "sts")
+    ct = read_series(sorted((root / "STS_001" / "CT" / "image").glob("*.dcm")), "sts-001")
+    source = ct.datasets[0]
+    assert len(source.StudyID) > 16 and source.Manufacturer == "GE MEDICAL SYSTEMS"  # SH holds 16 characters
+    labels = _box_labels(ct.shape_zyx)
+    seg = build_seg(labels, ct.datasets, algorithm={"name": "t", "version": "1"})
+    seg_path = write_seg(seg, tmp_path / "sts.seg.dcm")
+    _assert_seg_valid_and_read_back(seg_path, ct, labels)
+    sr = _write_valid_sr(seg, ct, labels, tmp_path / "sts.sr.dcm")
+    assert sr.StudyID == "" and sr.AccessionNumber == source.AccessionNumber != ""
 
 
 def test_real_deidentified_ct_gives_a_valid_seg_and_sr_with_its_deidentification(real_ct, tmp_path):
