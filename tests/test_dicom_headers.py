@@ -49,6 +49,8 @@ LUNG_CT = SHARED_DATA / "lung-ct" / "Lung_Dx-A0001.tar.gz"
 STS = SHARED_DATA / "ibsi-sts" / "STS.tar.gz"
 #: Header variants written over a copy of a phantom study's files.
 NAMES = {"latin1": ("ISO_IR 100", "Müller^Jörg"), "utf8": ("ISO_IR 192", "山田^太郎=やまだ^たろう")}
+#: A partial Clinical Trial Subject module as some research exports carry it (type 2 attributes missing).
+TRIAL = {"ClinicalTrialSponsorName": "NCI", "ClinicalTrialProtocolID": "PROTO-1", "ClinicalTrialSubjectID": "S-01"}
 
 
 # ---- copy_patient_study on hand-made headers ----------------------------------------------------------------------
@@ -114,6 +116,18 @@ def test_incomplete_sequence_items_and_bad_optional_values_are_dropped():
     assert target.SpecificCharacterSet == "ISO_IR 100"
 
 
+def test_clinical_trial_modules_are_completed_or_left_out():
+    whole = copy_patient_study(_source(ClinicalTrialSponsorName="TCIA", ClinicalTrialProtocolID="LUNG-PET-CT-DX",
+                                       ClinicalTrialSubjectID="A0001", ClinicalTrialTimePointDescription="baseline"),
+                               Dataset())
+    assert (whole.ClinicalTrialProtocolID, whole.ClinicalTrialSubjectID) == ("LUNG-PET-CT-DX", "A0001")
+    for keyword in ("ClinicalTrialProtocolName", "ClinicalTrialSiteID", "ClinicalTrialSiteName",
+                    "ClinicalTrialTimePointID"):
+        assert whole[keyword].value in ("", None), keyword
+    partial = copy_patient_study(_source(ClinicalTrialProtocolName="a trial", ResponsiblePerson="Smith^J"), Dataset())
+    assert not [e.keyword for e in partial if e.keyword.startswith(("ClinicalTrial", "Responsible"))]
+
+
 def test_no_study_instance_uid_is_an_error():
     source = _source()
     del source.StudyInstanceUID
@@ -140,7 +154,7 @@ def cohort(tmp_path_factory):
 
 
 def rewrite_headers(files, folder: Path, variant: str) -> list[Path]:
-    """Copies of ``files`` with their headers changed: ``stripped`` (type 2 attributes deleted) or a charset."""
+    """Copies of ``files`` with their headers changed: ``stripped`` (type 2 attributes deleted), a charset, a trial."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, path in enumerate(files):
@@ -149,6 +163,9 @@ def rewrite_headers(files, folder: Path, variant: str) -> list[Path]:
             for keyword in TYPE2:
                 if keyword in ds and keyword not in ("PatientID", "PatientName"):
                     delattr(ds, keyword)
+        elif variant == "trial":
+            for keyword, value in TRIAL.items():
+                setattr(ds, keyword, value)
         elif variant in NAMES:
             ds.SpecificCharacterSet, ds.PatientName = NAMES[variant]
             ds.StudyDescription = "Thorax, Lunge (Tumorsuche)" if variant == "latin1" else "胸部 PET-CT"
@@ -160,7 +177,7 @@ def rewrite_headers(files, folder: Path, variant: str) -> list[Path]:
 def _cases():
     studies = range(6)
     return ([(i, "as_written") for i in studies] + [(i, "stripped") for i in studies]
-            + [(i, v) for i in (0, 5) for v in NAMES])
+            + [(i, v) for i in (0, 5) for v in [*NAMES, "trial"]])
 
 
 def _write_valid_sr(seg, ct, labels, path: Path) -> pydicom.Dataset:
@@ -203,6 +220,8 @@ def test_every_object_written_is_valid_for_each_vendor_and_header(cohort, tmp_pa
     assert written.StudyInstanceUID == source.StudyInstanceUID and written.PatientName == source.PatientName
     if variant == "stripped":
         assert (written.AccessionNumber, written.StudyID, written.ReferringPhysicianName) == ("", "", "")
+    if variant == "trial":
+        assert written.ClinicalTrialSubjectID == "S-01" and written.ClinicalTrialSiteName == ""
     if variant in NAMES:
         assert written.SpecificCharacterSet == NAMES[variant][0] and str(written.PatientName) == NAMES[variant][1]
 
