@@ -202,9 +202,10 @@ def copy_patient_study(source: Dataset, target: Dataset) -> Dataset:
     ``"N/A"``) are written empty; type 3 ones are copied only when valid; sequence items
     lacking a type 1 attribute are dropped, and so is ResponsiblePerson without its role.
     The Clinical Trial Subject and Study modules are copied only when their type 1 attributes
-    are there (sponsor, protocol ID, subject ID or reading ID), their type 2 ones written empty. With PatientIdentityRemoved YES, the
-    de-identification method (text and/or code sequence) is copied, or stated as unknown
-    (:data:`UNSTATED_DEIDENTIFICATION`) when the source has neither, as PS3.3 C.7.1.1 requires.
+    are there (sponsor, protocol ID, subject ID or reading ID), their type 2 ones written empty.
+    With PatientIdentityRemoved YES, the de-identification method (text and/or code sequence) is
+    copied, or stated as unknown (:data:`UNSTATED_DEIDENTIFICATION`) when the source has neither,
+    as PS3.3 C.7.1.1 requires.
     """
     uid = str(source.get("StudyInstanceUID", "") or "").strip()
     if not uid:
