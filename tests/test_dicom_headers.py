@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_validators import dciodvfy_errors, dcmqi_segments
+from dicom_validators import dciodvfy_errors, dcmqi_segments, sr_measurement_groups
 from pydicom.dataset import Dataset
 
 from colearn_pipeline.dicom.discovery import discover, select_ct_pet
@@ -231,8 +231,8 @@ def test_enhanced_ct_seg_and_sr_reference_the_source_frames(cohort, tmp_path):
     files, labels = cohort[pseudonym]
     ct = read_series(files, pseudonym)
     assert len(set(ct.files)) == 1, "study 5 should hold one enhanced CT object (archive_enhanced_every=6)"
-    seg = write_seg(build_seg(labels, ct.datasets, algorithm={"name": "t", "version": "1"}, source_files=ct.files),
-                    tmp_path / "mf.seg.dcm")
+    hd_seg = build_seg(labels, ct.datasets, algorithm={"name": "t", "version": "1"}, source_files=ct.files)
+    seg = write_seg(hd_seg, tmp_path / "mf.seg.dcm")
     ds = pydicom.dcmread(seg)
     source = pydicom.dcmread(ct.files[0], stop_before_pixels=True)
     position_of_frame = {k + 1: [float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient]
@@ -242,6 +242,9 @@ def test_enhanced_ct_seg_and_sr_reference_the_source_frames(cohort, tmp_path):
         assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
         np.testing.assert_allclose(position_of_frame[int(ref.ReferencedFrameNumber)],
                                    [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient], atol=1e-3)
+    sr = _write_valid_sr(hd_seg, ct, labels, tmp_path / "mf.sr.dcm")
+    groups = sr_measurement_groups(sr)
+    assert groups and all(set(g["source_images"]) == {source.SOPInstanceUID} for g in groups)
     with pytest.raises(ValueError, match="source_files"):
         build_seg(labels, ct.datasets, algorithm={"name": "t", "version": "1"})
 
