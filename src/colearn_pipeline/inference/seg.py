@@ -82,14 +82,15 @@ def _is_frames_of_one_object(ct_datasets: Sequence[Dataset]) -> bool:
 
 def seg_sources(ct_datasets: Sequence[Dataset], source_files: Sequence[str | os.PathLike] | None = None,
                 ) -> list[Dataset]:
-    """The source images of a SEG or SR made on ``ct_datasets``, headers completed (``source_header``).
+    """The source images of a SEG or SR made on ``ct_datasets``, the first one's header completed (``source_header``).
 
     Classic slices are their own sources; the frames of one enhanced (or legacy-converted)
     multi-frame CT object have that object as their one source, read (header only) from
-    ``source_files[0]``.
+    ``source_files[0]``. highdicom takes the patient and study modules from the first source
+    only, so only that one is completed (the others are passed as they are).
     """
     if not _is_frames_of_one_object(ct_datasets):
-        return [source_header(d) for d in ct_datasets]
+        return [source_header(ct_datasets[0]), *ct_datasets[1:]]
     if not source_files:
         raise ValueError("the CT is one multi-frame object: give source_files (SeriesVolume.files)")
     return [source_header(pydicom.dcmread(source_files[0], stop_before_pixels=True))]
