@@ -65,3 +65,21 @@ def test_studies_without_type2_attributes_segment_end_to_end(stripped_cohort, bu
             assert dciodvfy_errors(path) == [], path.name
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             assert all(ds[k].value in ("", None) for k in STRIPPED), path.name
+
+
+@pytest.mark.slow
+def test_a_header_no_object_can_be_built_from_sets_the_study_aside(stripped_cohort, bundle_path, tmp_path,
+                                                                   monkeypatch, capsys):
+    from colearn_pipeline.inference import cohort
+    from colearn_pipeline.inference.dicom_headers import HeaderError
+
+    def no_study_uid(*args, **kwargs):
+        raise HeaderError("source image has no StudyInstanceUID (type 1): cannot join the study")
+
+    monkeypatch.setattr(cohort, "build_seg", no_study_uid)
+    folder, pseudonyms = stripped_cohort
+    out = tmp_path / "out"
+    assert main([str(folder), "--model", str(bundle_path), "--out", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert all(f"{p}: -: DICOM header: source image has no StudyInstanceUID" in err for p in pseudonyms), err
+    assert not list(out.glob("*.dcm"))

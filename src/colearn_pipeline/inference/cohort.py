@@ -27,6 +27,7 @@ from colearn_pipeline.dicom.discovery import Discovery, StudyFiles, discover
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY
 from colearn_pipeline.groundtruth import LABELS
+from colearn_pipeline.inference.dicom_headers import HeaderError
 from colearn_pipeline.inference.seg import (
     LabelMapError,
     build_seg,
@@ -135,6 +136,8 @@ def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapp
             row["status"] = "ok"
         except (DicomSeriesError, LabelMapError) as exc:
             row.update(reason=study.redact(exc.problem), file=study.redact(exc.file))
+        except HeaderError as exc:  # no object can be written into the study (e.g. no StudyInstanceUID)
+            row.update(reason=study.redact(f"DICOM header: {exc}"), file="-")
         except Exception as exc:  # one study's unexpected failure must not stop the others
             logger.debug("study %s failed", pseudonym, exc_info=True)
             row.update(reason=study.redact(f"unexpected {type(exc).__name__}: {exc}"), file="-")
