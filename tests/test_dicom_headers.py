@@ -184,7 +184,8 @@ def _write_valid_sr(seg, ct, labels, path: Path) -> pydicom.Dataset:
     """The SR of ``labels`` (SUV 1 + 2 in tumour) beside ``seg``: dciodvfy-clean, patient and study of the SEG."""
     suv = 1.0 + 2.0 * (labels == LABEL_OF_CODE["108369006"])
     figures = quantify_tumours(labels, suv, ct.spacing_xyz_mm, tumour_label=LABEL_OF_CODE["108369006"])
-    sr = build_sr(seg, seg_sources(ct.datasets, ct.files), figures, tumour_segment=LABEL_OF_CODE["108369006"])
+    sr = build_sr(seg, seg_sources(ct.datasets, ct.files), figures, tumour_segment=LABEL_OF_CODE["108369006"],
+                  geometry=(ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction))
     write_seg(sr, path)
     assert dciodvfy_errors(path) == []
     written = pydicom.dcmread(path)
@@ -245,6 +246,14 @@ def test_enhanced_ct_seg_and_sr_reference_the_source_frames(cohort, tmp_path):
     sr = _write_valid_sr(hd_seg, ct, labels, tmp_path / "mf.sr.dcm")
     groups = sr_measurement_groups(sr)
     assert groups and all(set(g["source_images"]) == {source.SOPInstanceUID} for g in groups)
+    frames = [{int(f) for i in group.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121233"
+               for f in np.atleast_1d(i.ReferencedSOPSequence[0].ReferencedFrameNumber)}
+              for measurements in sr.ContentSequence if measurements.ConceptNameCodeSequence[0].CodeValue == "126010"
+              for group in measurements.ContentSequence]  # the Source Image for Segmentation items of each group
+    position_z = {k: p[2] for k, p in position_of_frame.items()}
+    tumour_z = {round(float(d.ImagePositionPatient[2]), 3) for d, lab in zip(ct.datasets, labels) if (lab == 3).any()}
+    assert {round(position_z[f], 3) for f in frames[-1]} == tumour_z  # all components: every tumour slice's frame
+    assert all(f <= frames[-1] for f in frames[:-1])
     with pytest.raises(ValueError, match="source_files"):
         build_seg(labels, ct.datasets, algorithm={"name": "t", "version": "1"})
 

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from dicom_validators import dciodvfy_errors, sr_measurement_groups
+from scipy import ndimage as ndi
 
 from colearn_pipeline.dicom.discovery import discover, select_ct_pet
 from colearn_pipeline.dicom.series import read_series
@@ -49,7 +50,9 @@ def _sr(study, tmp_path, labels=None, **kwargs):
     ct, truth, suv, uncertainty, seg = study
     labels = truth if labels is None else labels
     figures = quantify_tumours(labels, suv, ct.spacing_xyz_mm, tumour_label=TUMOUR, uncertainty=uncertainty)
-    sr = build_sr(seg, seg_sources(ct.datasets), figures, tumour_segment=TUMOUR, algorithm=ALGORITHM, **kwargs)
+    geometry = (ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction)
+    sr = build_sr(seg, seg_sources(ct.datasets), figures, tumour_segment=TUMOUR, algorithm=ALGORITHM,
+                  geometry=geometry, **kwargs)
     return write_seg(sr, tmp_path / "study.sr.dcm"), figures
 
 
@@ -75,9 +78,16 @@ def test_sr_references_the_tumour_segment_and_its_ct_slices(study, tmp_path):
     path, _ = _sr(study, tmp_path)
     ds = pydicom.dcmread(path)
     tumour_slices = {ct.datasets[z].SOPInstanceUID for z in np.flatnonzero((labels == TUMOUR).any(axis=(1, 2)))}
-    for group in sr_measurement_groups(ds):
+    components, _ = ndi.label(labels == TUMOUR, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(components.ravel())[1:]
+    groups = sr_measurement_groups(ds)
+    for rank, group in enumerate(groups[:-1]):  # each component: the CT images it lies on
         assert group["segment"] == (seg.SOPInstanceUID, TUMOUR)
-        assert set(group["source_images"]) == tumour_slices
+        component = 1 + np.argsort(-sizes, kind="stable")[rank]
+        on = np.flatnonzero((components == component).any(axis=(1, 2)))
+        assert set(group["source_images"]) == {ct.datasets[z].SOPInstanceUID for z in on}, group["tracking_id"]
+    assert groups[-1]["segment"] == (seg.SOPInstanceUID, TUMOUR)
+    assert set(groups[-1]["source_images"]) == tumour_slices  # all components: every tumour slice
     evidence = {s.SeriesInstanceUID: {i.ReferencedSOPInstanceUID for i in s.ReferencedSOPSequence}
                 for s in ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence}
     assert seg.SOPInstanceUID in evidence[seg.SeriesInstanceUID]

@@ -85,6 +85,7 @@ def _component_figures(suv: np.ndarray, mask: np.ndarray, box: tuple[slice, ...]
         "voxels": int(mask.sum()), "volume_ml": volume_ml, "suv_max": float(values.max()),
         "suv_peak": float(peak[peak_at]), "suv_mean": suv_mean, "tlg_g": volume_ml * suv_mean,
         "peak_index_zyx": [int(i + b.start) for i, b in zip(peak_at, box)],
+        "z_range": [int(box[0].start), int(box[0].stop) - 1],
         "centroid_index_zyx": [float(c + b.start) for c, b in zip(ndi.center_of_mass(mask), box)],
     }
     if uncertainty is not None:
@@ -124,7 +125,8 @@ def quantify_tumours(
         ``components``: one dict per 26-connected component, largest first (ties: first in
         z, y, x order), with ``component`` (1-based rank), ``voxels``, ``volume_ml``, ``suv_max``,
         ``suv_peak``, ``suv_mean``, ``tlg_g``, ``peak_index_zyx`` (the SUVpeak sphere's centre),
-        ``centroid_index_zyx`` and, with ``uncertainty``, ``uncertainty_mean``; ``totals``:
+        ``centroid_index_zyx``, ``z_range`` (first and last slice it lies on) and, with
+        ``uncertainty``, ``uncertainty_mean``; ``totals``:
         ``n_components``, ``volume_ml`` and ``tlg_g`` (sums), ``suv_max`` and ``suv_peak`` (the
         highest), ``suv_mean`` (over all tumour voxels) and ``uncertainty_mean`` (likewise);
         figures of an empty study are 0 (None for SUV figures).

@@ -105,7 +105,7 @@ def study_sr(seg, ct, summary: Mapping[str, Any], algorithm: Mapping[str, Any], 
     sr_conf = dict(params.get("sr") or {})
     figures = {"components": summary["tumours"], "totals": summary["tumour_totals"]}
     return build_sr(seg, seg_sources(ct.datasets, ct.files), figures, tumour_segment=LABELS["tumour"],
-                    suv_type=str(params.get("suv_type", "bw")), algorithm=algorithm,
+                    geometry=(ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction), suv_type=str(params.get("suv_type", "bw")), algorithm=algorithm,
                     series_number=int(sr_conf.get("series_number", 9902)),
                     series_description=str(sr_conf.get("series_description", "colearn-pipeline PET measurements")),
                     software_version=__version__)

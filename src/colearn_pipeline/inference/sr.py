@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -66,8 +67,44 @@ def _measurements(figures: Mapping[str, Any], suv_type: str) -> list:
             for key, name, unit, derivation in wanted if figures.get(key) is not None]  # no SUV without tumour
 
 
-def _group(seg, segment_number: int | None, label: str, figures: Mapping[str, Any], suv_type: str, algorithm):
-    """A TID 1411 group on the SEG's segment; with no segment (no tumour found), a TID 1501 group."""
+def _frame_slice(frame: Dataset, geometry) -> int:
+    spacing, origin, direction = geometry
+    normal = np.asarray(direction, dtype=np.float64).reshape(3, 3)[:, 2]
+    position = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, dtype=np.float64)
+    return int(np.rint((position - np.asarray(origin, dtype=np.float64)) @ normal / float(spacing[2])))
+
+
+def source_images_of_segment(seg: Dataset, segment_number: int, z_range: Sequence[int] | None = None,
+                             geometry=None) -> list:
+    """The CT images (and frames) a segment of ``seg`` lies on, optionally only on slices ``z_range``.
+
+    Read from each SEG frame's Derivation Image Sequence; one Source Image for Segmentation per
+    source SOP instance, with its frame numbers when the source is one multi-frame object.
+    ``geometry`` (``(spacing_xyz_mm, origin_xyz_mm, direction)`` of the CT grid) places a SEG
+    frame on a slice (its ImagePositionPatient projected on the slice normal).
+    """
+    import highdicom as hd
+
+    frames_of: dict[tuple[str, str], set[int]] = {}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        if int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != segment_number:
+            continue
+        if z_range is not None and not z_range[0] <= _frame_slice(frame, geometry) <= z_range[1]:
+            continue
+        for derivation in frame.get("DerivationImageSequence", []):
+            for src in derivation.get("SourceImageSequence", []):
+                key = (str(src.ReferencedSOPClassUID), str(src.ReferencedSOPInstanceUID))
+                numbers = src.get("ReferencedFrameNumber")
+                frames_of.setdefault(key, set()).update(int(n) for n in np.atleast_1d(numbers or []))
+    return [hd.sr.SourceImageForSegmentation(referenced_sop_class_uid=cls, referenced_sop_instance_uid=uid,
+                                             referenced_frame_numbers=sorted(frames) or None)
+            for (cls, uid), frames in frames_of.items()]
+
+
+def _group(seg, segment_number: int | None, label: str, figures: Mapping[str, Any], suv_type: str, algorithm,
+           geometry=None):
+    """A TID 1411 group on the SEG's segment (on the component's slices when ``geometry`` and its
+    ``z_range`` are known); with no segment (no tumour found), a TID 1501 group."""
     import highdicom as hd
 
     if segment_number is None:
@@ -78,10 +115,22 @@ def _group(seg, segment_number: int | None, label: str, figures: Mapping[str, An
         )
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label),
-        referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=segment_number),
+        referenced_segment=_referenced_segment(seg, segment_number, figures.get("z_range"), geometry),
         finding_type=codes.SCT.Neoplasm, finding_category=codes.SCT.MorphologicallyAbnormalStructure,
         algorithm_id=algorithm, measurements=_measurements(figures, suv_type),
     )
+
+
+def _referenced_segment(seg, segment_number: int, z_range, geometry):
+    """The whole segment, with the source images of the component's slices when known, else all its images."""
+    import highdicom as hd
+
+    on = z_range if geometry is not None else None
+    images = source_images_of_segment(seg, segment_number, on, geometry)
+    if not images:  # a SEG without per-frame source references: its referenced series, as highdicom does
+        return hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=segment_number)
+    return hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+                                   segment_number=segment_number, source_images=images)
 
 
 def _algorithm_id(algorithm: Mapping[str, Any] | None):
@@ -100,6 +149,7 @@ def build_sr(
     quantification: Mapping[str, Any],
     *,
     tumour_segment: int,
+    geometry: tuple[Sequence[float], Sequence[float], Sequence[float]] | None = None,
     suv_type: str = "bw",
     algorithm: Mapping[str, Any] | None = None,
     series_number: int = 9902,
@@ -119,6 +169,10 @@ def build_sr(
         returns them (or the summary's ``tumours`` / ``tumour_totals``).
     tumour_segment : int
         The Tumour segment number in ``seg``.
+    geometry : (spacing_xyz_mm, origin_xyz_mm, direction), optional
+        The CT grid (SimpleITK order). With it, each component's group references only the
+        SEG frames, and so the CT images, of the slices the component lies on (its
+        ``z_range``); without it, every frame of the Tumour segment.
     suv_type : {"bw", "lbm", "bsa", "ibw"}
         The SUV the figures are in.
     algorithm : mapping, optional
@@ -139,7 +193,8 @@ def build_sr(
         raise ValueError(f"suv_type {suv_type!r}: expected one of {sorted(SUV_CODES)}")
     algo = _algorithm_id(algorithm)
     components = list(quantification["components"])
-    groups = [_group(seg, tumour_segment, f"Tumour component {c['component']}", c, suv_type, algo) for c in components]
+    groups = [_group(seg, tumour_segment, f"Tumour component {c['component']}", c, suv_type, algo, geometry)
+              for c in components]
     groups.append(_group(seg, tumour_segment if components else None, "All tumour components",
                          quantification["totals"], suv_type, algo))
     name = str((algorithm or {}).get("name", "colearn-pipeline"))[:64]

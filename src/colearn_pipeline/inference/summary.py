@@ -61,8 +61,9 @@ def summarise_labels(
         ``lungs_ml``, ``mediastinum_ml``, ``tumour_ml`` (all components), ``n_tumours``,
         ``tumours``: one dict per 26-connected component, largest first, with ``component``
         (1-based), ``voxels``, ``volume_ml`` (MTV), ``suv_max``, ``suv_peak`` (PERCIST),
-        ``suv_mean``, ``tlg_g``, ``uncertainty_mean`` (None without a map) and
-        ``centroid_lps_mm`` (``[x, y, z]`` patient LPS mm, the frame of ImagePositionPatient);
+        ``suv_mean``, ``tlg_g``, ``uncertainty_mean`` (None without a map),
+        ``centroid_lps_mm`` (``[x, y, z]`` patient LPS mm, the frame of ImagePositionPatient) and
+        ``z_range`` (its first and last slice);
         and ``tumour_totals``: ``n_components``, ``volume_ml``, ``tlg_g``, ``suv_max``,
         ``suv_peak``, ``suv_mean``, ``uncertainty_mean`` over all components.
     """
@@ -75,7 +76,7 @@ def summarise_labels(
         centroid = index_to_lps_mm(np.asarray([c["centroid_index_zyx"]]), spacing_xyz_mm, origin_xyz_mm, direction)[0]
         tumours.append({"component": c["component"], "voxels": c["voxels"],
                         **{k: _r(c.get(k)) for k in FIGURES},
-                        "centroid_lps_mm": [round(float(v), 2) for v in centroid]})
+                        "centroid_lps_mm": [round(float(v), 2) for v in centroid], "z_range": c["z_range"]})
     totals = figures["totals"]
     return {
         "lungs_ml": round(float((labels == LABELS["lung"]).sum()) * voxel_ml, DECIMALS),
