@@ -29,6 +29,7 @@ demo: $(STAMP)
 	@echo
 	@echo "Held-back study segmented from its DICOM (no report) by the colearn net:"
 	@echo "  DICOM SEG: $$(ls data/07_model_output/predict/seg/*.seg.dcm)"
+	@echo "  DICOM SR:  $$(ls data/07_model_output/predict/sr/*.sr.dcm)"
 	@echo "  summary:   $$(ls data/07_model_output/predict/summary/*.json)"
 	@echo "  manifest:  data/07_model_output/predict/manifest.csv"
 

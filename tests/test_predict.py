@@ -57,7 +57,7 @@ def test_study_without_report_is_segmented_on_the_ct_grid(phantom, predicted):
     code, out, _ = predicted
     assert code == 0
     names = {p.name for p in out.iterdir()}
-    assert {f"{pseudonym}.nii.gz", f"{pseudonym}.seg.dcm", f"{pseudonym}.summary.json",
+    assert {f"{pseudonym}.nii.gz", f"{pseudonym}.seg.dcm", f"{pseudonym}.sr.dcm", f"{pseudonym}.summary.json",
             f"{pseudonym}.summary.csv", "manifest.csv"} <= names
     ct = read_series(ct_files, pseudonym)
     image = sitk.ReadImage(str(out / f"{pseudonym}.nii.gz"))
@@ -110,7 +110,8 @@ def test_summary_matches_the_label_map_and_names_no_patient(phantom, predicted):
     for t in summary["tumours"]:
         assert t["suv_max"] >= t["suv_mean"] >= 0
     table = pd.read_csv(out / f"{pseudonym}.summary.csv")
-    assert table["structure"].tolist() == ["lungs", "mediastinum"] + ["tumour"] * summary["n_tumours"]
+    assert table["structure"].tolist() == ["lungs", "mediastinum"] + ["tumour"] * summary["n_tumours"] + [
+        "tumour_total"]
     header = pydicom.dcmread(ct_files[0], stop_before_pixels=True)
     identifiers = [str(header.PatientName), str(header.PatientID)]
     for path in out.iterdir():
@@ -252,3 +253,25 @@ def test_model_uri_from_mlflow_loads(tiny_bundle, tmp_path, monkeypatch):
         load_bundle("models:/colearn-test/7")
     with pytest.raises(ModelLoadError, match="has no state_dict/model.pt"):
         load_bundle("runs:/0123456789abcdef/model")
+
+
+def test_sr_beside_the_seg_holds_the_summary_figures(phantom, predicted):
+    from dicom_validators import dciodvfy_errors, sr_measurement_groups
+
+    _, pseudonym, ct_files, _ = phantom
+    _, out, _ = predicted
+    summary = json.loads((out / f"{pseudonym}.summary.json").read_text())
+    path = out / f"{pseudonym}.sr.dcm"
+    assert dciodvfy_errors(path) == []
+    ds = pydicom.dcmread(path)
+    seg = pydicom.dcmread(out / f"{pseudonym}.seg.dcm", stop_before_pixels=True)
+    assert ds.StudyInstanceUID == seg.StudyInstanceUID and ds.PatientID == seg.PatientID
+    groups = sr_measurement_groups(ds)
+    assert [g["tracking_id"] for g in groups] == [f"Tumour component {t['component']}" for t in summary["tumours"]] + [
+        "All tumour components"]
+    for group, figures in zip(groups, [*summary["tumours"], summary["tumour_totals"]]):
+        assert group["values"][("126032", None)][0] == pytest.approx(figures["volume_ml"])
+        assert group["values"][("126033", None)][0] == pytest.approx(figures["tlg_g"])
+        if figures["suv_peak"] is not None:
+            assert group["values"][("126401", "126031")][0] == pytest.approx(figures["suv_peak"])
+            assert group["segment"] == (seg.SOPInstanceUID, 3)

@@ -57,6 +57,7 @@ def test_predict_pipeline_segments_and_quarantines(tmp_path):
     assert (out / "labels" / f"{good}.nii.gz").is_file() and (out / "summary" / f"{good}.json").is_file()
     assert (out / "summary" / f"{good}.csv").is_file()
     assert pydicom.dcmread(out / "seg" / f"{good}.seg.dcm").Modality == "SEG"
+    assert pydicom.dcmread(out / "sr" / f"{good}.sr.dcm").Modality == "SR"
     assert not any(out.rglob(f"{bad}*")) and not list(out.glob(".predict-staging-*/*"))
     log = proc.stdout + proc.stderr  # rich wraps and annotates long log lines: look for the parts
     assert bad in log and "quarantined" in log and "no PET" in log, log[-4000:]

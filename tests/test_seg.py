@@ -130,3 +130,16 @@ def test_read_label_map_refuses_other_scans_codes_and_values(study, seg_file, tm
     sitk.WriteImage(ct.to_sitk((labels * 2).astype(np.uint8)), str(bad))
     with pytest.raises(LabelMapError, match="label values"):
         read_label_map(bad, ct)
+
+
+def test_dcmqi_reads_the_seg_back_voxel_for_voxel_and_dciodvfy_accepts_it(study, seg_file):
+    from dicom_validators import dciodvfy_errors, dcmqi_segments
+
+    from colearn_pipeline.inference.seg import LABEL_OF_CODE
+
+    ct, labels = study
+    assert dciodvfy_errors(seg_file) == []
+    masks = dcmqi_segments(seg_file, ct.to_sitk(np.zeros(ct.shape_zyx, np.uint8)))
+    assert set(masks) == set(LABEL_OF_CODE)  # the phantom holds all three classes
+    for code, mask in masks.items():
+        np.testing.assert_array_equal(mask, labels == LABEL_OF_CODE[code], err_msg=code)

@@ -97,7 +97,7 @@ def _report(rows: list[dict], out: Path) -> None:
         if r["status"] == "ok":
             paths = r["_paths"]
             print(f"{r['pseudonym']}: thorax slices {r['thorax_slices']}, {r['n_tumours']} tumour component(s), "
-                  f"{r['tumour_ml']} mL\n  SEG:     {paths['seg']}\n  summary: {paths['summary_json']} "
+                  f"{r['tumour_ml']} mL\n  SEG:     {paths['seg']}\n  SR:      {paths['sr']}\n  summary: {paths['summary_json']} "
                   f"({paths['summary_csv'].name})\n  labels:  {paths['labels']}")
         else:
             print(f"colearn-predict: {r['pseudonym']}: {r['file']}: {r['reason']}", file=sys.stderr)

@@ -3,6 +3,7 @@
 Used by ``colearn-predict`` and by the ``predict`` Kedro pipeline. Each study's outputs are
 written into one folder, in their final format, named by pseudonym only:
 ``<pseudonym>.nii.gz`` (labels on the CT grid), ``<pseudonym>.seg.dcm`` (DICOM SEG),
+``<pseudonym>.sr.dcm`` (the tumours' PET figures as a TID 1500 DICOM SR referencing the SEG),
 ``<pseudonym>.summary.json`` and ``<pseudonym>.summary.csv``.
 """
 
@@ -25,15 +26,23 @@ from colearn_pipeline.datasets._atomic import atomic_write
 from colearn_pipeline.dicom.discovery import Discovery, StudyFiles, discover
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY
-from colearn_pipeline.inference.seg import LabelMapError, build_seg, write_seg
+from colearn_pipeline.groundtruth import LABELS
+from colearn_pipeline.inference.dicom_headers import HeaderError
+from colearn_pipeline.inference.seg import (
+    LabelMapError,
+    build_seg,
+    seg_sources,
+    write_seg,
+)
 from colearn_pipeline.inference.segment import segment_volume
+from colearn_pipeline.inference.sr import build_sr
 from colearn_pipeline.inference.study import load_study
 from colearn_pipeline.inference.summary import summarise_labels, summary_table
 
 logger = logging.getLogger(__name__)
 
 #: Output file suffixes, per output.
-OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "summary_json": ".summary.json",
+OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "sr": ".sr.dcm", "summary_json": ".summary.json",
                    "summary_csv": ".summary.csv"}
 #: Manifest columns.
 MANIFEST_COLUMNS = ["pseudonym", "status", "reason", "file", "series_selection", "suv_convention",
@@ -69,8 +78,8 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
     summary = summarise_labels(labels, data.suv_ct, ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction)
     summary = {"study": data.pseudonym, "net": bundle["net"], "model": provenance.get("mlflow_run_id") or "file",
                "thorax_slices": [int(data.slice_index[0]), int(data.slice_index[-1])], **summary}
-    seg_conf = dict(params.get("seg") or {})
-    seg = build_seg(labels, ct.datasets, algorithm=algorithm_identification(bundle, provenance),
+    seg_conf, algorithm = dict(params.get("seg") or {}), algorithm_identification(bundle, provenance)
+    seg = build_seg(labels, ct.datasets, algorithm=algorithm, source_files=ct.files,
                     series_number=int(seg_conf.get("series_number", 9901)),
                     series_description=str(seg_conf.get("series_description", "colearn-pipeline segmentation")),
                     content_label=str(seg_conf.get("content_label", "COLEARN")), software_version=__version__)
@@ -80,6 +89,7 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
 
     NiftiDataset(str(paths["labels"])).save(ct.to_sitk(labels))
     write_seg(seg, paths["seg"])
+    write_seg(study_sr(seg, ct, summary, algorithm, params), paths["sr"])
     atomic_write(paths["summary_json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     table = summary_table(data.pseudonym, summary)
     atomic_write(paths["summary_csv"], lambda tmp: table.to_csv(tmp, index=False))
@@ -88,6 +98,17 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
         "ct_shape_zyx": list(ct.shape_zyx), "thorax_slices": f"{data.slice_index[0]}-{data.slice_index[-1]}",
         "n_tumours": summary["n_tumours"], "tumour_ml": summary["tumour_ml"], "_paths": paths,
     }
+
+
+def study_sr(seg, ct, summary: Mapping[str, Any], algorithm: Mapping[str, Any], params: Mapping[str, Any]):
+    """The study's TID 1500 SR: the summary's tumour figures, referencing the SEG's Tumour segment."""
+    sr_conf = dict(params.get("sr") or {})
+    figures = {"components": summary["tumours"], "totals": summary["tumour_totals"]}
+    return build_sr(seg, seg_sources(ct.datasets, ct.files), figures, tumour_segment=LABELS["tumour"],
+                    geometry=(ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction), suv_type=str(params.get("suv_type", "bw")), algorithm=algorithm,
+                    series_number=int(sr_conf.get("series_number", 9902)),
+                    series_description=str(sr_conf.get("series_description", "colearn-pipeline PET measurements")),
+                    software_version=__version__)
 
 
 def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapping[str, Any],
@@ -115,6 +136,8 @@ def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapp
             row["status"] = "ok"
         except (DicomSeriesError, LabelMapError) as exc:
             row.update(reason=study.redact(exc.problem), file=study.redact(exc.file))
+        except HeaderError as exc:  # no object can be written into the study (e.g. no StudyInstanceUID)
+            row.update(reason=study.redact(f"DICOM header: {exc}"), file="-")
         except Exception as exc:  # one study's unexpected failure must not stop the others
             logger.debug("study %s failed", pseudonym, exc_info=True)
             row.update(reason=study.redact(f"unexpected {type(exc).__name__}: {exc}"), file="-")

@@ -3,8 +3,10 @@
 :func:`build_seg` turns a ``(z, y, x)`` label map on the CT grid into a BINARY Segmentation with
 one segment per class, coded in SNOMED CT, referencing the CT series it was made from (Referenced
 Series Sequence, a Source Image Sequence per frame, the CT's FrameOfReferenceUID) and carrying the
-CT's patient and study modules, so that a PACS files it beside the study and OHIF or 3D Slicer
-overlays it. The same function exports the derived ground truth (``algorithm_type`` SEMIAUTOMATIC).
+CT's patient and study modules (:func:`.dicom_headers.copy_patient_study`: any real header, type 2
+attributes missing, de-identified, other character sets), so that a PACS files it beside the study
+and OHIF or 3D Slicer overlays it. The same function exports the derived ground truth
+(``algorithm_type`` SEMIAUTOMATIC).
 :func:`read_label_map` is the way back, for a label map corrected in a viewer.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from pydicom.sr.codedict import codes
 
 from colearn_pipeline.dicom.series import SeriesVolume
 from colearn_pipeline.groundtruth import LABELS
+from colearn_pipeline.inference.dicom_headers import copy_patient_study, source_header
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,53 @@ def _algorithm(algorithm: Mapping[str, Any] | None):
     )
 
 
+def _is_frames_of_one_object(ct_datasets: Sequence[Dataset]) -> bool:
+    """Whether the slice headers are the frames of one enhanced / legacy-converted object."""
+    return len({str(d.SOPInstanceUID) for d in ct_datasets}) == 1 and len(ct_datasets) > 1
+
+
+def seg_sources(ct_datasets: Sequence[Dataset], source_files: Sequence[str | os.PathLike] | None = None,
+                ) -> list[Dataset]:
+    """The source images of a SEG or SR made on ``ct_datasets``, the first one's header completed (``source_header``).
+
+    Classic slices are their own sources; the frames of one enhanced (or legacy-converted)
+    multi-frame CT object have that object as their one source, read (header only) from
+    ``source_files[0]``. highdicom takes the patient and study modules from the first source
+    only, so only that one is completed (the others are passed as they are).
+    """
+    if not _is_frames_of_one_object(ct_datasets):
+        return [source_header(ct_datasets[0]), *ct_datasets[1:]]
+    if not source_files:
+        raise ValueError("the CT is one multi-frame object: give source_files (SeriesVolume.files)")
+    return [source_header(pydicom.dcmread(source_files[0], stop_before_pixels=True))]
+
+
+def slice_of_frame(ct_datasets: Sequence[Dataset], header: Dataset) -> np.ndarray:
+    """For each frame of the multi-frame object ``header``, the slice of ``ct_datasets`` it holds.
+
+    ``ct_datasets`` are the object's frames in slice order (``dicom.series.read_series``
+    flattens and sorts them); each is matched to a frame by ImagePositionPatient, so that
+    ``volume[slice_of_frame(...)]`` is a ``(z, y, x)`` volume in the object's frame order.
+    """
+    groups = header.get("PerFrameFunctionalGroupsSequence") or []
+    if int(header.get("NumberOfFrames", 0) or 0) != len(ct_datasets) or len(groups) != len(ct_datasets):
+        raise ValueError(f"{len(ct_datasets)} slice headers but the multi-frame object has "
+                         f"{header.get('NumberOfFrames')} frames: give the whole object")
+    frame_xyz = np.asarray([[float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient] for g in groups])
+    slice_xyz = np.asarray([[float(v) for v in d.ImagePositionPatient] for d in ct_datasets])
+    distance = np.linalg.norm(frame_xyz[:, None, :] - slice_xyz[None, :, :], axis=2)
+    nearest = distance.argmin(axis=1)
+    if len(set(nearest.tolist())) != len(ct_datasets):
+        raise ValueError("the slices do not match the multi-frame object's frames one to one")
+    return nearest
+
+
 def build_seg(
     labels: np.ndarray,
     ct_datasets: Sequence[Dataset],
     *,
     algorithm: Mapping[str, Any] | None,
+    source_files: Sequence[str | os.PathLike] | None = None,
     algorithm_type: str = "AUTOMATIC",
     series_number: int = 9901,
     series_description: str = "colearn-pipeline segmentation",
@@ -94,6 +140,9 @@ def build_seg(
     algorithm : mapping or None
         ``name``, ``version``, optional ``source`` and ``parameters`` (str -> str, e.g. the MLflow
         run); required for AUTOMATIC and SEMIAUTOMATIC segments.
+    source_files : sequence of path-like, optional
+        The file of each slice (``SeriesVolume.files``); needed only when the CT is one enhanced
+        multi-frame object (the SEG then references that object's frames by number).
     algorithm_type : {"AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"}
     series_number, series_description, content_label, software_version
         Of the new SEG series (no identifier may be put here).
@@ -115,6 +164,10 @@ def build_seg(
     unknown = set(np.unique(labels).tolist()) - known - {0}
     if unknown:
         raise ValueError(f"label values {sorted(unknown)} have no segment description")
+    pixels = labels.astype(np.uint8)
+    sources = seg_sources(ct_datasets, source_files)
+    if len(sources) == 1 and len(ct_datasets) > 1:
+        pixels = pixels[slice_of_frame(ct_datasets, sources[0])]
     algo = _algorithm(algorithm)
     descriptions = [
         hd.seg.SegmentDescription(
@@ -129,7 +182,7 @@ def build_seg(
     with warnings.catch_warnings():  # highdicom sets SpacingBetweenSlices from float arithmetic (17 chars)
         warnings.filterwarnings("ignore", message=r"The value length \(\d+\) exceeds .* VR DS")
         seg = hd.seg.Segmentation(
-            source_images=list(ct_datasets), pixel_array=labels.astype(np.uint8),
+            source_images=sources, pixel_array=pixels,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
             series_instance_uid=hd.UID(), series_number=int(series_number), sop_instance_uid=hd.UID(),
             instance_number=1, manufacturer="colearn-pipeline",
@@ -138,6 +191,7 @@ def build_seg(
             device_serial_number="-", content_label=content_label, series_description=series_description,
             content_description=series_description[:64], omit_empty_frames=True,
         )
+    copy_patient_study(ct_datasets[0], seg)
     _shorten_decimal_strings(seg)
     return seg
 
@@ -227,7 +281,10 @@ def _seg_labels(path: Path, ct: SeriesVolume, study: str) -> np.ndarray:
     frames = frames.reshape(-1, int(ds.Rows), int(ds.Columns))
     threshold = 0.5 * float(ds.get("MaximumFractionalValue", 1)) if ds.get("SegmentationType") == "FRACTIONAL" else 0
     label_of = _seg_label_of_segment(ds, study, path.name)
-    sop_to_z = {str(d.SOPInstanceUID): z for z, d in enumerate(ct.datasets)}
+    uids = [str(d.SOPInstanceUID) for d in ct.datasets]
+    # frames of one enhanced CT object share its SOPInstanceUID: those are placed by position
+    count = Counter(uids)
+    sop_to_z = {u: z for z, u in enumerate(uids) if count[u] == 1}
     positions = np.asarray([[float(v) for v in d.ImagePositionPatient] for d in ct.datasets])
     normal = np.asarray(ct.direction, float).reshape(3, 3)[:, 2]
     out = np.zeros(ct.shape_zyx, dtype=np.int64)
