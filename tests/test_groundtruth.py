@@ -19,6 +19,7 @@ from colearn_pipeline.groundtruth import (
     segment_tumours,
     select_slices,
 )
+from colearn_pipeline.groundtruth.lungs import consolidated_lung
 from colearn_pipeline.groundtruth.quality import review_reasons
 from colearn_pipeline.groundtruth.tumours import compactness
 
@@ -557,3 +558,31 @@ def test_size_follows_the_report_and_bounds_the_volume_in_review():
                                            "max_ml": 1150.0}]},
                              {"max_tumour_ml": 500.0})
     assert reasons == ["finding 0: tumour_ml 700.0 > 500.0"]
+
+
+# ---------------------------------------------------------------- airless lung (issue 23)
+def _lungs_with_disease():
+    """Two box lungs (-850 HU) in soft tissue (40 HU) on a (4, 2, 2) mm grid; in the left lung an airless
+    ball (40 HU), a fluid pocket (8 HU) and, pushed in from the medial side, a heart bordered by fat."""
+    ct = np.full((20, 80, 120), 40.0, dtype=np.float32)
+    ct[:, 10:70, 10:50] = -850.0
+    ct[:, 10:70, 70:110] = -850.0
+    z, y, x = np.ogrid[:20, :80, :120]
+    airless = ((z - 10) * 2.0) ** 2 + (y - 30) ** 2 + (x - 92) ** 2 <= 64
+    fluid = (np.abs(z - 10) <= 3) & (y >= 52) & (y < 62) & (x >= 95) & (x < 105)
+    heart = (np.abs(z - 10) <= 4) & (np.abs(y - 40) <= 10) & (x >= 70) & (x < 80)
+    fat = (np.abs(z - 10) <= 5) & (np.abs(y - 40) <= 13) & (x >= 70) & (x < 83) & ~heart
+    ct[airless], ct[fluid], ct[fat], ct[heart] = 40.0, 8.0, -100.0, 40.0
+    return ct, airless, fluid, heart
+
+
+def test_airless_lung_inside_a_lung_is_lung_fluid_and_heart_are_not():
+    ct, airless, fluid, heart = _lungs_with_disease()
+    spacing = (2.0, 2.0, 4.0)
+    lungs = ct < -400
+    added = consolidated_lung(lungs, ct, spacing)
+    assert added[airless].mean() >= 0.99  # the airless ball (the opening trims its polar caps)
+    assert not added[fluid].any()  # pleural fluid (median 8 HU < 20) is not lung
+    assert not added[heart].any()  # bordered by fat and the hull's chord, not by lung
+    assert not (added & lungs).any()
+    assert not consolidated_lung(lungs, ct, spacing, min_lung_contact=1.5).any()  # disabled
