@@ -55,14 +55,14 @@ MAX_LUNG_COMPONENTS = 2
 #: Airless lung inside a lung's outline (:func:`consolidated_lung`; issue 23): soft tissue in this CT
 #: window (pleural fluid, 0-20 HU, stays below it: it is not lung), inside one lung's per-slice convex
 #: hull and above the diaphragm fitted to the lung bases, cut from thin bridges by an in-plane opening,
-#: in 3D pieces of which at least this share of the in-plane border lies within CONSOLIDATION_BAND_PX
-#: pixels of aerated lung, of at least this volume. A contact above 1 disables the step.
+#: in 3D pieces of which at least this share of the in-plane border lies within CONSOLIDATION_BAND_MM
+#: of aerated lung (the partial-volume seam), of at least this volume. A contact above 1 disables the step.
 CONSOLIDATION_MIN_HU = 20.0
 CONSOLIDATION_MAX_HU = 150.0
 CONSOLIDATION_OPENING_MM = 3.0
 CONSOLIDATION_MIN_LUNG_CONTACT = 0.5
 CONSOLIDATION_MIN_VOLUME_ML = 2.0
-CONSOLIDATION_BAND_PX = 2
+CONSOLIDATION_BAND_MM = 4.0
 #: Candidate voxels are above this (fat is below it); a piece whose median CT is below ``min_hu`` is fluid.
 CONSOLIDATION_VOXEL_MIN_HU = -30.0
 #: Lungs smaller than this on a slice (mm²) are not split into two sides (:func:`lung_sides`).
@@ -362,7 +362,7 @@ def consolidated_lung(lungs, ct_s, spacing_xyz_mm, *, min_hu: float = CONSOLIDAT
     inside a base's ring); an in-plane opening of ``opening_mm`` cuts the vessels that bridge them
     to the hila. A 3D piece is airless lung when its median CT is at least ``min_hu`` (pleural
     fluid, 0-20 HU, is not lung), at least ``min_lung_contact`` of its in-plane
-    border lies within a few pixels of aerated lung (the heart and vessels in a lung's concavity
+    border lies within ``CONSOLIDATION_BAND_MM`` of aerated lung (the heart and vessels in a lung's concavity
     are bordered by fat and by the hull's chord) and it holds ``min_volume_ml``. The partial-volume
     seam to the aerated lung (CT above ``lower_hu``, the lung threshold) is added with it.
 
@@ -390,7 +390,8 @@ def consolidated_lung(lungs, ct_s, spacing_xyz_mm, *, min_hu: float = CONSOLIDAT
     cand &= ~below_fitted_diaphragm(right, left, spacing_xyz_mm, margin_mm=0.0)
     if opening_mm > 0:
         cand = opening(cand, disk_footprint(opening_mm, spacing_xyz_mm))
-    near_lung = ndi.binary_dilation(lungs, IN_PLANE_STRUCTURE, iterations=CONSOLIDATION_BAND_PX)
+    band_px = max(1, int(round(CONSOLIDATION_BAND_MM / float(sp[1:].max()))))
+    near_lung = ndi.binary_dilation(lungs, IN_PLANE_STRUCTURE, iterations=band_px)
     lab, n = ndi.label(cand)
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(sp))
     for i, box in enumerate(ndi.find_objects(lab), start=1):
@@ -400,7 +401,7 @@ def consolidated_lung(lungs, ct_s, spacing_xyz_mm, *, min_hu: float = CONSOLIDAT
         if _lung_contact(comp, near_lung[box]) >= min_lung_contact:
             out[box] |= comp
     if out.any():
-        seam = ndi.binary_dilation(out, IN_PLANE_STRUCTURE, iterations=CONSOLIDATION_BAND_PX) & hull & ~lungs
+        seam = ndi.binary_dilation(out, IN_PLANE_STRUCTURE, iterations=band_px) & hull & ~lungs
         out |= seam & near_lung & (ct_s >= (min_hu if lower_hu is None else lower_hu)) & (ct_s <= max_hu)
     return out
 
