@@ -10,7 +10,6 @@ diseases do to the phantom itself (a healthy study stays byte for byte as it was
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +22,11 @@ from colearn_pipeline.groundtruth.quality import review_reasons
 from colearn_pipeline.phantom import config as C
 from colearn_pipeline.phantom import generate_study, make_config
 from colearn_pipeline.phantom.anatomy import rasterise, sample_anatomy
-from colearn_pipeline.phantom.disease import disease_kinds, paint_consolidation, paint_effusion
+from colearn_pipeline.phantom.disease import (
+    disease_kinds,
+    paint_consolidation,
+    paint_effusion,
+)
 from colearn_pipeline.phantom.generate import study_streams
 from colearn_pipeline.phantom.geometry import Grid
 from colearn_pipeline.phantom.imaging import labels_from_tissue

@@ -392,7 +392,7 @@ def consolidated_lung(lungs, ct_s, spacing_xyz_mm, *, min_hu: float = CONSOLIDAT
         cand = opening(cand, disk_footprint(opening_mm, spacing_xyz_mm))
     band_px = max(1, int(round(CONSOLIDATION_BAND_MM / float(sp[1:].max()))))
     near_lung = ndi.binary_dilation(lungs, IN_PLANE_STRUCTURE, iterations=band_px)
-    lab, n = ndi.label(cand)
+    lab, _ = ndi.label(cand)
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(sp))
     for i, box in enumerate(ndi.find_objects(lab), start=1):
         comp = lab[box] == i
@@ -453,9 +453,11 @@ def segment_lungs(
     min_volume_fraction, max_components : float, int
         At most ``max_components`` components (the two lungs) are kept; one other than the largest
         only if it has at least ``min_volume_fraction`` of the largest's volume.
-    consolidation_min_hu, consolidation_max_hu, consolidation_opening_mm, consolidation_min_lung_contact, consolidation_min_volume_ml
-        Airless lung inside a lung's outline is added (:func:`consolidated_lung`); a contact above
-        1 disables it.
+    consolidation_min_hu, consolidation_max_hu, consolidation_opening_mm : float
+        Airless lung inside a lung's outline is added (:func:`consolidated_lung`: ``min_hu``,
+        ``max_hu``, ``opening_mm``) ...
+    consolidation_min_lung_contact, consolidation_min_volume_ml : float
+        ... (``min_lung_contact``, above 1 disables it; ``min_volume_ml``).
     return_info : bool
         Also return a dict with the thresholds used.
 

@@ -220,6 +220,29 @@ def _touches_volume_border(region: np.ndarray, box, shape) -> bool:
     return False
 
 
+def _region_of_finding(suv, peak_zyx, peak: float, sp, radius: float, unsized: bool, allowed_mask, g: dict):
+    """One finding's region in its ball of ``radius`` (mm): the box, the region, the fraction and threshold
+    used, whether it is still capped and the radius used. ``g``: the growth keywords of
+    :func:`segment_tumours`."""
+    fraction = g["peak_fraction"]
+    if unsized and g["max_unsized_radius_mm"] > g["max_radius_mm"]:
+        # a region that reaches the ball at the paper's fraction may be a large tumour: does it close
+        # off, compact, in a larger ball before the fraction is raised?
+        capped = _grow_in_ball(suv, peak_zyx, peak, sp, radius, allowed_mask, fraction, g["min_threshold_suv"],
+                               0.0, fraction)[4]
+        larger = None if not capped else _grow_unsized(
+            suv, peak_zyx, peak, sp, allowed_mask, fraction, g["min_threshold_suv"], start_mm=g["max_radius_mm"],
+            max_unsized_radius_mm=g["max_unsized_radius_mm"], unsized_radius_step_mm=g["unsized_radius_step_mm"],
+            min_compactness=g["min_compactness"])
+        if larger is not None:
+            box, region, used_mm = larger
+            return box, region, fraction, max(fraction * peak, g["min_threshold_suv"]), False, used_mm
+    box, region, fraction, thr, capped = _grow_in_ball(
+        suv, peak_zyx, peak, sp, radius, allowed_mask, fraction, g["min_threshold_suv"], g["leak_fraction_step"],
+        g["max_peak_fraction"])
+    return box, region, fraction, thr, capped, float(radius)
+
+
 def segment_tumours(
     suv, seeds_zyx, spacing_xyz_mm, *, peak_fraction: float = PEAK_FRACTION,
     seed_search_radius_mm: float = SEED_SEARCH_RADIUS_MM, max_radius_mm: float = MAX_RADIUS_MM,
@@ -229,21 +252,19 @@ def segment_tumours(
     max_unsized_radius_mm: float = MAX_UNSIZED_RADIUS_MM, unsized_radius_step_mm: float = UNSIZED_RADIUS_STEP_MM,
     min_compactness: float = MIN_COMPACTNESS, allowed_mask=None, sizes_mm=None,
 ):
-    """Tumours as the connected region above a fraction of each finding's peak SUV.
+    """Tumours as the connected region above a fraction of each finding's peak SUV (docs/groundtruth.md).
 
-    For each seed: the seed moves to its own SUV peak within ``seed_search_radius_mm``; the
-    region is the 3D (face-connected) component containing it of
-    ``suv >= max(peak_fraction * peak, min_threshold_suv)``, restricted to a ball around the moved
-    seed so that a region cannot leak into the heart or another lesion. The ball follows the
-    tumour: ``size_cap_factor * size + size_cap_margin_mm`` where the report states the finding's
-    size (longest diameter), else ``max_radius_mm``. A region that reaches the ball's surface has
-    leaked (e.g. a low-uptake node next to the blood pool): its fraction is raised by
-    ``leak_fraction_step`` until it does not, up to ``max_peak_fraction`` (the paper's "minor
-    adjustments of the thresholding parameters", made automatically and reported). Before that, a
-    finding without a stated size whose ``peak_fraction`` region reaches its ball may be a large
-    tumour: the region is grown in balls up to ``max_unsized_radius_mm`` and kept where it closes
-    inside one and is compact (:func:`compactness` at least ``min_compactness``); a leak into the
-    blood pool does neither (it runs on along the vessels) and goes on to the raised fraction. The result is the union over seeds.
+    For each seed: the seed moves to its own SUV peak within ``seed_search_radius_mm``; the region
+    is the 3D (face-connected) component holding it of ``suv >= max(peak_fraction * peak,
+    min_threshold_suv)``, in a ball around it that follows the tumour: ``size_cap_factor * size +
+    size_cap_margin_mm`` where the report states the finding's size (longest diameter), else
+    ``max_radius_mm``. A region that reaches the ball has leaked (a node beside the blood pool) or is
+    a large tumour: without a stated size it is first grown in balls up to ``max_unsized_radius_mm``
+    (steps of ``unsized_radius_step_mm``) and kept where it closes inside one and is compact
+    (:func:`compactness` >= ``min_compactness``); otherwise its fraction is raised by
+    ``leak_fraction_step`` until it no longer reaches the ball, up to ``max_peak_fraction`` (the
+    paper's "minor adjustments of the thresholding parameters", made automatically and reported).
+    A finding whose peak is below ``min_peak_suv`` gets no region. The result is the union.
 
     Parameters
     ----------
@@ -253,47 +274,27 @@ def segment_tumours(
         Approximate finding positions as CT voxel indices (may be fractional).
     spacing_xyz_mm : sequence of 3 float
         Voxel spacing, SimpleITK order (x, y, z), mm.
-    peak_fraction : float
-        Fraction of the peak SUV that defines the region (the paper's 40%).
-    seed_search_radius_mm : float
-        Search radius (mm) for the local SUV maximum.
-    max_radius_mm : float
-        The region of a finding without a stated size is capped by a ball of this radius (mm)
-        around the moved seed.
-    min_peak_suv : float
-        A finding whose peak SUV is below it gets no region (reported in the info).
-    min_threshold_suv : float
-        Absolute floor of the threshold (SUV).
-    leak_fraction_step : float
-        Step by which the fraction is raised while the region reaches the cap; 0 disables it.
-    max_peak_fraction : float
-        The fraction is never raised above this.
-    size_cap_factor, size_cap_margin_mm : float
-        Cap radius of a finding with a stated size: ``size_cap_factor * size_mm + size_cap_margin_mm``.
-    max_unsized_radius_mm : float
-        Largest ball (mm) tried for a finding without a stated size that stays capped; at most
-        ``max_radius_mm`` disables the retry.
-    unsized_radius_step_mm : float
-        Step (mm) of the ball's radius in that retry.
-    min_compactness : float
-        A region closed in a larger ball is kept only if at least this compact.
+    peak_fraction, seed_search_radius_mm, max_radius_mm, min_peak_suv : float
+        As above (fraction of the peak, mm, mm, SUV).
+    min_threshold_suv, leak_fraction_step, max_peak_fraction : float
+        As above (SUV, fractions of the peak).
+    size_cap_factor, size_cap_margin_mm, max_unsized_radius_mm, unsized_radius_step_mm, min_compactness : float
+        The size guard, as above; ``max_unsized_radius_mm <= max_radius_mm`` disables the larger balls.
     allowed_mask : ndarray of bool, optional
         Where tumour may lie (e.g. body); None allows everywhere.
     sizes_mm : sequence of (float or None), optional
-        Per seed, the longest diameter (mm) the report states; None (or a missing list) where it
-        states none.
+        Per seed, the longest diameter (mm) the report states; None where it states none.
 
     Returns
     -------
     tumours : ndarray of bool, shape (z, y, x)
     info : list of dict
-        Per seed: ``seed_zyx`` (given), ``peak_zyx`` (moved seed), ``peak_suv``,
-        ``peak_fraction`` (used), ``threshold_suv``, ``voxels`` (of that seed's region),
-        ``capped`` (the final region still reaches the cap, i.e. it may have leaked),
-        ``size_mm`` (stated, or None), ``cap_radius_mm`` (the ball used) and ``max_ml`` (with a stated
-        size, the volume of a ball whose diameter is the cap radius: no two points of the tumour lie
-        farther apart than that, and no set of that diameter is larger (isodiametric inequality);
-        None without).
+        Per seed: ``seed_zyx`` (given), ``peak_zyx`` (moved seed), ``peak_suv``, ``peak_fraction``
+        (used), ``threshold_suv``, ``voxels`` (of that seed's region), ``capped`` (the final region
+        still reaches its ball, i.e. it may have leaked), ``size_mm`` (stated, or None),
+        ``cap_radius_mm`` (the ball used) and ``max_ml`` (with a stated size, the volume of a ball
+        whose diameter is the cap radius: no two points of the tumour lie farther apart, and no set of
+        that diameter is larger, the isodiametric inequality; None without).
     """
     suv = np.asarray(suv, dtype=np.float32)
     if suv.ndim != 3:
@@ -318,23 +319,12 @@ def segment_tumours(
         if peak < min_peak_suv or peak <= 0:
             info.append(entry)
             continue
-        larger = None
-        if size is None and max_unsized_radius_mm > max_radius_mm:
-            # a region that reaches the ball at the paper's fraction may be a large tumour: does it close
-            # off, compact, in a larger ball before the fraction is raised?
-            _, _, _, _, capped = _grow_in_ball(suv, peak_zyx, peak, sp, radius, allowed_mask, float(peak_fraction),
-                                              min_threshold_suv, 0.0, float(peak_fraction))
-            if capped:
-                larger = _grow_unsized(suv, peak_zyx, peak, sp, allowed_mask, float(peak_fraction), min_threshold_suv,
-                                       start_mm=max_radius_mm, max_unsized_radius_mm=max_unsized_radius_mm,
-                                       unsized_radius_step_mm=unsized_radius_step_mm, min_compactness=min_compactness)
-        if larger is not None:
-            box, region, entry["cap_radius_mm"] = larger
-            fraction, thr, capped = float(peak_fraction), max(peak_fraction * peak, min_threshold_suv), False
-        else:
-            box, region, fraction, thr, capped = _grow_in_ball(
-                suv, peak_zyx, peak, sp, radius, allowed_mask, float(peak_fraction), min_threshold_suv,
-                leak_fraction_step, max_peak_fraction)
+        box, region, fraction, thr, capped, entry["cap_radius_mm"] = _region_of_finding(
+            suv, peak_zyx, peak, sp, radius, size is None, allowed_mask, dict(
+                peak_fraction=float(peak_fraction), min_threshold_suv=min_threshold_suv,
+                leak_fraction_step=leak_fraction_step, max_peak_fraction=max_peak_fraction,
+                max_radius_mm=max_radius_mm, max_unsized_radius_mm=max_unsized_radius_mm,
+                unsized_radius_step_mm=unsized_radius_step_mm, min_compactness=min_compactness))
         entry.update(peak_fraction=fraction, threshold_suv=thr, capped=capped, voxels=int(region.sum()))
         out[box] |= region
         info.append(entry)

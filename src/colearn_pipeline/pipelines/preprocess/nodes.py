@@ -89,7 +89,8 @@ def _finding(finding: Any) -> Any:
     if not isinstance(finding, dict):
         return finding  # malformed: the tumours stage refuses it with its index
     kind = str(finding.get("kind", ""))
-    out = {"position_mm": finding.get("position_mm"), "kind": kind if re.fullmatch(r"[A-Za-z_ -]{1,32}", kind) else "finding"}
+    out = {"position_mm": finding.get("position_mm"),
+           "kind": kind if re.fullmatch(r"[A-Za-z_ -]{1,32}", kind) else "finding"}
     size = finding.get("size_mm")  # the stated longest diameter: the tumour's size cap follows it
     if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0:
         out["size_mm"] = float(size)

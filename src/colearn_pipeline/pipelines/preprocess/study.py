@@ -393,7 +393,8 @@ def tumours_stage(*, staging_dir: str, pseudonym: str, suv: StudyPartition, find
            "n_findings_not_followed": len(not_followed),
            "findings_not_followed": [{**n, "kind": str(findings[n["finding"]].get("kind", "?"))} for n in not_followed],
            "tumours_empty": int(sum(int(t.get("voxels", 0)) == 0 for t in info)),
-           "tumour_findings": [{k: _plain(t.get(k)) for k in ("voxels", "peak_suv", "threshold_suv", "capped", "max_ml")}
+           "tumour_findings": [{k: _plain(t.get(k))
+                                for k in ("voxels", "peak_suv", "threshold_suv", "capped", "max_ml")}
                                for t in info]}
     return {"row": row, "staged": {"tumours": path}}
 
