@@ -107,6 +107,20 @@ def test_large_primary_passes_the_quality_review(diseased):
 
 
 @pytest.mark.slow
+def test_large_primary_comes_out_of_preprocess_labelled_not_quarantined(diseased, tmp_path):
+    # the production path: DICOM PET -> SUV -> CT grid, the report's size_mm through discover_studies
+    from dicom_fixtures import run_preprocess_catalog
+
+    study = diseased["large_primary"]
+    run = run_preprocess_catalog(study["raw"], tmp_path / "data", workers=1)
+    (row,) = run["manifest"]["studies"]
+    assert row["status"] == "ok" and row["labels_source"] == "derived", row.get("reason")
+    assert row["tumours_capped"] == 0
+    assert row["tumour_ml"][0] > 100.0  # the whole primary, not its hot core
+    assert row["dice_tumour"] >= TARGETS["tumour"]
+
+
+@pytest.mark.slow
 def test_consolidated_lung_is_lung_not_mediastinum(diseased):
     study = diseased["consolidation"]
     assert study["truth"]["disease"]["consolidation"]["voxels"] > 0
