@@ -391,18 +391,21 @@ def consolidated_lung(lungs, ct_s, spacing_xyz_mm, *, min_hu: float = CONSOLIDAT
     if opening_mm > 0:
         cand = opening(cand, disk_footprint(opening_mm, spacing_xyz_mm))
     band_px = max(1, int(round(CONSOLIDATION_BAND_MM / float(sp[1:].max()))))
-    near_lung = ndi.binary_dilation(lungs, IN_PLANE_STRUCTURE, iterations=band_px)
     lab, _ = ndi.label(cand)
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(sp))
+    lower = min_hu if lower_hu is None else lower_hu
     for i, box in enumerate(ndi.find_objects(lab), start=1):
         comp = lab[box] == i
         if np.count_nonzero(comp) < min_voxels or np.median(ct_s[box][comp]) < min_hu:
             continue
-        if _lung_contact(comp, near_lung[box]) >= min_lung_contact:
-            out[box] |= comp
-    if out.any():
-        seam = ndi.binary_dilation(out, IN_PLANE_STRUCTURE, iterations=band_px) & hull & ~lungs
-        out |= seam & near_lung & (ct_s >= (min_hu if lower_hu is None else lower_hu)) & (ct_s <= max_hu)
+        # the band around the lungs, in the piece's box grown by twice its width (seam included)
+        grown = (box[0], *(slice(max(b.start - 2 * band_px, 0), b.stop + 2 * band_px) for b in box[1:]))
+        near_lung = ndi.binary_dilation(lungs[grown], IN_PLANE_STRUCTURE, iterations=band_px)
+        piece = lab[grown] == i
+        if _lung_contact(piece, near_lung) < min_lung_contact:
+            continue
+        seam = ndi.binary_dilation(piece, IN_PLANE_STRUCTURE, iterations=band_px) & hull[grown] & ~lungs[grown]
+        out[grown] |= piece | (seam & near_lung & (ct_s[grown] >= lower) & (ct_s[grown] <= max_hu))
     return out
 
 
