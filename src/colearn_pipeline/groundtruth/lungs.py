@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import convex_hull_image
 
 from colearn_pipeline.groundtruth._morphology import (
     IN_PLANE_STRUCTURE,
@@ -27,7 +26,11 @@ from colearn_pipeline.groundtruth._morphology import (
     opening,
     spacing_zyx,
 )
-from colearn_pipeline.groundtruth.mediastinum import below_fitted_diaphragm, lung_sides
+from colearn_pipeline.groundtruth.mediastinum import (
+    below_fitted_diaphragm,
+    hull_within,
+    lung_sides,
+)
 
 #: Defaults of :func:`optimal_threshold_hu`.
 INITIAL_THRESHOLD_HU = -500.0
@@ -332,13 +335,11 @@ def _lungs_from_candidates(candidates: np.ndarray, airway: np.ndarray | None, sp
     return lungs, kept
 
 
-def _hull_per_slice(lung: np.ndarray) -> np.ndarray:
-    """Convex hull of ``lung`` on each of its slices (computed in the slice's bounding box)."""
+def _hull_per_slice(lung: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """The voxels of ``within`` inside the convex hull of ``lung`` on their slice."""
     hull = np.zeros_like(lung)
-    for z in np.flatnonzero(lung.any(axis=(1, 2))):
-        rows, cols = np.flatnonzero(lung[z].any(axis=1)), np.flatnonzero(lung[z].any(axis=0))
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        hull[z][box] = convex_hull_image(lung[z][box])
+    for z in np.flatnonzero(lung.any(axis=(1, 2)) & within.any(axis=(1, 2))):
+        hull[z] = hull_within(lung[z], within[z])
     return hull
 
 
@@ -385,15 +386,17 @@ def consolidated_lung(lungs, ct_s, spacing_xyz_mm, *, min_hu: float = CONSOLIDAT
         return out
     sp = spacing_zyx(spacing_xyz_mm)
     _, right, left = lung_sides(lungs, SIDE_MIN_AREA_MM2 / (sp[1] * sp[2]))
-    hull = _hull_per_slice(right) | _hull_per_slice(left)
-    cand = hull & ~lungs & (ct_s > CONSOLIDATION_VOXEL_MIN_HU) & (ct_s <= max_hu)
+    lower = min_hu if lower_hu is None else lower_hu
+    # the hull is only needed at the candidates and at the seam's voxels
+    within = ~lungs & (ct_s >= min(lower, CONSOLIDATION_VOXEL_MIN_HU)) & (ct_s <= max_hu)
+    hull = _hull_per_slice(right, within) | _hull_per_slice(left, within)
+    cand = hull & (ct_s > CONSOLIDATION_VOXEL_MIN_HU)
     cand &= ~below_fitted_diaphragm(right, left, spacing_xyz_mm, margin_mm=0.0)
     if opening_mm > 0:
         cand = opening(cand, disk_footprint(opening_mm, spacing_xyz_mm))
     band_px = max(1, int(round(CONSOLIDATION_BAND_MM / float(sp[1:].max()))))
     lab, _ = ndi.label(cand)
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(sp))
-    lower = min_hu if lower_hu is None else lower_hu
     for i, box in enumerate(ndi.find_objects(lab), start=1):
         comp = lab[box] == i
         if np.count_nonzero(comp) < min_voxels or np.median(ct_s[box][comp]) < min_hu:
