@@ -19,6 +19,9 @@ from colearn_pipeline.groundtruth import (
     segment_tumours,
     select_slices,
 )
+from colearn_pipeline.groundtruth.lungs import consolidated_lung
+from colearn_pipeline.groundtruth.quality import review_reasons
+from colearn_pipeline.groundtruth.tumours import compactness
 
 
 @pytest.fixture(scope="module")
@@ -484,3 +487,102 @@ def test_tumour_spilling_into_aerated_lung_needs_review():
     assert review_reasons({**base, "tumour_in_aerated_lung_ml": 0.64}, ranges) == []
     assert review_reasons({**base, "tumour_in_aerated_lung_ml": 28.8}, ranges) == [
         "tumour spills into aerated lung: 28.8 mL > 10.0 mL"]
+
+
+# ---------------------------------------------------------------- large tumours (issue 23)
+def _large_tumour_beside_aorta(gap_voxels: int, tube_suv: float = 2.0):
+    """A 9 cm tumour (SUV 8 at a hot spot 16 mm off its centre, about 4.4 at its far rim, 61 mm from the
+    hot spot) against a warm tube along z (the aorta, ``tube_suv``) ``gap_voxels`` away, on a 2 mm grid;
+    with gap 0 they touch through a neck of partial volume. Returns SUV, tumour, tube and spacing."""
+    spacing = (2.0, 2.0, 2.0)
+    shape = (90, 80, 110)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    d_mm = 2.0 * np.sqrt((z - 45.0) ** 2 + (y - 40.0) ** 2 + (x - 40.0) ** 2)
+    tumour = d_mm <= 45.0
+    suv = np.full(shape, 0.5, dtype=np.float32)
+    tube_x = 40 + 23 + 6 + gap_voxels
+    tube = np.broadcast_to((y - 40) ** 2 + (x - tube_x) ** 2 <= 36, shape)
+    suv[tube] = tube_suv
+    d_hot_mm = 2.0 * np.sqrt((z - 45.0) ** 2 + (y - 40.0) ** 2 + (x - 32.0) ** 2)
+    suv[tumour] = (8.0 - 3.5 * d_hot_mm / 60.0)[tumour]
+    if gap_voxels == 0:
+        neck = np.broadcast_to((np.abs(y - 40) <= 3) & (x >= 80) & (x <= tube_x), shape) & (np.abs(z - 45) <= 3)
+        suv[neck & ~tumour & ~tube] = tube_suv
+    return suv, tumour, tube, spacing
+
+
+@pytest.mark.parametrize("sizes", [[90.0], None], ids=["stated size", "no size: growth closes"])
+def test_large_tumour_is_labelled_not_capped(sizes):
+    # The fixed 50 mm ball cuts a 9 cm tumour: the 40 % region reaches it, the fraction is raised
+    # and the tumour shrinks to its hot core (the issue's quarantined T3 primary).
+    suv, tumour, tube, spacing = _large_tumour_beside_aorta(gap_voxels=4)
+    old, old_info = segment_tumours(suv, [(45, 40, 32)], spacing, max_unsized_radius_mm=50.0)
+    assert old_info[0]["peak_fraction"] > 0.4 and dice(old, tumour) < 0.92
+    mask, info = segment_tumours(suv, [(45, 40, 32)], spacing, sizes_mm=sizes)
+    assert not info[0]["capped"] and info[0]["peak_fraction"] == pytest.approx(0.4)
+    assert dice(mask, tumour) >= 0.97
+    assert not (mask & tube).any()  # none of the aorta
+    if sizes:
+        assert info[0]["cap_radius_mm"] == pytest.approx(1.2 * 90.0 + 10.0)
+        assert info[0]["max_ml"] == pytest.approx(np.pi / 6 * 118.0**3 / 1000.0)
+
+
+@pytest.mark.parametrize("sizes", [[90.0], None], ids=["stated size", "no size"])
+def test_large_tumour_leaking_into_the_aorta_is_still_caught(sizes):
+    # A low-uptake tumour: the aorta (and a neck to it) at 45 % of its peak. The 40 % region runs
+    # along the tube to every cap; the fraction is raised until it is cut off (or stays capped).
+    suv, _, tube, spacing = _large_tumour_beside_aorta(gap_voxels=0, tube_suv=3.6)
+    mask, info = segment_tumours(suv, [(45, 40, 32)], spacing, sizes_mm=sizes)
+    leaked = int((mask & tube).sum())
+    assert info[0]["capped"] or (info[0]["peak_fraction"] > 0.4 and leaked == 0)
+    assert not (mask[:5] | mask[-5:]).any()  # never along the aorta to the ends of the volume
+
+
+def test_compactness_of_a_ball_a_half_ball_and_a_ball_on_a_stalk():
+    z, y, x = np.ogrid[:41, :41, :81]
+    ball = (z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 15**2
+    half = ball & (x <= 20)
+    stalk = ball | ((np.abs(z - 20) <= 1) & (np.abs(y - 20) <= 1) & (x >= 20) & (x <= 78))
+    sp = (1.0, 1.0, 1.0)
+    assert compactness(ball, sp) > 0.85
+    assert 0.3 < compactness(half, sp) < 0.5
+    assert compactness(stalk, sp) < 0.25
+
+
+def test_size_follows_the_report_and_bounds_the_volume_in_review():
+    reasons = review_reasons({"lung_ml": 4000.0, "mediastinum_ml": 900.0, "mediastinum_outside_hull": 0.0,
+                              "lung_balance": 0.9,
+                              "tumours": [{"volume_ml": 700.0, "peak_to_threshold": 2.5, "capped": False,
+                                           "max_ml": None},
+                                          {"volume_ml": 700.0, "peak_to_threshold": 2.5, "capped": False,
+                                           "max_ml": 1150.0}]},
+                             {"max_tumour_ml": 500.0})
+    assert reasons == ["finding 0: tumour_ml 700.0 > 500.0"]
+
+
+# ---------------------------------------------------------------- airless lung (issue 23)
+def _lungs_with_disease():
+    """Two box lungs (-850 HU) in soft tissue (40 HU) on a (4, 2, 2) mm grid; in the left lung an airless
+    ball (40 HU), a fluid pocket (8 HU) and, pushed in from the medial side, a heart bordered by fat."""
+    ct = np.full((20, 80, 120), 40.0, dtype=np.float32)
+    ct[:, 10:70, 10:50] = -850.0
+    ct[:, 10:70, 70:110] = -850.0
+    z, y, x = np.ogrid[:20, :80, :120]
+    airless = ((z - 10) * 2.0) ** 2 + (y - 30) ** 2 + (x - 92) ** 2 <= 64
+    fluid = (np.abs(z - 10) <= 3) & (y >= 52) & (y < 62) & (x >= 95) & (x < 105)
+    heart = (np.abs(z - 10) <= 4) & (np.abs(y - 40) <= 10) & (x >= 70) & (x < 80)
+    fat = (np.abs(z - 10) <= 5) & (np.abs(y - 40) <= 13) & (x >= 70) & (x < 83) & ~heart
+    ct[airless], ct[fluid], ct[fat], ct[heart] = 40.0, 8.0, -100.0, 40.0
+    return ct, airless, fluid, heart
+
+
+def test_airless_lung_inside_a_lung_is_lung_fluid_and_heart_are_not():
+    ct, airless, fluid, heart = _lungs_with_disease()
+    spacing = (2.0, 2.0, 4.0)
+    lungs = ct < -400
+    added = consolidated_lung(lungs, ct, spacing)
+    assert added[airless].mean() >= 0.99  # the airless ball (the opening trims its polar caps)
+    assert not added[fluid].any()  # pleural fluid (median 8 HU < 20) is not lung
+    assert not added[heart].any()  # bordered by fat and the hull's chord, not by lung
+    assert not (added & lungs).any()
+    assert not consolidated_lung(lungs, ct, spacing, min_lung_contact=1.5).any()  # disabled

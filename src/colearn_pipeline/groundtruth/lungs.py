@@ -26,6 +26,11 @@ from colearn_pipeline.groundtruth._morphology import (
     opening,
     spacing_zyx,
 )
+from colearn_pipeline.groundtruth.mediastinum import (
+    below_fitted_diaphragm,
+    hull_within,
+    lung_sides,
+)
 
 #: Defaults of :func:`optimal_threshold_hu`.
 INITIAL_THRESHOLD_HU = -500.0
@@ -50,6 +55,21 @@ MAX_HOLE_AREA_MM2 = 700.0
 BODY_GRID_MM = 2.0
 LUNG_MIN_VOLUME_FRACTION = 0.05
 MAX_LUNG_COMPONENTS = 2
+#: Airless lung inside a lung's outline (:func:`consolidated_lung`; issue 23): soft tissue in this CT
+#: window (pleural fluid, 0-20 HU, stays below it: it is not lung), inside one lung's per-slice convex
+#: hull and above the diaphragm fitted to the lung bases, cut from thin bridges by an in-plane opening,
+#: in 3D pieces of which at least this share of the in-plane border lies within CONSOLIDATION_BAND_MM
+#: of aerated lung (the partial-volume seam), of at least this volume. A contact above 1 disables the step.
+CONSOLIDATION_MIN_HU = 20.0
+CONSOLIDATION_MAX_HU = 150.0
+CONSOLIDATION_OPENING_MM = 3.0
+CONSOLIDATION_MIN_LUNG_CONTACT = 0.5
+CONSOLIDATION_MIN_VOLUME_ML = 2.0
+CONSOLIDATION_BAND_MM = 4.0
+#: Candidate voxels are above this (fat is below it); a piece whose median CT is below ``min_hu`` is fluid.
+CONSOLIDATION_VOXEL_MIN_HU = -30.0
+#: Lungs smaller than this on a slice (mm²) are not split into two sides (:func:`lung_sides`).
+SIDE_MIN_AREA_MM2 = 100.0
 
 _ML_PER_MM3 = 1e-3
 
@@ -315,6 +335,83 @@ def _lungs_from_candidates(candidates: np.ndarray, airway: np.ndarray | None, sp
     return lungs, kept
 
 
+def _hull_per_slice(lung: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """The voxels of ``within`` inside the convex hull of ``lung`` on their slice."""
+    hull = np.zeros_like(lung)
+    for z in np.flatnonzero(lung.any(axis=(1, 2)) & within.any(axis=(1, 2))):
+        hull[z] = hull_within(lung[z], within[z])
+    return hull
+
+
+def _lung_contact(component: np.ndarray, near_lung: np.ndarray) -> float:
+    """Share of ``component``'s in-plane border pixels inside ``near_lung``."""
+    border = component & ~ndi.binary_erosion(component, IN_PLANE_STRUCTURE, border_value=1)
+    n = int(np.count_nonzero(border))
+    return float(np.count_nonzero(border & near_lung)) / n if n else 0.0
+
+
+def consolidated_lung(lungs, ct_s, spacing_xyz_mm, *, min_hu: float = CONSOLIDATION_MIN_HU,
+                      max_hu: float = CONSOLIDATION_MAX_HU, opening_mm: float = CONSOLIDATION_OPENING_MM,
+                      min_lung_contact: float = CONSOLIDATION_MIN_LUNG_CONTACT,
+                      min_volume_ml: float = CONSOLIDATION_MIN_VOLUME_ML, lower_hu: float | None = None) -> np.ndarray:
+    """Airless (consolidated or collapsed) lung inside the outline of one lung (superior at high z).
+
+    Radiotherapy contouring atlases draw "all inflated and collapsed lung" (Kong et al., IJROBP
+    2011): a consolidated lobe beside the mediastinum is lung, not mediastinum. Candidates: CT in
+    ``(CONSOLIDATION_VOXEL_MIN_HU, max_hu]`` (no fat), not lung, inside the per-slice convex hull of one
+    lung (:func:`lung_sides`) and not under the diaphragm fitted to the lung bases (the liver dome
+    inside a base's ring); an in-plane opening of ``opening_mm`` cuts the vessels that bridge them
+    to the hila. A 3D piece is airless lung when its median CT is at least ``min_hu`` (pleural
+    fluid, 0-20 HU, is not lung), at least ``min_lung_contact`` of its in-plane
+    border lies within ``CONSOLIDATION_BAND_MM`` of aerated lung (the heart and vessels in a lung's concavity
+    are bordered by fat and by the hull's chord) and it holds ``min_volume_ml``. The partial-volume
+    seam to the aerated lung (CT above ``lower_hu``, the lung threshold) is added with it.
+
+    Parameters
+    ----------
+    lungs : ndarray of bool, shape (z, y, x)
+        The aerated lungs.
+    ct_s : ndarray, shape (z, y, x)
+        CT in HU (smoothed).
+    spacing_xyz_mm : sequence of 3 float
+
+    Returns
+    -------
+    ndarray of bool
+        The airless lung (none of ``lungs``).
+    """
+    lungs = np.asarray(lungs, dtype=bool)
+    out = np.zeros_like(lungs)
+    if min_lung_contact > 1 or not lungs.any():
+        return out
+    sp = spacing_zyx(spacing_xyz_mm)
+    _, right, left = lung_sides(lungs, SIDE_MIN_AREA_MM2 / (sp[1] * sp[2]))
+    lower = min_hu if lower_hu is None else lower_hu
+    # the hull is only needed at the candidates and at the seam's voxels
+    within = ~lungs & (ct_s >= min(lower, CONSOLIDATION_VOXEL_MIN_HU)) & (ct_s <= max_hu)
+    hull = _hull_per_slice(right, within) | _hull_per_slice(left, within)
+    cand = hull & (ct_s > CONSOLIDATION_VOXEL_MIN_HU)
+    cand &= ~below_fitted_diaphragm(right, left, spacing_xyz_mm, margin_mm=0.0)
+    if opening_mm > 0:
+        cand = opening(cand, disk_footprint(opening_mm, spacing_xyz_mm))
+    band_px = max(1, int(round(CONSOLIDATION_BAND_MM / float(sp[1:].max()))))
+    lab, _ = ndi.label(cand)
+    min_voxels = min_volume_ml * 1000.0 / float(np.prod(sp))
+    for i, box in enumerate(ndi.find_objects(lab), start=1):
+        comp = lab[box] == i
+        if np.count_nonzero(comp) < min_voxels or np.median(ct_s[box][comp]) < min_hu:
+            continue
+        # the band around the lungs, in the piece's box grown by twice its width (seam included)
+        grown = (box[0], *(slice(max(b.start - 2 * band_px, 0), b.stop + 2 * band_px) for b in box[1:]))
+        near_lung = ndi.binary_dilation(lungs[grown], IN_PLANE_STRUCTURE, iterations=band_px)
+        piece = lab[grown] == i
+        if _lung_contact(piece, near_lung) < min_lung_contact:
+            continue
+        seam = ndi.binary_dilation(piece, IN_PLANE_STRUCTURE, iterations=band_px) & hull[grown] & ~lungs[grown]
+        out[grown] |= piece | (seam & near_lung & (ct_s[grown] >= lower) & (ct_s[grown] <= max_hu))
+    return out
+
+
 def segment_lungs(
     ct_hu, spacing_xyz_mm, *, threshold_hu: float | None = None, initial_hu: float = INITIAL_THRESHOLD_HU,
     tolerance_hu: float = THRESHOLD_TOLERANCE_HU, max_iterations: int = THRESHOLD_MAX_ITERATIONS,
@@ -325,7 +422,10 @@ def segment_lungs(
     airway_dilation_mm: float = AIRWAY_DILATION_MM, remove_airway: bool = True, superior_at_high_z: bool = True,
     closing_radius_mm: float = LUNG_CLOSING_RADIUS_MM, body_opening_radius_mm: float = BODY_OPENING_RADIUS_MM,
     max_hole_area_mm2: float | None = MAX_HOLE_AREA_MM2, min_volume_fraction: float = LUNG_MIN_VOLUME_FRACTION,
-    max_components: int = MAX_LUNG_COMPONENTS, return_info: bool = False,
+    max_components: int = MAX_LUNG_COMPONENTS, consolidation_min_hu: float = CONSOLIDATION_MIN_HU,
+    consolidation_max_hu: float = CONSOLIDATION_MAX_HU, consolidation_opening_mm: float = CONSOLIDATION_OPENING_MM,
+    consolidation_min_lung_contact: float = CONSOLIDATION_MIN_LUNG_CONTACT,
+    consolidation_min_volume_ml: float = CONSOLIDATION_MIN_VOLUME_ML, return_info: bool = False,
 ):
     """Segment both lungs in a thoracic CT.
 
@@ -359,6 +459,11 @@ def segment_lungs(
     min_volume_fraction, max_components : float, int
         At most ``max_components`` components (the two lungs) are kept; one other than the largest
         only if it has at least ``min_volume_fraction`` of the largest's volume.
+    consolidation_min_hu, consolidation_max_hu, consolidation_opening_mm : float
+        Airless lung inside a lung's outline is added (:func:`consolidated_lung`: ``min_hu``,
+        ``max_hu``, ``opening_mm``) ...
+    consolidation_min_lung_contact, consolidation_min_volume_ml : float
+        ... (``min_lung_contact``, above 1 disables it; ``min_volume_ml``).
     return_info : bool
         Also return a dict with the thresholds used.
 
@@ -367,6 +472,7 @@ def segment_lungs(
     lungs : ndarray of bool, shape (z, y, x)
     info : dict, only with ``return_info``
         ``threshold_hu``, ``airway_threshold_hu`` (None if no airway found), ``n_components``,
+        ``consolidated_voxels`` (airless lung added),
         ``airway_mask`` (bool array: the trachea and main bronchi taken out of the lungs, with
         their dilation; :func:`segment_mediastinum` can add it to the mediastinum).
     """
@@ -387,13 +493,25 @@ def segment_lungs(
     max_hole_px = None if max_hole_area_mm2 is None else max_hole_area_mm2 / (sp[1] * sp[2])
     lungs, kept = _lungs_from_candidates(candidates, airway if remove_airway else None, spacing_xyz_mm,
                                          closing_radius_mm, max_hole_px, max_components, min_volume_fraction)
+    airless = _airless(lungs, ct_s, spacing_xyz_mm, superior_at_high_z, dict(
+        min_hu=consolidation_min_hu, max_hu=consolidation_max_hu, opening_mm=consolidation_opening_mm,
+        min_lung_contact=consolidation_min_lung_contact, min_volume_ml=consolidation_min_volume_ml,
+        lower_hu=threshold_hu))
+    lungs |= airless
     lungs_full, airway_full = np.zeros(ct.shape, dtype=bool), np.zeros(ct.shape, dtype=bool)
     lungs_full[box][inner] = lungs
     if return_info:
         airway_full[box][inner] = airway & ~lungs if remove_airway else airway
         return lungs_full, {"threshold_hu": float(threshold_hu), "airway_threshold_hu": airway_thr,
-                            "n_components": kept, "airway_mask": airway_full}
+                            "n_components": kept, "consolidated_voxels": int(np.count_nonzero(airless)),
+                            "airway_mask": airway_full}
     return lungs_full
+
+
+def _airless(lungs: np.ndarray, ct_s: np.ndarray, spacing_xyz_mm, superior_at_high_z: bool, params: dict) -> np.ndarray:
+    """:func:`consolidated_lung` with the volume turned so that the last slice is the most superior."""
+    flip = slice(None, None, 1 if superior_at_high_z else -1)
+    return consolidated_lung(lungs[flip], ct_s[flip], spacing_xyz_mm, **params)[flip]
 
 
 def _largest_components(candidates: np.ndarray, max_components: int, min_volume_fraction: float):

@@ -147,6 +147,11 @@ def _grown_hull(mask: np.ndarray, radius_px, within: np.ndarray | None = None) -
     return out
 
 
+def hull_within(mask: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """The pixels of ``within`` inside the convex hull of a 2D ``mask`` (tested at those pixels only)."""
+    return _grown_hull(mask, (0.0, 0.0), within)
+
+
 def lung_hull(lung_mask: np.ndarray, spacing_xyz_mm, margin_mm: float = 0.0) -> np.ndarray:
     """Per axial slice, the convex hull of the lungs grown in-plane by ``margin_mm``.
 

@@ -99,7 +99,9 @@ def evaluate_study(ct: sitk.Image, truth_dir, report: dict, *, params: dict | No
     ct_hu = sitk.GetArrayFromImage(ct)
     truth = sitk.GetArrayFromImage(truth_labels)
     seeds = report_seeds_zyx(report, ct)
-    labels, info = derive_labels(ct_hu, sitk.GetArrayFromImage(suv), seeds, ct.GetSpacing(), **(params or {}))
+    sizes = [f.get("size_mm") for f in report.get("findings", [])]
+    labels, info = derive_labels(ct_hu, sitk.GetArrayFromImage(suv), seeds, ct.GetSpacing(), sizes_mm=sizes,
+                                 **(params or {}))
     # A non-thorax phantom study (no truth lung) has nothing to score: preprocess refuses it.
     out: dict = {"study": truth_dir.name, "scored": bool((truth == LABELS["lung"]).any())}
     for name in ("lung", "mediastinum", "tumour"):

@@ -28,6 +28,7 @@ def derive_labels(
     thorax: Mapping | None = None,
     body_part_examined: str | None = None,
     extent: Mapping | None = None,
+    sizes_mm=None,
 ) -> tuple[np.ndarray, dict]:
     """Derive the ground-truth labels of one study.
 
@@ -49,6 +50,8 @@ def derive_labels(
         Keyword arguments of :func:`~colearn_pipeline.groundtruth.thorax.thorax_extent`
         (``preprocess.thorax_extent``): the labels are derived in the thorax slab only (a
         whole-body scan), and findings outside it are not followed.
+    sizes_mm : sequence of (float or None), optional
+        Per seed, the longest diameter (mm) the report states (the tumour's size cap follows it).
 
     Returns
     -------
@@ -66,12 +69,15 @@ def derive_labels(
     else:
         lung_mask, lung_info, slab = lungs_in_thorax(ct_hu, spacing_xyz_mm, extent=extent, **dict(lungs or {}))
         seeds_zyx, not_followed = seeds_to_follow(seeds_zyx, slab)
+        if sizes_mm is not None:
+            left_out = {n["finding"] for n in not_followed}
+            sizes_mm = [s for i, s in enumerate(sizes_mm) if i not in left_out]
     airway = lung_info.pop("airway_mask")
     med_params = dict(mediastinum or {})
     if lungs and "superior_at_high_z" in lungs:
         med_params.setdefault("superior_at_high_z", lungs["superior_at_high_z"])
     med_mask, med_info = segment_mediastinum(ct_hu, lung_mask, spacing_xyz_mm, airway_mask=airway, return_info=True, **med_params)
-    tum_mask, tum_info = segment_tumours(suv, seeds_zyx, spacing_xyz_mm, **dict(tumours or {}))
+    tum_mask, tum_info = segment_tumours(suv, seeds_zyx, spacing_xyz_mm, sizes_mm=sizes_mm, **dict(tumours or {}))
     if extent is not None:
         med_mask, tum_mask = restrict_to_slab(med_mask, slab), restrict_to_slab(tum_mask, slab)
     labels = compose_labels(lung_mask, med_mask, tum_mask)
@@ -95,7 +101,7 @@ def derive_labels(
     return labels, info
 
 
-_NOT_PARAMETERS = {"return_info", "seeds_zyx", "allowed_mask", "airway_mask", "superior_at_high_z"}
+_NOT_PARAMETERS = {"return_info", "seeds_zyx", "allowed_mask", "airway_mask", "superior_at_high_z", "sizes_mm"}
 
 
 def default_parameters() -> dict:

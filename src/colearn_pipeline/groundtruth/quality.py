@@ -103,7 +103,9 @@ def quality_figures(
         ``lung_ml``, ``mediastinum_ml``, ``mediastinum_outside_hull`` (fraction of mediastinum
         voxels outside the lungs' hull grown by ``hull_margin_mm``), ``lung_balance`` (smaller over
         larger lung), and ``tumours``: per finding ``volume_ml``, ``peak_suv``, ``threshold_suv``,
-        ``peak_to_threshold`` (peak over threshold) and ``capped``.
+        ``peak_to_threshold`` (peak over threshold), ``capped`` and ``max_ml`` (the volume bound of
+        a finding with a stated size, else None; ``review_reasons`` allows the larger of it and
+        ``max_tumour_ml``).
     """
     lungs = np.asarray(lung_mask, dtype=bool)
     med = np.asarray(mediastinum_mask, dtype=bool)
@@ -121,6 +123,7 @@ def quality_figures(
             "threshold_suv": thr,
             "peak_to_threshold": peak / thr if thr > 0 else 0.0,
             "capped": bool(t.get("capped", False)),
+            "max_ml": t.get("max_ml"),
         })
     return {
         "lung_ml": _ml(lungs, voxel_ml),
@@ -188,8 +191,10 @@ def review_reasons(figures: Mapping, ranges: Mapping) -> list[str]:
     for i, t in enumerate(figures.get("tumours", [])):
         if t["volume_ml"] == 0.0:
             reasons.append(f"finding {i}: no tumour region")
-        if "max_tumour_ml" in ranges and t["volume_ml"] > ranges["max_tumour_ml"]:
-            reasons.append(f"finding {i}: tumour_ml {t['volume_ml']:.1f} > {ranges['max_tumour_ml']}")
+        # a finding whose report states its size may be as large as a ball of its cap's diameter
+        limit = max(ranges.get("max_tumour_ml", np.inf), t.get("max_ml") or 0.0)
+        if "max_tumour_ml" in ranges and t["volume_ml"] > limit:
+            reasons.append(f"finding {i}: tumour_ml {t['volume_ml']:.1f} > {limit:.1f}")
         if "min_peak_to_threshold" in ranges and t["volume_ml"] > 0 and t["peak_to_threshold"] < ranges["min_peak_to_threshold"]:
             reasons.append(f"finding {i}: peak/threshold {t['peak_to_threshold']:.2f} < {ranges['min_peak_to_threshold']} (no uptake above background)")
         if ranges.get("capped_is_review") and t["capped"]:

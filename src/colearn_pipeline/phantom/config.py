@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-GENERATOR_VERSION = "1.3.0"  # 1.1: fat planes, diaphragm, stomach and spleen (issue 12); 1.3: whole-body, non-thorax
+GENERATOR_VERSION = "1.4.0"  # 1.1: fat planes, diaphragm, stomach and spleen (issue 12); 1.3: whole-body, non-thorax;
+# 1.4: diseased lungs (large primary, consolidated lobe, pleural effusion; issue 23), primaries' size in the report
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,11 @@ TUMOUR, NODE = 23, 24
 #: Tissues outside the thorax (whole-body and non-thorax studies only); drawn from their own stream so a
 #: thorax-only cohort stays as it was.
 BRAIN, KIDNEY, URINE = 25, 26, 27
+#: Pleural fluid (diseased-lung studies only; drawn from the disease stream).
+EFFUSION = 28
 N_THORAX_TISSUES = 25
-N_TISSUES = 28
+N_BODY_TISSUES = 28
+N_TISSUES = 29
 
 TISSUE_NAMES = {
     AIR: "air", TABLE_SHELL: "table_shell", TABLE_FOAM: "table_foam", FAT: "fat", MUSCLE: "muscle",
@@ -74,9 +78,13 @@ TISSUE_NAMES = {
     MYOCARDIUM: "myocardium", HEART_BLOOD: "heart_blood", GREAT_VESSEL: "great_vessel",
     OESOPHAGUS: "oesophagus", LIVER: "liver", ABDOMEN: "abdomen", ABD_VESSEL: "abdominal_vessel",
     TUMOUR: "tumour", NODE: "node", BRAIN: "brain", KIDNEY: "kidney", URINE: "bladder_urine",
+    EFFUSION: "pleural_effusion",
 }
 
-#: Truth label of each tissue (0 background, 1 lung, 2 mediastinum, 3 tumour).
+#: Truth label of each tissue (0 background, 1 lung, 2 mediastinum, 3 tumour). As radiotherapy contouring
+#: atlases draw the lungs (Kong et al., IJROBP 2011: "all inflated and collapsed ... lung"), collapsed and
+#: consolidated lung (ATELECTASIS) is lung; pleural effusion lies outside the lung, in the pleural space, and
+#: is neither lung nor mediastinum (background).
 LABEL_OF_TISSUE = {
     LUNG: 1, LUNG_VESSEL: 1, ATELECTASIS: 1,
     AIRWAY: 2, AIRWAY_WALL: 2, MED_FAT: 2, MYOCARDIUM: 2, HEART_BLOOD: 2, GREAT_VESSEL: 2, OESOPHAGUS: 2,
@@ -91,7 +99,7 @@ DEFAULT_HU = {
     AIRWAY: (-1000, -990), AIRWAY_WALL: (60, 110), MED_FAT: (-105, -80), MYOCARDIUM: (40, 50),
     HEART_BLOOD: (35, 45), GREAT_VESSEL: (35, 45), OESOPHAGUS: (30, 45), LIVER: (50, 65),
     ABDOMEN: (25, 45), ABD_VESSEL: (35, 45), TUMOUR: (25, 45), NODE: (30, 45),
-    BRAIN: (28, 40), KIDNEY: (28, 40), URINE: (0, 12),
+    BRAIN: (28, 40), KIDNEY: (28, 40), URINE: (0, 12), EFFUSION: (2, 14),
 }
 
 #: True (pre-PSF) SUV ranges per tissue; each study draws one value uniformly per tissue.
@@ -106,6 +114,8 @@ DEFAULT_SUV = {
     # physiological FDG uptake outside the thorax (QIBA FDG profile ranges): grey-matter-rich brain,
     # kidneys (parenchyma with excreted tracer), urine in the bladder
     BRAIN: (6.0, 10.0), KIDNEY: (3.0, 5.0), URINE: (10.0, 40.0),
+    # a simple (transudative) pleural effusion takes up little FDG
+    EFFUSION: (0.3, 0.6),
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +217,17 @@ class PhantomConfig:
     non_thorax_body_part: str = "PELVIS"
     wholebody_slice_factor: float = 2.0
     pet_length_difference_beds: int = 1
+    # ---- diseased lungs (phantom.disease), chosen by study index like the options above, thorax studies only ----
+    # large_primary_every: every n-th study's first primary is large (large_primary_diameter_mm) and lies against
+    #   the mediastinum; consolidation_every: a consolidated (airless) lobe beside the mediastinum, truth lung;
+    #   effusion_every: pleural effusion along the posterior chest wall at the bases, truth background. 0 = never.
+    large_primary_every: int = 0
+    large_primary_diameter_mm: tuple[float, float] = (60.0, 100.0)
+    consolidation_every: int = 0
+    consolidation_semi_mm: tuple[float, float] = (35.0, 50.0)    # semi-axes of the consolidated region
+    effusion_every: int = 0
+    effusion_depth_mm: tuple[float, float] = (15.0, 35.0)        # thickness at the base
+    effusion_height_mm: tuple[float, float] = (50.0, 90.0)       # how far above the dome it reaches
     tissue_hu: dict[int, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_HU))
     tissue_suv: dict[int, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_SUV))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import datetime as dt
 import json
 import logging
@@ -30,6 +29,14 @@ from colearn_pipeline.phantom.dicomio import (
     write_clutter,
     write_ct,
     write_pet,
+)
+from colearn_pipeline.phantom.disease import (
+    CONSOLIDATION,
+    EFFUSION,
+    LARGE_PRIMARY,
+    disease_kinds,
+    paint_consolidation,
+    paint_effusion,
 )
 from colearn_pipeline.phantom.geometry import Grid
 from colearn_pipeline.phantom.imaging import (
@@ -67,7 +74,7 @@ LAST_NAMES = ("PHANTOM", "SYNTHETIC", "TESTCASE", "MOCKPATIENT", "DUMMY", "SIMUL
 # Stream order of a study's random generators (never reorder: it would change every cohort).
 #: A lesion's allowed 40 %-region radius: this x its nominal radius (irregular, elongated) + one PSF FWHM.
 RECOVERY_SHAPE_SLACK = 1.4
-STREAMS = ("patient", "anatomy", "lesions", "ct_noise", "pet_noise", "files", "wholebody")
+STREAMS = ("patient", "anatomy", "lesions", "ct_noise", "pet_noise", "files", "wholebody", "disease")
 #: Patient z (mm) of the lowest slice (mid-thigh) of a whole-body or non-thorax study.
 WHOLEBODY_START_MM = (-1100.0, -950.0)
 #: Field-of-view kinds (:func:`field_of_view`).
@@ -187,14 +194,28 @@ def _sample_grids(pr: np.random.Generator, geo) -> tuple[Grid, Grid, tuple[float
     return ct_grid, pet_grid, (z0, z0 + (n_slices - 1) * dz)
 
 
+def _paint_disease(rngs, cfg: C.PhantomConfig, anat, grid: Grid, tissue: np.ndarray, kinds: tuple[str, ...]):
+    """Consolidation and effusion painted into ``tissue``; the large primary's diameter (or None) and
+    the truth's ``disease`` entry. Every draw from the ``disease`` stream."""
+    dr = rngs["disease"]
+    info: dict[str, Any] = {"kinds": list(kinds)}
+    large = float(dr.uniform(*cfg.large_primary_diameter_mm)) if LARGE_PRIMARY in kinds else None
+    if CONSOLIDATION in kinds:
+        info["consolidation"] = paint_consolidation(anat, grid, tissue, dr, cfg)
+    if EFFUSION in kinds:
+        info["effusion"] = paint_effusion(anat, grid, tissue, dr, cfg)
+    return large, info
+
+
 def _simulate_images(rngs, cfg: C.PhantomConfig, ct_grid: Grid, pet_grid: Grid, z_range_mm: tuple[float, float],
-                     weight: float, height: float) -> dict[str, Any]:
-    """Anatomy, lesions, truth labels, CT in HU and noisy PET in SUV of one study."""
+                     weight: float, height: float, disease: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Anatomy, lesions (and the study's ``disease``), truth labels, CT in HU and noisy PET in SUV of one study."""
     z0, z1 = z_range_mm
     anat = sample_anatomy(rngs["anatomy"], z0, z1, weight, height)
     tissue = rasterise(anat, ct_grid)
-    hu_of, suv_of = tissue_values(rngs["lesions"], cfg, rngs["wholebody"])
-    lesions, patches = place_lesions(anat, ct_grid, tissue, rngs["lesions"], cfg, suv_of)
+    hu_of, suv_of = tissue_values(rngs["lesions"], cfg, rngs["wholebody"], rngs["disease"])
+    large, disease_info = _paint_disease(rngs, cfg, anat, ct_grid, tissue, disease)
+    lesions, patches = place_lesions(anat, ct_grid, tissue, rngs["lesions"], cfg, suv_of, large_primary_mm=large)
     labels = labels_from_tissue(tissue)
     ct_noise = float(rngs["ct_noise"].uniform(*cfg.ct_noise_hu))
     hu = ct_hu(tissue, ct_grid, anat, hu_of, rngs["ct_noise"], cfg, ct_noise)
@@ -205,7 +226,7 @@ def _simulate_images(rngs, cfg: C.PhantomConfig, ct_grid: Grid, pet_grid: Grid, 
     pet_cv = float(rngs["pet_noise"].uniform(*cfg.pet_noise_cv))
     pet_suv = add_pet_noise(pet_clean, rngs["pet_noise"], cfg, pet_cv)
     return {"lesions": lesions, "labels": labels, "hu": hu, "pet_suv": pet_suv, "suv_of": suv_of,
-            "ct_noise": ct_noise, "pet_cv": pet_cv}
+            "ct_noise": ct_noise, "pet_cv": pet_cv, "disease": disease_info}
 
 
 def field_of_view(cfg: C.PhantomConfig, index: int) -> str:
@@ -263,7 +284,7 @@ def _simulate_body(rngs, cfg: C.PhantomConfig, plan: _BodyPlan, weight: float, h
     anat = sample_anatomy(rngs["anatomy"], plan.levels["z0"], plan.levels["z1"], weight, height)
     body = sample_body(rngs["wholebody"], anat, plan.levels)
     tissue = rasterise_body(anat, body, plan.sim_ct)
-    hu_of, suv_of = tissue_values(rngs["lesions"], cfg, rngs["wholebody"])
+    hu_of, suv_of = tissue_values(rngs["lesions"], cfg, rngs["wholebody"], rngs["disease"])
     lesions, patches = [], {}
     if plan.kind == WHOLEBODY:
         lesions, patches = place_lesions(anat, plan.sim_ct, tissue, rngs["lesions"], cfg, suv_of)
@@ -429,7 +450,7 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
     kind = field_of_view(cfg, index)
     plan = None
     if kind == THORAX:
-        images = _simulate_images(rngs, cfg, ct_grid, pet_grid, z_range_mm, weight, height)
+        images = _simulate_images(rngs, cfg, ct_grid, pet_grid, z_range_mm, weight, height, disease_kinds(cfg, index))
     else:
         plan = _plan_body(rngs["wholebody"], cfg, kind, ct_grid, pet_grid)
         ct_grid, pet_grid = _crop_z(plan.sim_ct, plan.ct_slices), _crop_z(plan.sim_pet, plan.pet_slices)
@@ -448,7 +469,9 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
     outside = images.get("findings_outside_thorax", [])
     report = {"study_instance_uid": header.study_uid,
               "findings": [{"text": les.text, "kind": les.kind,
-                            "position_mm": [round(float(v), 2) for v in les.hot_spot_mm]} for les in lesions]
+                            "position_mm": [round(float(v), 2) for v in les.hot_spot_mm],
+                            **({"size_mm": round(float(les.size_mm))} if les.kind == "primary" else {})}
+                           for les in lesions]
               + [{k: f[k] for k in ("text", "kind", "position_mm")} for f in outside]}
     _atomic_text(out / report_rel, json.dumps(report, indent=2) + "\n")
     truth = out / "phantom_truth" / pseudonym
@@ -459,9 +482,10 @@ def generate_study(out_dir: str | os.PathLike, index: int, seed: int = C.DEFAULT
                         time_style=time_style, header=header, pet_info=pet_info, patient=patient, images=images,
                         ct_grid=ct_grid, pet_grid=pet_grid, study_dir=study_dir, report_rel=report_rel)
     study.update(_field_of_view_json(kind, plan, header, images))
+    study["disease"] = images.get("disease", {"kinds": []})
     _atomic_text(truth / "study.json", json.dumps(study, indent=2) + "\n")
     return {"index": int(index), "pseudonym": pseudonym, "convention": conv, "n_slices": ct_grid.shape_zyx[0],
-            "field_of_view": kind,
+            "field_of_view": kind, "disease": list(images.get("disease", {}).get("kinds", [])),
             "n_lesions": len(lesions), "n_dicom_files": n_dicom_files, "dicom_dir": study_dir,
             "report": report_rel, "truth_dir": f"phantom_truth/{pseudonym}",
             "myocardium_suv_true": round(study["myocardium_suv_true"], 3)}

@@ -15,12 +15,14 @@ BLOOD_TISSUES = (C.HEART_BLOOD, C.GREAT_VESSEL, C.LUNG_VESSEL, C.ABD_VESSEL)
 
 
 def tissue_values(rng: np.random.Generator, cfg: C.PhantomConfig,
-                  extra_rng: np.random.Generator | None = None) -> tuple[dict[int, float], dict[int, float]]:
+                  extra_rng: np.random.Generator | None = None,
+                  disease_rng: np.random.Generator | None = None) -> tuple[dict[int, float], dict[int, float]]:
     """Draw the study's CT number and true SUV of every tissue.
 
     Blood has one SUV (heart chambers, great and lung vessels); lesion SUVs are drawn per lesion.
     The tissues outside the thorax (brain, kidney, urine) are drawn from ``extra_rng`` (default
-    ``rng``, after the others), so adding them left every thorax study's draws as they were.
+    ``rng``, after the others), so adding them left every thorax study's draws as they were; the
+    diseased-lung tissues (pleural fluid) from ``disease_rng`` (default ``extra_rng``).
 
     Returns
     -------
@@ -30,9 +32,13 @@ def tissue_values(rng: np.random.Generator, cfg: C.PhantomConfig,
     hu_of = {k: float(rng.uniform(*cfg.tissue_hu[k])) for k in range(C.N_THORAX_TISSUES)}
     suv_of = {k: float(rng.uniform(*cfg.tissue_suv[k])) for k in range(C.N_THORAX_TISSUES)}
     extra = rng if extra_rng is None else extra_rng
-    for k in range(C.N_THORAX_TISSUES, C.N_TISSUES):
+    for k in range(C.N_THORAX_TISSUES, C.N_BODY_TISSUES):
         hu_of[k] = float(extra.uniform(*cfg.tissue_hu[k]))
         suv_of[k] = float(extra.uniform(*cfg.tissue_suv[k]))
+    disease = extra if disease_rng is None else disease_rng
+    for k in range(C.N_BODY_TISSUES, C.N_TISSUES):
+        hu_of[k] = float(disease.uniform(*cfg.tissue_hu[k]))
+        suv_of[k] = float(disease.uniform(*cfg.tissue_suv[k]))
     blood_hu, blood_suv = hu_of[C.HEART_BLOOD], suv_of[C.HEART_BLOOD]
     for k in BLOOD_TISSUES:
         hu_of[k], suv_of[k] = blood_hu, blood_suv

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import pdist
 
 from colearn_pipeline.phantom import config as C
 from colearn_pipeline.phantom.anatomy import Anatomy
@@ -31,6 +33,12 @@ ATELECTASIS_VERTICAL_WEIGHT = 0.3    # weight of the cranio-caudal part of the c
 ATELECTASIS_OVERLAP = 0.7            # collapse starts this far (x tumour radius) from the tumour centre
 ATELECTASIS_MIN_ML = 3.0             # smaller collapses are not drawn (nor reported)
 PLACEMENT_KINDS = {"interior": 0.4, "chest_wall": 0.35, "mediastinal": 0.25}
+#: A large primary (diseased-lung studies) lies against the mediastinum; when no place fits its
+#: diameter, the diameter shrinks by this factor (never below the range's low end) and it tries again.
+LARGE_PRIMARY_SHRINK = 0.92
+#: A large primary keeps less of the ordinary clearance from the myocardium in its placement map (its
+#: painted ball is still checked against the full margin): radius x this + margin.
+LARGE_PRIMARY_MYO_FACTOR = 1.0
 NODE_STATIONS = ("2R", "2L", "4R", "4L", "5", "7", "10R", "10L")
 
 PRIMARY_HOSTS = (C.LUNG, C.LUNG_VESSEL)
@@ -58,6 +66,7 @@ class Lesion:
     lobe: str = ""
     atelectasis_voxels: int = 0
     necrotic: bool = False
+    size_mm: float = 0.0            # longest diameter of the painted lesion (what a report states)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -68,6 +77,7 @@ class Lesion:
             "peak_suv_true": round(self.peak_suv, 3), "n_voxels": int(self.n_voxels), "placement": self.placement,
             "station": self.station, "lobe": self.lobe, "atelectasis_voxels": int(self.atelectasis_voxels),
             "necrotic": bool(self.necrotic), "uptake_boosts": int(self.extra.get("uptake_boosts", 0)),
+            "size_mm": round(float(self.size_mm), 1),
         }
 
 
@@ -156,11 +166,18 @@ def _distance_maps(grid: Grid, tissue: np.ndarray) -> SimpleNamespace:
                            sy=sy, sx=sx)
 
 
-def _draw_primary(rng: np.random.Generator, cfg: C.PhantomConfig, maps: SimpleNamespace, half_slice: float):
-    """Radius (mm), placement kind and centre (x, y, z mm) of a primary tumour, or None when no place fits."""
-    diam = rng.uniform(*cfg.primary_diameter_mm)
+def _draw_primary(rng: np.random.Generator, cfg: C.PhantomConfig, maps: SimpleNamespace, half_slice: float,
+                  large_mm: float | None = None):
+    """Radius (mm), placement kind and centre (x, y, z mm) of a primary tumour, or None when no place fits.
+
+    ``large_mm``: a large primary of this diameter against the mediastinum (diseased-lung studies).
+    """
+    if large_mm is None:
+        diam = rng.uniform(*cfg.primary_diameter_mm)
+        placement = rng.choice(list(PLACEMENT_KINDS), p=list(PLACEMENT_KINDS.values()))
+    else:
+        diam, placement = large_mm, "mediastinal"
     r = 0.5 * diam
-    placement = rng.choice(list(PLACEMENT_KINDS), p=list(PLACEMENT_KINDS.values()))
     d_lung, d_med, zc_axis = maps.d_lung, maps.d_med, maps.z_mm
     if placement == "interior":
         ok = (d_lung >= r + 4.0) & (d_med >= r + 6.0)
@@ -168,7 +185,7 @@ def _draw_primary(rng: np.random.Generator, cfg: C.PhantomConfig, maps: SimpleNa
         ok = (np.abs(d_lung - 0.85 * r) < 3.0) & (d_med > r + 20.0)
     else:
         ok = (np.abs(d_med - 0.85 * r) < 3.0) & (np.abs(d_lung - d_med) < 3.0)
-    ok &= maps.d_myo >= r * 1.3 + cfg.myocardium_margin_mm
+    ok &= maps.d_myo >= r * (1.3 if large_mm is None else LARGE_PRIMARY_MYO_FACTOR) + cfg.myocardium_margin_mm
     zok = (zc_axis >= zc_axis[0] + r + half_slice) & (zc_axis <= zc_axis[-1] - r - half_slice)
     ok &= zok[:, None, None]
     idx = np.flatnonzero(ok)
@@ -180,7 +197,8 @@ def _draw_primary(rng: np.random.Generator, cfg: C.PhantomConfig, maps: SimpleNa
 
 
 def place_lesions(anat: Anatomy, grid: Grid, tissue: np.ndarray, rng: np.random.Generator,
-                  cfg: C.PhantomConfig, suv_of: dict[int, float]) -> tuple[list[Lesion], dict]:
+                  cfg: C.PhantomConfig, suv_of: dict[int, float],
+                  large_primary_mm: float | None = None) -> tuple[list[Lesion], dict]:
     """Add lesions to ``tissue`` (in place) and return them with their true-SUV patches.
 
     Parameters
@@ -195,6 +213,9 @@ def place_lesions(anat: Anatomy, grid: Grid, tissue: np.ndarray, rng: np.random.
     cfg : PhantomConfig
     suv_of : dict
         The study's true SUV per tissue code (for the lesion-to-background ratio).
+    large_primary_mm : float, optional
+        The first primary is a large one of this diameter against the mediastinum (shrunk by
+        ``LARGE_PRIMARY_SHRINK`` while no place fits, down to ``cfg.large_primary_diameter_mm[0]``).
 
     Returns
     -------
@@ -214,10 +235,13 @@ def place_lesions(anat: Anatomy, grid: Grid, tissue: np.ndarray, rng: np.random.
     stations = list(rng.permutation(NODE_STATIONS))
     half_slice = 0.5 * grid.spacing_xyz_mm[2]
     node_tries = 0
+    large = large_primary_mm
     for kind in kinds:
         for _attempt in range(PLACEMENT_TRIES):
             if kind == "primary":
-                drawn = _draw_primary(rng, cfg, maps, half_slice)
+                if large is not None and _attempt and _attempt % 6 == 0:
+                    large = max(cfg.large_primary_diameter_mm[0], large * LARGE_PRIMARY_SHRINK)
+                drawn = _draw_primary(rng, cfg, maps, half_slice, large)
                 if drawn is None:
                     continue
                 r, placement, centre = drawn
@@ -245,6 +269,8 @@ def place_lesions(anat: Anatomy, grid: Grid, tissue: np.ndarray, rng: np.random.
                 stations.pop(0)
             patches[len(lesions)] = patch
             lesions.append(lesion)
+            if kind == "primary":
+                large = None                  # only the first primary is the large one
             taken.append((centre, r))
             break
     return lesions, patches
@@ -317,14 +343,31 @@ def _paint_lesion(anat, grid, tissue, rng, cfg, suv_of, kind, centre, r, placeme
         text = f"node, station {station}"
     code = C.TUMOUR if kind == "primary" else C.NODE
     sub[mask] = code
+    size_mm = longest_diameter_mm(mask, grid.spacing_xyz_mm) if kind == "primary" else 0.0
+    if kind == "primary":
+        text += f", {size_mm:.0f} mm"
     lesion = Lesion(kind=kind, text=text, centre_mm=np.asarray(centre, float), hot_spot_mm=hot_mm,
                     diameter_mm=2 * r, peak_suv=peak, n_voxels=int(mask.sum()), placement=str(placement),
-                    station=station, lobe=lobe_text, necrotic=bool(necrotic))
+                    station=station, lobe=lobe_text, necrotic=bool(necrotic), size_mm=size_mm)
     if kind == "primary" and rng.random() < cfg.atelectasis_probability:
         lesion.atelectasis_voxels = _atelectasis(anat, grid, tissue, rng, cfg, np.asarray(centre), r)
         if lesion.atelectasis_voxels:
             lesion.text += ", with distal atelectasis"
     return lesion, (sl, suv, mask)
+
+
+def longest_diameter_mm(mask: np.ndarray, spacing_xyz_mm) -> float:
+    """Largest distance (mm) between two voxel centres of ``mask`` plus one voxel (its longest diameter)."""
+    sp = np.asarray(spacing_xyz_mm, float)[::-1]
+    edge = mask & ~ndimage.binary_erosion(mask)
+    pts = np.argwhere(edge) * sp
+    if len(pts) < 2:
+        return float(sp.max()) if mask.any() else 0.0
+    try:
+        pts = pts[ConvexHull(pts).vertices]
+    except QhullError:                      # flat (one slice): all boundary points
+        pass
+    return float(pdist(pts).max() + sp.min())
 
 
 def _atelectasis(anat, grid, tissue, rng, cfg, centre, r) -> int:

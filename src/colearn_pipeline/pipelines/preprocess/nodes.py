@@ -84,11 +84,17 @@ def _selection_row(files: StudyFiles, choice: SeriesChoice) -> dict[str, Any]:
 
 
 def _finding(finding: Any) -> Any:
-    """A report finding as the stages use it: ``position_mm`` and a ``kind`` word; free text is dropped."""
+    """A report finding as the stages use it: ``position_mm``, a ``kind`` word and a stated ``size_mm`` (mm, when
+    a positive number); free text is dropped."""
     if not isinstance(finding, dict):
         return finding  # malformed: the tumours stage refuses it with its index
     kind = str(finding.get("kind", ""))
-    return {"position_mm": finding.get("position_mm"), "kind": kind if re.fullmatch(r"[A-Za-z_ -]{1,32}", kind) else "finding"}
+    out = {"position_mm": finding.get("position_mm"),
+           "kind": kind if re.fullmatch(r"[A-Za-z_ -]{1,32}", kind) else "finding"}
+    size = finding.get("size_mm")  # the stated longest diameter: the tumour's size cap follows it
+    if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0:
+        out["size_mm"] = float(size)
+    return out
 
 
 def _discover_one(found: Discovery, files: StudyFiles, findings, identity: dict, params: DiscoverParams) -> StudyOutput:

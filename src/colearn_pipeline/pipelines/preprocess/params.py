@@ -213,7 +213,7 @@ GROUNDTRUTH_FUNCTIONS: dict[str, Callable] = {
     "tumours": segment_tumours,
 }
 #: Keywords of the science functions that are data, not parameters.
-_DATA_KEYWORDS = {"return_info", "seeds_zyx", "airway_mask", "allowed_mask"}
+_DATA_KEYWORDS = {"return_info", "seeds_zyx", "airway_mask", "allowed_mask", "sizes_mm"}
 
 
 def groundtruth_keywords(stage: str) -> set[str]:

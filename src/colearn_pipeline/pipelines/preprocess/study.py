@@ -383,14 +383,18 @@ def tumours_stage(*, staging_dir: str, pseudonym: str, suv: StudyPartition, find
     seeds = findings_to_seeds(findings, grid_image(geometry), pseudonym)
     slab = _slab(thorax_extent, int(geometry["shape_zyx"][0]))
     followed, not_followed = seeds_to_follow(seeds, slab)
-    mask, info = segment_tumours(_array(suv, dtype=np.float32), followed, geometry["spacing_xyz_mm"], **dict(keywords))
+    left_out = {n["finding"] for n in not_followed}
+    sizes = [f.get("size_mm") for i, f in enumerate(findings) if i not in left_out]  # the report's stated sizes
+    mask, info = segment_tumours(_array(suv, dtype=np.float32), followed, geometry["spacing_xyz_mm"], sizes_mm=sizes,
+                                 **dict(keywords))
     mask = restrict_to_slab(mask, slab)
     path = write_nifti(image_on(geometry, np.asarray(mask, bool).astype(np.uint8)), Path(staging_dir) / "tumours.nii.gz")
     row = {"n_findings": len(findings), "tumours_capped": int(sum(bool(t.get("capped")) for t in info)),
            "n_findings_not_followed": len(not_followed),
            "findings_not_followed": [{**n, "kind": str(findings[n["finding"]].get("kind", "?"))} for n in not_followed],
            "tumours_empty": int(sum(int(t.get("voxels", 0)) == 0 for t in info)),
-           "tumour_findings": [{k: _plain(t.get(k)) for k in ("voxels", "peak_suv", "threshold_suv", "capped")}
+           "tumour_findings": [{k: _plain(t.get(k))
+                                for k in ("voxels", "peak_suv", "threshold_suv", "capped", "max_ml")}
                                for t in info]}
     return {"row": row, "staged": {"tumours": path}}
 
