@@ -1,0 +1,101 @@
+"""Expert contours as ground truth in preprocess (issue 23): an RTSTRUCT beside a study's images, made on its
+CT, replaces the classes it contours; the rest stay derived; the manifest names the sources, the ROI names no
+rule maps, and scores the derived labels against the expert's.
+
+Two fixture studies: one with an RTSTRUCT (lungs, GTV, an unmapped "Liver") and a second RTSTRUCT on another
+frame of reference (not the study's), one without.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from dicom_fixtures import run_preprocess_catalog, thorax_volumes, write_thorax_study
+
+from colearn_pipeline.dicom import pseudonymise
+from colearn_pipeline.dicom.rtstruct import Algorithm, RoiMask, build_rtstruct
+from colearn_pipeline.dicom.series import read_series
+from colearn_pipeline.groundtruth import LABELS
+
+
+def _labels(out, pseudonym):
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(out / "03_primary" / "labels" / f"{pseudonym}.nii.gz")))
+
+
+def _expert_masks():
+    """The fixture's true lungs and a GTV (the tumour sphere), on the CT grid of :func:`thorax_volumes`."""
+    ct, suv, _ = thorax_volumes()
+    gtv = suv == 8.0
+    lungs = (ct == -850.0) & ~gtv
+    liver = np.zeros_like(gtv)
+    liver[2:4, 30:34, 20:26] = True
+    return lungs, gtv, liver
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    raw, out = tmp_path_factory.mktemp("raw"), tmp_path_factory.mktemp("out")
+    studies = {}
+    for key in ("expert", "plain"):
+        s = write_thorax_study(raw / "dicom" / key, reports_dir=raw / "reports")
+        studies[key] = {**s, "pseudonym": pseudonymise(s["study_uid"])}
+    ct = read_series([str(p) for p in studies["expert"]["ct_files"]], studies["expert"]["pseudonym"])
+    lungs, gtv, liver = _expert_masks()
+    rois = [RoiMask("Lung_total", lungs), RoiMask("GTV_primary", gtv, "GTV"), RoiMask("Liver", liver)]
+    ds = build_rtstruct(ct.datasets, rois, algorithm=Algorithm("expert", "1", "MANUAL"))
+    ds.save_as(raw / "dicom" / "expert" / "rtss.dcm", enforce_file_format=True)
+    other = build_rtstruct(ct.datasets, [RoiMask("GTV_other", lungs)], algorithm=Algorithm("x", "1"))
+    other.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = "1.2.826.0.1.3680043.99.1"
+    other.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0] \
+        .SeriesInstanceUID = "1.2.826.0.1.3680043.99.2"
+    for item in other.StructureSetROISequence:
+        item.ReferencedFrameOfReferenceUID = "1.2.826.0.1.3680043.99.1"
+    other.save_as(raw / "dicom" / "expert" / "other_scan_rtss.dcm", enforce_file_format=True)
+    result = run_preprocess_catalog(raw, out, workers=0)
+    return {"studies": studies, "out": out, "rows": {r["pseudonym"]: r for r in result["manifest"]["studies"]},
+            "summary": result["manifest"]["summary"], "masks": (lungs, gtv)}
+
+
+def test_expert_classes_replace_the_derived_ones_and_the_manifest_says_so(runs):
+    pseudonym = runs["studies"]["expert"]["pseudonym"]
+    row = runs["rows"][pseudonym]
+    assert row["status"] == "ok", row
+    assert row["labels_source"] == "expert"
+    assert row["expert_classes"] == ["lung", "tumour"]
+    assert row["labels_from_derived"] == ["mediastinum"]
+    assert row["expert_unmapped_rois"] == ["Liver"]
+    assert len(row["expert_files"]) == 1 and row["expert_files"][0].startswith("file-")  # by label, not by name
+    lungs, gtv = runs["masks"]
+    labels = _labels(runs["out"], pseudonym)
+    np.testing.assert_array_equal(labels == LABELS["tumour"], gtv)
+    np.testing.assert_array_equal(labels == LABELS["lung"], lungs)
+    assert (labels == LABELS["mediastinum"]).sum() > 0  # from the derived labels
+    assert row["voxels_tumour"] == int(gtv.sum())
+
+
+def test_derived_labels_are_scored_against_the_expert(runs):
+    row = runs["rows"][runs["studies"]["expert"]["pseudonym"]]
+    for name in ("lung", "tumour"):
+        assert 0.5 < row[f"expert_dice_{name}"] <= 1.0, row
+        assert 0.5 < row[f"expert_volume_ratio_{name}"] < 2.0, row
+        assert 0.0 <= row[f"expert_msd_mm_{name}"] < 10.0, row
+        assert set(row["expert_agreement"][name]) == {"dice", "volume_ratio", "mean_surface_distance_mm"}
+    assert row["expert_dice_mediastinum"] is None  # the expert drew none
+    assert runs["summary"]["labels_expert"] == 1
+    assert runs["summary"]["mean_expert_dice_tumour"] == pytest.approx(row["expert_dice_tumour"])
+
+
+def test_study_without_expert_contours_stays_derived(runs):
+    row = runs["rows"][runs["studies"]["plain"]["pseudonym"]]
+    assert row["status"] == "ok" and row["labels_source"] == "derived", row
+    assert row["expert_classes"] is None and row["expert_dice_tumour"] is None
+
+
+def test_manifest_csv_lists_the_expert_columns(runs):
+    import pandas as pd
+
+    table = pd.read_csv(runs["out"] / "08_reporting" / "preprocess_manifest.csv")
+    row = table.set_index("pseudonym").loc[runs["studies"]["expert"]["pseudonym"]]
+    assert row["expert_classes"] == "lung tumour" and row["expert_unmapped_rois"] == "Liver"
+    assert row["labels_source"] == "expert"
