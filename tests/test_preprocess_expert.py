@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from dicom_fixtures import run_preprocess_catalog, thorax_volumes, write_thorax_study
 
 from colearn_pipeline.dicom import pseudonymise
-from colearn_pipeline.dicom.rtstruct import Algorithm, RoiMask, build_rtstruct
+from colearn_pipeline.inference.rtstruct import Algorithm, RoiMask, build_rtstruct
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS
 

@@ -12,7 +12,8 @@ in patient coordinates (LPS, mm); :func:`rasterise_contours` puts them on a seri
   inside another is a hole, one inside that an island), as DICOM PS3.3 C.8.8.6 describes;
 - a pixel is inside a polygon when its centre is (``skimage.draw.polygon``).
 
-Writing (:func:`mask_contours`, :func:`build_rtstruct`): each slice of a mask becomes the
+Writing (:func:`mask_contours`; the structure set itself is built by
+:func:`colearn_pipeline.inference.rtstruct.build_rtstruct`): each slice of a mask becomes the
 marching-squares contours of its pixels at level 0.5 (outer boundaries and holes), whose vertices
 lie half-way between pixel centres, so a pixel centre never lies on a contour and the even-odd
 rasterisation above gives back exactly the mask. Collinear vertices are dropped.
@@ -26,30 +27,22 @@ neither available as a small Python library.
 
 from __future__ import annotations
 
-import datetime
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
 
 #: SOP class of RT Structure Set Storage.
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-#: Referenced SOP class of a study in the RT Referenced Study Sequence (Study Component Management, as
-#: treatment planning systems write it).
-STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.2"
 #: A contour lies on a slice when its plane is within this fraction of the slice spacing.
 DEFAULT_TOLERANCE_FRACTION = 0.5
 #: Largest spread of a contour's points along the slice normal (mm) for it to count as planar on the grid.
 PLANARITY_TOLERANCE_MM = 0.01
 #: Marching-squares level between outside (0) and inside (1).
 _CONTOUR_LEVEL = 0.5
-#: Decimals of the contour coordinates written (mm; DS holds at most 16 characters).
-_DECIMALS = 3
 
 
 class RtStructError(ValueError):
@@ -279,154 +272,3 @@ def mask_contours(mask_2d: np.ndarray) -> list[np.ndarray]:
         if len(c) >= 3:
             out.append(c)
     return out
-
-
-@dataclass(frozen=True)
-class RoiMask:
-    """One ROI to write: a mask on the image grid, how it is interpreted and shown."""
-
-    name: str
-    mask: np.ndarray
-    interpreted_type: str = "ORGAN"
-    color_rgb: tuple[int, int, int] = (255, 0, 0)
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    """The software that made the ROIs (ROIGenerationAlgorithm and its description)."""
-
-    name: str
-    version: str
-    generation: str = "AUTOMATIC"
-    parameters: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def description(self) -> str:
-        extra = ", ".join(f"{k} {v}" for k, v in self.parameters.items())
-        return f"{self.name} {self.version}" + (f" ({extra})" if extra else "")
-
-
-#: Patient and study attributes copied from the source image (patient, general study, patient study modules).
-PATIENT_STUDY_KEYWORDS = (
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientSize",
-    "PatientWeight", "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-    "AccessionNumber", "StudyDescription",
-)
-#: Type 2 attributes of those modules: present (empty if unknown) in what we write.
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-          "ReferringPhysicianName", "StudyID", "AccessionNumber")
-
-
-def copy_patient_study(target: Dataset, source: Dataset) -> None:
-    """Copy the patient and study modules of ``source`` into ``target`` (type 2 attributes always present)."""
-    for keyword in PATIENT_STUDY_KEYWORDS:
-        if keyword in source:
-            setattr(target, keyword, source.data_element(keyword).value)
-    for keyword in _TYPE2:
-        if keyword not in target:
-            setattr(target, keyword, "")
-
-
-def _image_ref(sop_class: str, sop_instance: str) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = sop_class, sop_instance
-    return item
-
-
-def _structure_set_module(ds: Dataset, source: Dataset, geometry: SliceGeometry, label: str, now) -> None:
-    ds.StructureSetLabel = label[:16]
-    ds.StructureSetDate, ds.StructureSetTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    series = Dataset()
-    series.SeriesInstanceUID = source.SeriesInstanceUID
-    series.ContourImageSequence = DicomSequence(
-        [_image_ref(c, i) for c, i in zip(geometry.sop_class_uids, geometry.sop_instance_uids)])
-    study = Dataset()
-    study.ReferencedSOPClassUID, study.ReferencedSOPInstanceUID = STUDY_COMPONENT_MANAGEMENT, source.StudyInstanceUID
-    study.RTReferencedSeriesSequence = DicomSequence([series])
-    frame = Dataset()
-    frame.FrameOfReferenceUID = source.FrameOfReferenceUID
-    frame.RTReferencedStudySequence = DicomSequence([study])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
-
-
-def _roi_items(number: int, roi: RoiMask, geometry: SliceGeometry, frame_uid: str, algorithm: Algorithm):
-    """The Structure Set ROI, ROI Contour and RT ROI Observations items of one ROI."""
-    ss = Dataset()
-    ss.ROINumber, ss.ReferencedFrameOfReferenceUID, ss.ROIName = number, frame_uid, roi.name[:64]
-    ss.ROIGenerationAlgorithm = algorithm.generation
-    ss.ROIGenerationDescription = (roi.description or algorithm.description)[:64]
-    contour_item = Dataset()
-    contour_item.ReferencedROINumber = number
-    contour_item.ROIDisplayColor = [int(v) for v in roi.color_rgb]
-    contours = []
-    for k in np.flatnonzero(np.asarray(roi.mask).any(axis=(1, 2))):
-        for rc in mask_contours(roi.mask[k]):
-            c = Dataset()
-            c.ContourImageSequence = DicomSequence(
-                [_image_ref(geometry.sop_class_uids[k], geometry.sop_instance_uids[k])])
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(rc)
-            c.ContourNumber = len(contours) + 1
-            c.ContourData = [f"{v:.{_DECIMALS}f}" for v in geometry.to_patient(rc, int(k)).ravel()]
-            contours.append(c)
-    if contours:  # type 3, but with at least one item when present: an empty ROI has none
-        contour_item.ContourSequence = DicomSequence(contours)
-    obs = Dataset()
-    obs.ObservationNumber, obs.ReferencedROINumber = number, number
-    obs.RTROIInterpretedType, obs.ROIInterpreter = roi.interpreted_type, ""
-    return ss, contour_item, obs
-
-
-def build_rtstruct(source_datasets: Sequence[Dataset], rois: Sequence[RoiMask], *, algorithm: Algorithm,
-                   series_number: int = 9902, series_description: str = "colearn-pipeline contours",
-                   label: str = "COLEARN", manufacturer: str = "colearn-pipeline") -> Dataset:
-    """An RT Structure Set of masks on an image series' grid, referencing that series.
-
-    Parameters
-    ----------
-    source_datasets : sequence of pydicom.Dataset
-        The image headers in the masks' slice order (``SeriesVolume.datasets``).
-    rois : sequence of RoiMask
-        Masks ``(z, y, x)`` on that grid; an empty mask gives an ROI without contours.
-    algorithm : Algorithm
-        ROIGenerationAlgorithm (AUTOMATIC, SEMIAUTOMATIC, MANUAL) and the software, in every
-        ROI's ROIGenerationDescription and in the equipment module.
-    series_number, series_description, label, manufacturer
-        Of the new RTSTRUCT series (no identifier may be put here).
-
-    Returns
-    -------
-    pydicom.Dataset
-        With file meta (explicit VR little endian); save with ``save_as(..., enforce_file_format=True)``.
-    """
-    geometry = SliceGeometry.from_datasets(source_datasets)
-    for roi in rois:
-        if np.asarray(roi.mask).shape != geometry.shape_zyx:
-            raise ValueError(f"ROI {roi.name!r}: mask {np.asarray(roi.mask).shape} != grid {geometry.shape_zyx}")
-    source = source_datasets[0]
-    now = datetime.datetime.now()
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID, ds.SOPInstanceUID = RT_STRUCTURE_SET_STORAGE, generate_uid()
-    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    copy_patient_study(ds, source)
-    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", generate_uid(), int(series_number)
-    ds.SeriesDescription, ds.OperatorsName = series_description[:64], ""
-    ds.SeriesDate, ds.SeriesTime = ds.InstanceCreationDate, ds.InstanceCreationTime
-    ds.Manufacturer, ds.ManufacturerModelName = manufacturer, algorithm.name[:64]
-    ds.SoftwareVersions = algorithm.version[:64]
-    ds.FrameOfReferenceUID = source.FrameOfReferenceUID
-    ds.PositionReferenceIndicator = ""
-    _structure_set_module(ds, source, geometry, label, now)
-    items = [_roi_items(i + 1, roi, geometry, str(source.FrameOfReferenceUID), algorithm) for i, roi in enumerate(rois)]
-    ds.StructureSetROISequence = DicomSequence([s for s, _, _ in items])
-    ds.ROIContourSequence = DicomSequence([c for _, c, _ in items])
-    ds.RTROIObservationsSequence = DicomSequence([o for _, _, o in items])
-    ds.ApprovalStatus = "UNAPPROVED"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
-

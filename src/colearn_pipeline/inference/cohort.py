@@ -3,7 +3,8 @@
 Used by ``colearn-predict`` and by the ``predict`` Kedro pipeline. Each study's outputs are
 written into one folder, in their final format, named by pseudonym only:
 ``<pseudonym>.nii.gz`` (labels on the CT grid), ``<pseudonym>.seg.dcm`` (DICOM SEG),
-``<pseudonym>.summary.json`` and ``<pseudonym>.summary.csv``.
+``<pseudonym>.summary.json`` and ``<pseudonym>.summary.csv``; with ``formats: [seg, rtstruct]`` also
+``<pseudonym>.rtstruct.dcm`` (RT Structure Set, :mod:`.rtstruct`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from colearn_pipeline.datasets._atomic import atomic_write
 from colearn_pipeline.dicom.discovery import Discovery, StudyFiles, discover
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY
+from colearn_pipeline.inference.rtstruct import label_map_rtstruct
 from colearn_pipeline.inference.seg import LabelMapError, build_seg, write_seg
 from colearn_pipeline.inference.segment import segment_volume
 from colearn_pipeline.inference.study import load_study
@@ -33,8 +35,10 @@ from colearn_pipeline.inference.summary import summarise_labels, summary_table
 logger = logging.getLogger(__name__)
 
 #: Output file suffixes, per output.
-OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "summary_json": ".summary.json",
+OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "rtstruct": ".rtstruct.dcm", "summary_json": ".summary.json",
                    "summary_csv": ".summary.csv"}
+#: DICOM outputs ``predict.formats`` may name; the SEG is the default.
+DICOM_FORMATS = ("seg", "rtstruct")
 #: Manifest columns.
 MANIFEST_COLUMNS = ["pseudonym", "status", "reason", "file", "series_selection", "suv_convention",
                     "ct_shape_zyx", "thorax_slices", "n_tumours", "tumour_ml", "seconds"]
@@ -69,17 +73,13 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
     summary = summarise_labels(labels, data.suv_ct, ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction)
     summary = {"study": data.pseudonym, "net": bundle["net"], "model": provenance.get("mlflow_run_id") or "file",
                "thorax_slices": [int(data.slice_index[0]), int(data.slice_index[-1])], **summary}
-    seg_conf = dict(params.get("seg") or {})
-    seg = build_seg(labels, ct.datasets, algorithm=algorithm_identification(bundle, provenance),
-                    series_number=int(seg_conf.get("series_number", 9901)),
-                    series_description=str(seg_conf.get("series_description", "colearn-pipeline segmentation")),
-                    content_label=str(seg_conf.get("content_label", "COLEARN")), software_version=__version__)
+    formats = output_formats(params)
     out = Path(out_dir)
-    paths = {k: out / f"{data.pseudonym}{s}" for k, s in OUTPUT_SUFFIXES.items()}
+    paths = {k: out / f"{data.pseudonym}{s}" for k, s in OUTPUT_SUFFIXES.items() if k not in DICOM_FORMATS or k in formats}
     from colearn_pipeline.datasets import NiftiDataset
 
     NiftiDataset(str(paths["labels"])).save(ct.to_sitk(labels))
-    write_seg(seg, paths["seg"])
+    write_dicom_outputs(labels, ct.datasets, algorithm_identification(bundle, provenance), params, paths)
     atomic_write(paths["summary_json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     table = summary_table(data.pseudonym, summary)
     atomic_write(paths["summary_csv"], lambda tmp: table.to_csv(tmp, index=False))
@@ -88,6 +88,33 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
         "ct_shape_zyx": list(ct.shape_zyx), "thorax_slices": f"{data.slice_index[0]}-{data.slice_index[-1]}",
         "n_tumours": summary["n_tumours"], "tumour_ml": summary["tumour_ml"], "_paths": paths,
     }
+
+
+def write_dicom_outputs(labels: np.ndarray, ct_datasets, algorithm: Mapping[str, Any], params: Mapping[str, Any],
+                        paths: Mapping[str, Path]) -> None:
+    """Write the DICOM SEG (``paths["seg"]``) and the RTSTRUCT (``paths["rtstruct"]``) that ``paths`` holds."""
+    if "seg" in paths:
+        conf = dict(params.get("seg") or {})
+        seg = build_seg(labels, ct_datasets, algorithm=algorithm, series_number=int(conf.get("series_number", 9901)),
+                        series_description=str(conf.get("series_description", "colearn-pipeline segmentation")),
+                        content_label=str(conf.get("content_label", "COLEARN")), software_version=__version__)
+        write_seg(seg, paths["seg"])
+    if "rtstruct" in paths:
+        conf = dict(params.get("rtstruct") or {})
+        rtstruct = label_map_rtstruct(labels, ct_datasets, algorithm=algorithm,
+                                      series_number=int(conf.get("series_number", 9902)),
+                                      series_description=str(conf.get("series_description", "colearn-pipeline contours")),
+                                      label=str(conf.get("label", "COLEARN")))
+        write_seg(rtstruct, paths["rtstruct"])  # saves any DICOM dataset atomically
+
+
+def output_formats(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The DICOM outputs ``params["formats"]`` names (default ``["seg"]``); an unknown or empty list is an error."""
+    formats = tuple(str(f).lower() for f in (params.get("formats") or ["seg"]))
+    unknown = sorted(set(formats) - set(DICOM_FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"predict.formats: {unknown or formats} not in {list(DICOM_FORMATS)}")
+    return formats
 
 
 def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapping[str, Any],
@@ -104,6 +131,7 @@ def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapp
         What the scan found (``skipped`` files, for a message when no study is found).
     """
     root = os.fspath(root)
+    output_formats(params)  # a bad list is the caller's error, not each study's
     found = discover(root, key=str(params.get("pseudonym_key") or DEFAULT_PSEUDONYM_KEY))
     rows = []
     for pseudonym in sorted(found.studies):

@@ -29,9 +29,9 @@ def predict_cohort(params: dict[str, Any]):
 
     Returns
     -------
-    labels, seg : dict
-        ``{pseudonym: pathlib.Path}``: staged NIfTI label maps and DICOM SEG files, moved into
-        place by the catalog's datasets.
+    labels, seg, rtstruct : dict
+        ``{pseudonym: pathlib.Path}``: staged NIfTI label maps, DICOM SEG and RTSTRUCT files
+        (those ``params["formats"]`` names; the others empty), moved into place by the catalog's datasets.
     summary : dict
         ``{pseudonym: dict}`` (JSON).
     summary_table : dict
@@ -54,7 +54,8 @@ def predict_cohort(params: dict[str, Any]):
     logger.info("predict: %d studies found, %d segmented, %d quarantined, %d files skipped",
                 len(rows), len(ok), len(rows) - len(ok), len(found.skipped))
     labels = {r["pseudonym"]: r["_paths"]["labels"] for r in ok}
-    seg = {r["pseudonym"]: r["_paths"]["seg"] for r in ok}
+    seg = {r["pseudonym"]: r["_paths"]["seg"] for r in ok if "seg" in r["_paths"]}
+    rtstruct = {r["pseudonym"]: r["_paths"]["rtstruct"] for r in ok if "rtstruct" in r["_paths"]}
     summary = {r["pseudonym"]: json.loads(r["_paths"]["summary_json"].read_text()) for r in ok}
     tables = {r["pseudonym"]: pd.read_csv(r["_paths"]["summary_csv"]) for r in ok}
-    return labels, seg, summary, tables, manifest_table(rows)
+    return labels, seg, rtstruct, summary, tables, manifest_table(rows)
