@@ -95,7 +95,10 @@ def test_roi_names_map_to_classes_by_the_conf_rules(name, cls):
 
 def test_rules_refuse_an_unknown_class():
     with pytest.raises(ValueError, match="'lungs' is not one of"):
-        check_rules({"Lung*": "lungs"})
+        check_rules([["Lung*", "lungs"]])
+    with pytest.raises(ValueError, match="not a \\[pattern, class\\] pair"):
+        check_rules([["Lung*"]])
+    assert list(check_rules([["b*", "lung"], ["a*", "tumour"]])) == ["b*", "a*"]  # the conf's order is kept
 
 
 def test_merge_keeps_the_classes_the_expert_did_not_contour():

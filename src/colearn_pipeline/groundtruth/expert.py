@@ -78,13 +78,23 @@ class ExpertLabels:
     notes: list[str] = field(default_factory=list)
 
 
-def check_rules(rules: Mapping[str, str]) -> dict[str, str]:
-    """The rules (glob pattern -> class) as a plain ordered dict; an unknown class is an error."""
+def check_rules(rules: Mapping[str, str] | Sequence[Sequence[str]]) -> dict[str, str]:
+    """The rules as an ordered dict glob pattern -> class, from ``[[pattern, class], ...]`` (conf) or a mapping.
+
+    Raises
+    ------
+    ValueError
+        A rule that is not a pair, or a class not in ``lung``, ``mediastinum``, ``tumour``, ``ignore``.
+    """
+    pairs = list(rules.items()) if isinstance(rules, Mapping) else list(rules or [])
     out = {}
-    for pattern, cls in dict(rules or {}).items():
+    for rule in pairs:
+        if isinstance(rule, (str, bytes)) or len(rule) != 2:
+            raise ValueError(f"expert ROI rule {rule!r} is not a [pattern, class] pair")
+        pattern, cls = (str(v) for v in rule)
         if cls not in (*EXPERT_CLASSES, IGNORE):
             raise ValueError(f"expert ROI rule {pattern!r}: class {cls!r} is not one of {[*EXPERT_CLASSES, IGNORE]}")
-        out[str(pattern)] = str(cls)
+        out[pattern] = cls
     return out
 
 

@@ -206,8 +206,8 @@ class ExpertParams:
 
     enabled: bool
     slice_tolerance_fraction: float         # a contour within this fraction of the slice spacing lies on the slice
-    roi_classes: Mapping[str, str]          # glob pattern (case-insensitive) -> lung | mediastinum | tumour | ignore
-    overrides: Mapping[str, Mapping[str, str]]  # per study (pseudonym): its own roi_classes, replacing the cohort's
+    roi_classes: tuple[tuple[str, str], ...]  # [glob pattern (case-insensitive), lung | mediastinum | tumour | ignore]
+    overrides: Mapping[str, tuple[tuple[str, str], ...]]  # per study (pseudonym): its own roi_classes
 
     def rules_for(self, pseudonym: str) -> dict[str, str]:
         """The ROI-name rules of one study (its override, else the cohort's), checked."""
