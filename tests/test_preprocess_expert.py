@@ -136,3 +136,41 @@ def test_phantom_truth_rtstruct_is_the_ground_truth_and_scores_the_derived_label
         assert row[f"dice_{name}"] == 1.0  # the labels used are the truth ...
         # ... and the derived labels, scored against it, are as good as the phantom QA finds them elsewhere
         assert row[f"expert_dice_{name}"] >= MIN_DERIVED_DICE[name], (name, row[f"expert_dice_{name}"])
+
+
+def test_mlflow_gets_the_agreement_figures_as_metrics(runs, tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from colearn_pipeline.hooks import MlflowHooks
+
+    class Catalog:  # what the hooks use of a Kedro catalog
+        def __contains__(self, name):
+            return name == "parameters"
+
+        def load(self, name):
+            return {"mlflow": {"enabled": True, "tracking_uri": None, "experiment_name": "expert",
+                               "log_models": False, "fail_on_logging_error": True}}
+
+        def get(self, name):
+            return SimpleNamespace(metadata={"preprocess_manifest": {"mlflow": "manifest"}}.get(name))
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    hooks = MlflowHooks()
+    hooks.before_pipeline_run({"project_path": str(tmp_path), "pipeline_names": ["preprocess"]}, None, Catalog())
+    manifest = json.loads((runs["out"] / "08_reporting" / "preprocess_manifest.json").read_text())
+    hooks.after_dataset_saved("preprocess_manifest", manifest, None)
+    run_id = hooks.parent_run_id
+    hooks.after_pipeline_run({}, {}, None, None)
+    metrics = MlflowClient(uri).get_run(run_id).data.metrics
+    pseudonym = runs["studies"]["expert"]["pseudonym"]
+    row = runs["rows"][pseudonym]
+    for name in ("lung", "tumour"):
+        assert metrics[f"expert_dice_{name}/{pseudonym}"] == pytest.approx(row[f"expert_dice_{name}"])
+        assert metrics[f"expert_msd_mm_{name}/{pseudonym}"] == pytest.approx(row[f"expert_msd_mm_{name}"])
+    assert metrics["mean_expert_dice_tumour"] == pytest.approx(row["expert_dice_tumour"])
+    assert metrics["labels_expert"] == 1.0
+    assert f"expert_dice_mediastinum/{pseudonym}" not in metrics  # not contoured: no figure
