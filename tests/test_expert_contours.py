@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from colearn_pipeline.dicom.rtstruct import SliceGeometry, mask_contours, rasterise_contours, read_structure_set
 from colearn_pipeline.groundtruth import dice
 from colearn_pipeline.groundtruth.agreement import class_agreement, mean_surface_distance_mm, surface
-from colearn_pipeline.groundtruth.expert import (ExpertObject, check_rules, expert_masks, find_expert_objects,
+from colearn_pipeline.groundtruth.expert import (ExpertContourError, check_rules, expert_masks, find_expert_objects,
                                                  merge_with_derived, roi_class)
 from colearn_pipeline.inference.rtstruct import Algorithm, RoiMask, build_rtstruct
 
@@ -28,7 +28,8 @@ def _geometry(n_slices=4, rows=10, cols=12, spacing=(2.0, 1.0), slice_mm=3.0, or
     """An axial grid: row direction +x, column direction +y, slices at origin z + k * slice_mm."""
     positions = np.array([[origin[0], origin[1], origin[2] + k * slice_mm] for k in range(n_slices)])
     return SliceGeometry(positions, np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0]),
-                         spacing, rows, cols, tuple(f"1.2.3.{k}" for k in range(n_slices)), ("1.2.840.10008.5.1.4.1.1.2",) * n_slices)
+                         spacing, rows, cols, tuple(f"1.2.3.{k}" for k in range(n_slices)),
+                         ("1.2.840.10008.5.1.4.1.1.2",) * n_slices)
 
 
 def _square(x0, x1, y0, y1, z):
@@ -219,5 +220,16 @@ def test_empty_structure_set_gives_no_class():
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
     ds.StructureSetROISequence = []
     assert read_structure_set(ds).rois == ()
-    obj = ExpertObject("-", "RTSTRUCT", "series")
-    assert obj.kind == "RTSTRUCT"
+
+
+def test_a_damaged_contour_is_named_with_its_roi(phantom, tmp_path):
+    ct, truth, ct_info = phantom
+    ds = build_rtstruct(ct.datasets, [RoiMask("GTV", truth == 3)], algorithm=Algorithm("x", "1"))
+    ds.ROIContourSequence[0].ContourSequence[0].ContourData = ["1.0", "2.0"]
+    path = tmp_path / "bad.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    # found by its references: the contours are read by the labels stage, which names the file
+    (obj,) = find_expert_objects([str(path)], ct_info.series_uid, ct_info.frame_of_reference_uid)
+    with pytest.raises(ExpertContourError, match="ROI 1: a contour has 2 coordinates") as caught:
+        expert_masks([obj], ct.datasets, _default_rules(), labels_of={str(path): "file-0123456789"})
+    assert caught.value.file == "file-0123456789"

@@ -62,7 +62,8 @@ def _study(root: Path, name: str):
 
 def _gtv(aside, info, datasets, expect_folder: str):
     objects = find_expert_objects(aside, info.series_uid, info.frame_of_reference_uid)
-    assert [(Path(o.path).parent.parent.name, o.kind, o.match) for o in objects] == [(expect_folder, "RTSTRUCT", "series")]
+    found_objects = [(Path(o.path).parent.parent.name, o.kind, o.match) for o in objects]
+    assert found_objects == [(expect_folder, "RTSTRUCT", "series")]
     found = expert_masks(objects, datasets, _rules())
     assert found.unmapped == [] and list(found.masks) == ["tumour"], found.rois
     assert found.notes == []
@@ -89,7 +90,8 @@ def results(sts):
                      "aside": aside, "ct_info": ct_info}
         ml_ct = gtv_ct.sum() * np.prod(ct.spacing_xyz_mm) / 1000
         ml_pet = gtv_pet.sum() * np.prod(pet.spacing_xyz_mm) / 1000
-        print(f"{name}: GTV {ml_ct:.1f} mL (CT grid; PET GTV {ml_pet:.1f} mL on the PET grid), peak SUV {info[0]['peak_suv']:.1f}, fraction "
+        print(f"{name}: GTV {ml_ct:.1f} mL (CT grid; PET GTV {ml_pet:.1f} mL on the PET grid), "
+              f"peak SUV {info[0]['peak_suv']:.1f}, fraction "
               f"{info[0]['peak_fraction']:.2f}, Dice {scores['dice']:.3f}, volume ratio {scores['volume_ratio']:.2f}, "
               f"MSD {scores['mean_surface_distance_mm']:.1f} mm")
     return out
@@ -125,7 +127,8 @@ def test_real_gtv_as_seg_reads_back_through_the_same_path(results, name, tmp_pat
     labels = np.where(r["gtv_ct"], LABELS["tumour"], 0).astype(np.uint8)
     seg = build_seg(labels, r["ct"].datasets, algorithm=None, algorithm_type="MANUAL")
     path = write_seg(seg, tmp_path / "gtv.seg.dcm")
-    objects = find_expert_objects([*r["aside"], str(path)], r["ct_info"].series_uid, r["ct_info"].frame_of_reference_uid)
+    ct_info = r["ct_info"]
+    objects = find_expert_objects([*r["aside"], str(path)], ct_info.series_uid, ct_info.frame_of_reference_uid)
     assert sorted(o.kind for o in objects) == ["RTSTRUCT", "SEG"]  # both reference the CT series
     (obj,) = [o for o in objects if o.kind == "SEG"]
     found = expert_masks([obj], r["ct"].datasets, _rules())

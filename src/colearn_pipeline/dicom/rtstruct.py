@@ -144,7 +144,8 @@ class StructureSet:
     skipped_contours: int = 0
 
 
-def _referenced(ds: Dataset) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def referenced_uids(ds: Dataset) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The FrameOfReferenceUIDs and the SeriesInstanceUIDs a structure set references (in order, once each)."""
     frames, series = [], []
     for ref in ds.get("ReferencedFrameOfReferenceSequence", []):
         frames.append(str(ref.get("FrameOfReferenceUID", "")))
@@ -188,7 +189,8 @@ def read_structure_set(source: str | os.PathLike | Dataset, file: str = "RTSTRUC
                 continue
             data = np.asarray([float(v) for v in c.get("ContourData", [])], float)
             if data.size < 9 or data.size % 3:
-                raise RtStructError(file, f"ROI {number}: a contour has {data.size} coordinates (not 3 per point, >= 3 points)")
+                raise RtStructError(file, f"ROI {number}: a contour has {data.size} coordinates "
+                                          "(not 3 per point, >= 3 points)")
             contours.setdefault(number, []).append(data.reshape(-1, 3))
     rois = tuple(
         RoiContours(number=n, name=str(names[n].get("ROIName", "")) if n in names else f"ROI {n}",
@@ -196,7 +198,7 @@ def read_structure_set(source: str | os.PathLike | Dataset, file: str = "RTSTRUC
                     generation_algorithm=str(names[n].get("ROIGenerationAlgorithm", "")) if n in names else "")
         for n in sorted(contours)
     )
-    frames, series = _referenced(ds)
+    frames, series = referenced_uids(ds)
     return StructureSet(frames, series, rois, skipped)
 
 

@@ -27,7 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from colearn_pipeline.dicom.rtstruct import (DEFAULT_TOLERANCE_FRACTION, RT_STRUCTURE_SET_STORAGE, RtStructError,
-                                             SliceGeometry, rasterise_contours, read_structure_set)
+                                             SliceGeometry, rasterise_contours, read_structure_set, referenced_uids)
 from colearn_pipeline.groundtruth.labels import LABELS, compose_labels
 
 #: SOP class of Segmentation Storage.
@@ -140,10 +140,10 @@ def find_expert_objects(paths: Sequence[str], ct_series_uid: str, frame_of_refer
         if ds is None:
             continue
         sop = str(ds.get("SOPClassUID", ""))
-        if sop == RT_STRUCTURE_SET_STORAGE:
+        if sop == RT_STRUCTURE_SET_STORAGE:  # its references only: a damaged contour is the labels stage's error
             kind = "RTSTRUCT"
-            set_ = read_structure_set(ds, os.path.basename(path))
-            series, frames = set(set_.referenced_series_uids), set(set_.frame_of_reference_uids)
+            frame_uids, series_uids = referenced_uids(ds)
+            series, frames = set(series_uids), set(frame_uids)
         elif sop == SEGMENTATION_STORAGE:
             kind = "SEG"
             series, frames = _seg_references(ds)

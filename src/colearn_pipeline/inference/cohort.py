@@ -75,7 +75,8 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
                "thorax_slices": [int(data.slice_index[0]), int(data.slice_index[-1])], **summary}
     formats = output_formats(params)
     out = Path(out_dir)
-    paths = {k: out / f"{data.pseudonym}{s}" for k, s in OUTPUT_SUFFIXES.items() if k not in DICOM_FORMATS or k in formats}
+    paths = {k: out / f"{data.pseudonym}{s}" for k, s in OUTPUT_SUFFIXES.items()
+             if k not in DICOM_FORMATS or k in formats}
     from colearn_pipeline.datasets import NiftiDataset
 
     NiftiDataset(str(paths["labels"])).save(ct.to_sitk(labels))
@@ -101,9 +102,9 @@ def write_dicom_outputs(labels: np.ndarray, ct_datasets, algorithm: Mapping[str,
         write_seg(seg, paths["seg"])
     if "rtstruct" in paths:
         conf = dict(params.get("rtstruct") or {})
-        rtstruct = label_map_rtstruct(labels, ct_datasets, algorithm=algorithm,
+        description = str(conf.get("series_description", "colearn-pipeline contours"))
+        rtstruct = label_map_rtstruct(labels, ct_datasets, algorithm=algorithm, series_description=description,
                                       series_number=int(conf.get("series_number", 9902)),
-                                      series_description=str(conf.get("series_description", "colearn-pipeline contours")),
                                       label=str(conf.get("label", "COLEARN")))
         write_seg(rtstruct, paths["rtstruct"])  # saves any DICOM dataset atomically
 
