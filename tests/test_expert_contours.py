@@ -13,7 +13,8 @@ import SimpleITK as sitk
 import yaml
 from pydicom.dataset import Dataset
 
-from colearn_pipeline.dicom.rtstruct import SliceGeometry, mask_contours, rasterise_contours, read_structure_set
+from colearn_pipeline.dicom.rtstruct import (SliceGeometry, even_odd_fill, mask_contours, rasterise_contours,
+                                             read_structure_set)
 from colearn_pipeline.groundtruth import dice
 from colearn_pipeline.groundtruth.agreement import class_agreement, mean_surface_distance_mm, surface
 from colearn_pipeline.groundtruth.expert import (ExpertContourError, check_rules, expert_masks, find_expert_objects,
@@ -66,6 +67,19 @@ def test_contours_between_slices_go_to_the_nearest_within_half_a_spacing():
     tilted = np.array([[0, -5, 0], [2, -5, 1], [2, -3, 2]], float)
     _, info = rasterise_contours([tilted], g)
     assert info["contours_not_in_slice_plane"] == 1
+
+
+def test_even_odd_fill_is_skimage_polygon_xored():
+    from skimage.draw import polygon
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        polys = [rng.uniform(-3, 40, size=(int(rng.integers(3, 12)), 2)) for _ in range(int(rng.integers(1, 4)))]
+        expected = np.zeros((37, 29), bool)
+        for p in polys:  # random vertices: no pixel centre lies on an edge
+            rr, cc = polygon(p[:, 0], p[:, 1], shape=expected.shape)
+            expected[rr, cc] ^= True
+        assert np.array_equal(even_odd_fill(polys, expected.shape), expected)
 
 
 def test_mask_contours_round_trip_exactly():

@@ -24,7 +24,8 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage as ndi
 
-from colearn_pipeline.dicom.rtstruct import RT_STRUCTURE_SET_STORAGE, SliceGeometry, mask_contours
+from colearn_pipeline.dicom.rtstruct import (CONTOUR_DATA, RT_STRUCTURE_SET_STORAGE, SliceGeometry,
+                                             contour_data_element, mask_contours)
 from colearn_pipeline.groundtruth import LABELS
 from colearn_pipeline.inference.dicom_headers import copy_patient_study
 from colearn_pipeline.inference.seg import SEGMENT_CLASSES
@@ -102,7 +103,7 @@ def _roi_items(number: int, roi: RoiMask, geometry: SliceGeometry, frame_uid: st
             c.ContourGeometricType = "CLOSED_PLANAR"
             c.NumberOfContourPoints = len(rc)
             c.ContourNumber = len(contours) + 1
-            c.ContourData = [f"{v:.{_DECIMALS}f}" for v in geometry.to_patient(rc, int(k)).ravel()]
+            c[CONTOUR_DATA] = contour_data_element(geometry.to_patient(rc, int(k)), _DECIMALS)
             contours.append(c)
     if contours:  # type 3, but with at least one item when present: an empty ROI has none
         contour_item.ContourSequence = DicomSequence(contours)
@@ -161,7 +162,17 @@ def build_rtstruct(source_datasets: Sequence[Dataset], rois: Sequence[RoiMask], 
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
+    _keep_contour_data_raw(ds)
     return ds
+
+
+def _keep_contour_data_raw(ds: Dataset) -> None:
+    """Mark the contour items as already in the file's encoding, so that pydicom writes their ContourData
+    bytes as they are instead of parsing every coordinate into a validated DS object and back (the bulk
+    of the writing time of a lung structure set)."""
+    for roi in ds.ROIContourSequence:
+        for item in roi.get("ContourSequence", []):
+            item.set_original_encoding(False, True, item._character_set)  # what write_dataset compares against
 
 
 def _class_rois() -> list[tuple[str, int, str, tuple[int, int, int]]]:
