@@ -35,9 +35,11 @@ from colearn_pipeline.inference.summary import summarise_labels, summary_table
 logger = logging.getLogger(__name__)
 
 #: Output file suffixes, per output.
-OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "rtstruct": ".rtstruct.dcm", "summary_json": ".summary.json",
+OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "summary_json": ".summary.json",
                    "summary_csv": ".summary.csv"}
-#: DICOM outputs ``predict.formats`` may name; the SEG is the default.
+#: The RT Structure Set's suffix, written when ``predict.formats`` names ``rtstruct``.
+RTSTRUCT_SUFFIX = ".rtstruct.dcm"
+#: What ``predict.formats`` may name; the SEG is always written (the default).
 DICOM_FORMATS = ("seg", "rtstruct")
 #: Manifest columns.
 MANIFEST_COLUMNS = ["pseudonym", "status", "reason", "file", "series_selection", "suv_convention",
@@ -73,14 +75,20 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
     summary = summarise_labels(labels, data.suv_ct, ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction)
     summary = {"study": data.pseudonym, "net": bundle["net"], "model": provenance.get("mlflow_run_id") or "file",
                "thorax_slices": [int(data.slice_index[0]), int(data.slice_index[-1])], **summary}
-    formats = output_formats(params)
+    seg_conf = dict(params.get("seg") or {})
+    seg = build_seg(labels, ct.datasets, algorithm=algorithm_identification(bundle, provenance),
+                    series_number=int(seg_conf.get("series_number", 9901)),
+                    series_description=str(seg_conf.get("series_description", "colearn-pipeline segmentation")),
+                    content_label=str(seg_conf.get("content_label", "COLEARN")), software_version=__version__)
     out = Path(out_dir)
-    paths = {k: out / f"{data.pseudonym}{s}" for k, s in OUTPUT_SUFFIXES.items()
-             if k not in DICOM_FORMATS or k in formats}
+    paths = {k: out / f"{data.pseudonym}{s}" for k, s in OUTPUT_SUFFIXES.items()}
     from colearn_pipeline.datasets import NiftiDataset
 
     NiftiDataset(str(paths["labels"])).save(ct.to_sitk(labels))
-    write_dicom_outputs(labels, ct.datasets, algorithm_identification(bundle, provenance), params, paths)
+    write_seg(seg, paths["seg"])
+    if "rtstruct" in output_formats(params):
+        paths["rtstruct"] = out / f"{data.pseudonym}{RTSTRUCT_SUFFIX}"
+        write_seg(study_rtstruct(labels, ct, algorithm_identification(bundle, provenance), params), paths["rtstruct"])
     atomic_write(paths["summary_json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     table = summary_table(data.pseudonym, summary)
     atomic_write(paths["summary_csv"], lambda tmp: table.to_csv(tmp, index=False))
@@ -91,30 +99,27 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
     }
 
 
-def write_dicom_outputs(labels: np.ndarray, ct_datasets, algorithm: Mapping[str, Any], params: Mapping[str, Any],
-                        paths: Mapping[str, Path]) -> None:
-    """Write the DICOM SEG (``paths["seg"]``) and the RTSTRUCT (``paths["rtstruct"]``) that ``paths`` holds."""
-    if "seg" in paths:
-        conf = dict(params.get("seg") or {})
-        seg = build_seg(labels, ct_datasets, algorithm=algorithm, series_number=int(conf.get("series_number", 9901)),
-                        series_description=str(conf.get("series_description", "colearn-pipeline segmentation")),
-                        content_label=str(conf.get("content_label", "COLEARN")), software_version=__version__)
-        write_seg(seg, paths["seg"])
-    if "rtstruct" in paths:
-        conf = dict(params.get("rtstruct") or {})
-        description = str(conf.get("series_description", "colearn-pipeline contours"))
-        rtstruct = label_map_rtstruct(labels, ct_datasets, algorithm=algorithm, series_description=description,
-                                      series_number=int(conf.get("series_number", 9902)),
-                                      label=str(conf.get("label", "COLEARN")))
-        write_seg(rtstruct, paths["rtstruct"])  # saves any DICOM dataset atomically
+def study_rtstruct(labels: np.ndarray, ct, algorithm: Mapping[str, Any], params: Mapping[str, Any]):
+    """The study's RT Structure Set: one ROI per class and per tumour component (``predict.rtstruct``)."""
+    conf = dict(params.get("rtstruct") or {})
+    return label_map_rtstruct(labels, ct.datasets, algorithm=algorithm,
+                              series_number=int(conf.get("series_number", 9903)),
+                              series_description=str(conf.get("series_description", "colearn-pipeline contours")),
+                              label=str(conf.get("label", "COLEARN")))
 
 
 def output_formats(params: Mapping[str, Any]) -> tuple[str, ...]:
-    """The DICOM outputs ``params["formats"]`` names (default ``["seg"]``); an unknown or empty list is an error."""
+    """The DICOM outputs ``params["formats"]`` names (default ``["seg"]``; the SEG is always among them).
+
+    Raises
+    ------
+    ValueError
+        An unknown format, or a list without ``seg``.
+    """
     formats = tuple(str(f).lower() for f in (params.get("formats") or ["seg"]))
     unknown = sorted(set(formats) - set(DICOM_FORMATS))
-    if unknown or not formats:
-        raise ValueError(f"predict.formats: {unknown or formats} not in {list(DICOM_FORMATS)}")
+    if unknown or "seg" not in formats:
+        raise ValueError(f"predict.formats: {list(formats)}: choose from {list(DICOM_FORMATS)}, seg always included")
     return formats
 
 

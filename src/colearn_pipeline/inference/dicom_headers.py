@@ -10,7 +10,8 @@ multi-frame object. :func:`copy_patient_study` is the one place that handles it:
 
 - type 2 attributes are copied when their value is valid for their VR, else written empty;
 - type 3 attributes are copied only when present, non-empty and valid (code and SOP-reference
-  sequence items that lack a type 1 attribute are dropped);
+  sequence items that lack a type 1 attribute are dropped); a Clinical Trial Subject / Study
+  module only when whole (type 1 present; type 2 completed empty);
 - PatientIdentityRemoved YES: DeidentificationMethod and DeidentificationMethodCodeSequence are
   copied; if the source has neither, DeidentificationMethod (type 1C) says so;
 - SpecificCharacterSet is copied so that names in other character sets stay decodable;
@@ -51,11 +52,19 @@ OPTIONAL = (
     "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence", "PatientAge", "PatientSize",
     "PatientWeight", "Occupation", "AdditionalPatientHistory", "SmokingStatus", "PregnancyStatus",
     "PatientSexNeutered",
-    # Clinical Trial Subject and Study
+    # Clinical Trial Subject and Study (completed or dropped by _complete_clinical_trial)
     "ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName", "ClinicalTrialSiteID",
     "ClinicalTrialSiteName", "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID",
-    "ClinicalTrialTimePointID", "ClinicalTrialTimePointDescription", "ClinicalTrialCoordinatingCenterName",
+    "ClinicalTrialTimePointID", "ClinicalTrialTimePointDescription",
 )
+#: Clinical Trial Subject module (C.7.1.3): type 1, type 2, and the 1C pair of which one is required.
+TRIAL_SUBJECT_TYPE1 = ("ClinicalTrialSponsorName", "ClinicalTrialProtocolID")
+TRIAL_SUBJECT_TYPE2 = ("ClinicalTrialProtocolName", "ClinicalTrialSiteID", "ClinicalTrialSiteName")
+TRIAL_SUBJECT_EITHER = ("ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID")
+#: Clinical Trial Study module (C.7.2.3): its type 2 attribute, written when the module is.
+TRIAL_STUDY = ("ClinicalTrialTimePointID", "ClinicalTrialTimePointDescription")
+#: An attribute copied only with its type 1C companion (PS3.3 C.7.1.1: Responsible Person Role).
+COMPANIONS = {"ResponsiblePerson": "ResponsiblePersonRole"}
 #: De-identification attributes, written together by the PatientIdentityRemoved rule.
 DEIDENTIFICATION = ("DeidentificationMethod", "DeidentificationMethodCodeSequence")
 #: DeidentificationMethod (LO, at most 64 characters) when the source says YES but not how.
@@ -139,6 +148,29 @@ def _copy_deidentification(source: Dataset, target: Dataset) -> None:
         _set(target, "DeidentificationMethod", UNSTATED_DEIDENTIFICATION)
 
 
+def _complete_clinical_trial(target: Dataset) -> None:
+    """Keep the Clinical Trial Subject / Study modules only when whole: type 1 present, type 2 written empty."""
+    trial = [k for k in OPTIONAL if k.startswith("ClinicalTrial")]
+    if not any(k in target for k in trial):
+        return
+    whole = all(k in target for k in TRIAL_SUBJECT_TYPE1) and any(k in target for k in TRIAL_SUBJECT_EITHER)
+    if not whole:  # a partial module is invalid: leave it out rather than invent identifiers
+        for k in trial:
+            if k in target:
+                delattr(target, k)
+        return
+    study_module = any(k in target for k in TRIAL_STUDY)
+    for k in TRIAL_SUBJECT_TYPE2 + (TRIAL_STUDY[:1] if study_module else ()):
+        if k not in target:
+            _set(target, k, "")
+
+
+def _drop_orphans(target: Dataset) -> None:
+    for keyword, companion in COMPANIONS.items():
+        if keyword in target and companion not in target:
+            delattr(target, keyword)
+
+
 def copy_patient_study(source: Dataset, target: Dataset) -> Dataset:
     """Write the Patient, General Study, Patient Study and Clinical Trial modules of ``source`` onto ``target``.
 
@@ -168,9 +200,12 @@ def copy_patient_study(source: Dataset, target: Dataset) -> Dataset:
     -----
     Type 2 attributes missing or invalid for their VR (e.g. PatientSex ``"m"``, a date
     ``"N/A"``) are written empty; type 3 ones are copied only when valid; sequence items
-    lacking a type 1 attribute are dropped. With PatientIdentityRemoved YES, the
-    de-identification method (text and/or code sequence) is copied, or stated as unknown
-    (:data:`UNSTATED_DEIDENTIFICATION`) when the source has neither, as PS3.3 C.7.1.1 requires.
+    lacking a type 1 attribute are dropped, and so is ResponsiblePerson without its role.
+    The Clinical Trial Subject and Study modules are copied only when their type 1 attributes
+    are there (sponsor, protocol ID, subject ID or reading ID), their type 2 ones written empty.
+    With PatientIdentityRemoved YES, the de-identification method (text and/or code sequence) is
+    copied, or stated as unknown (:data:`UNSTATED_DEIDENTIFICATION`) when the source has neither,
+    as PS3.3 C.7.1.1 requires.
     """
     uid = str(source.get("StudyInstanceUID", "") or "").strip()
     if not uid:
@@ -184,6 +219,8 @@ def copy_patient_study(source: Dataset, target: Dataset) -> Dataset:
         _set(target, keyword, copy.deepcopy(value) if ok else "")
     for keyword in OPTIONAL:
         _copy_optional(source, target, keyword)
+    _drop_orphans(target)
+    _complete_clinical_trial(target)
     _copy_deidentification(source, target)
     return target
 

@@ -114,7 +114,7 @@ def _roi_items(number: int, roi: RoiMask, geometry: SliceGeometry, frame_uid: st
 
 
 def build_rtstruct(source_datasets: Sequence[Dataset], rois: Sequence[RoiMask], *, algorithm: Algorithm,
-                   series_number: int = 9902, series_description: str = "colearn-pipeline contours",
+                   series_number: int = 9903, series_description: str = "colearn-pipeline contours",
                    label: str = "COLEARN", manufacturer: str = "colearn-pipeline") -> Dataset:
     """An RT Structure Set of masks on an image series' grid, referencing that series.
 
@@ -198,7 +198,7 @@ def label_map_rois(labels: np.ndarray) -> list[RoiMask]:
 
 
 def label_map_rtstruct(labels: np.ndarray, ct_datasets: Sequence[Dataset], *, algorithm: Mapping[str, Any],
-                       series_number: int = 9902, series_description: str = "colearn-pipeline contours",
+                       series_number: int = 9903, series_description: str = "colearn-pipeline contours",
                        label: str = "COLEARN") -> Dataset:
     """The RTSTRUCT of a predicted label map (:func:`label_map_rois`), ROIGenerationAlgorithm AUTOMATIC.
 
