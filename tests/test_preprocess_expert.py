@@ -41,7 +41,7 @@ def _expert_masks():
 def runs(tmp_path_factory):
     raw, out = tmp_path_factory.mktemp("raw"), tmp_path_factory.mktemp("out")
     studies = {}
-    for key in ("expert", "plain"):
+    for key in ("expert", "plain", "separate"):
         s = write_thorax_study(raw / "dicom" / key, reports_dir=raw / "reports")
         studies[key] = {**s, "pseudonym": pseudonymise(s["study_uid"])}
     ct = read_series([str(p) for p in studies["expert"]["ct_files"]], studies["expert"]["pseudonym"])
@@ -56,7 +56,12 @@ def runs(tmp_path_factory):
     for item in other.StructureSetROISequence:
         item.ReferencedFrameOfReferenceUID = "1.2.826.0.1.3680043.99.1"
     other.save_as(raw / "dicom" / "expert" / "other_scan_rtss.dcm", enforce_file_format=True)
-    result = run_preprocess_catalog(raw, out, workers=0)
+    # a planning system that gave its structure set a StudyInstanceUID of its own: a GTV only
+    ct_separate = read_series([str(p) for p in studies["separate"]["ct_files"]], studies["separate"]["pseudonym"])
+    separate = build_rtstruct(ct_separate.datasets, [RoiMask("GTV", gtv, "GTV")], algorithm=Algorithm("tps", "1"))
+    separate.StudyInstanceUID = "1.2.826.0.1.3680043.99.3"
+    separate.save_as(raw / "dicom" / "separate" / "rtss.dcm", enforce_file_format=True)
+    result = run_preprocess_catalog(raw, out, workers=0, manifest={"max_quarantined_fraction": 1.0})
     return {"studies": studies, "out": out, "rows": {r["pseudonym"]: r for r in result["manifest"]["studies"]},
             "summary": result["manifest"]["summary"], "masks": (lungs, gtv)}
 
@@ -86,8 +91,17 @@ def test_derived_labels_are_scored_against_the_expert(runs):
         assert 0.0 <= row[f"expert_msd_mm_{name}"] < 10.0, row
         assert set(row["expert_agreement"][name]) == {"dice", "volume_ratio", "mean_surface_distance_mm"}
     assert row["expert_dice_mediastinum"] is None  # the expert drew none
-    assert runs["summary"]["labels_expert"] == 1
-    assert runs["summary"]["mean_expert_dice_tumour"] == pytest.approx(row["expert_dice_tumour"])
+    assert runs["summary"]["labels_expert"] == 2
+    separate = runs["rows"][runs["studies"]["separate"]["pseudonym"]]
+    mean = (row["expert_dice_tumour"] + separate["expert_dice_tumour"]) / 2
+    assert runs["summary"]["mean_expert_dice_tumour"] == pytest.approx(mean)
+
+
+def test_structure_set_in_a_study_of_its_own_is_found_by_its_references(runs):
+    row = runs["rows"][runs["studies"]["separate"]["pseudonym"]]
+    assert row["status"] == "ok" and row["labels_source"] == "expert", row
+    assert row["expert_classes"] == ["tumour"] and row["labels_from_derived"] == ["lung", "mediastinum"]
+    np.testing.assert_array_equal(_labels(runs["out"], runs["studies"]["separate"]["pseudonym"]) == 3, runs["masks"][1])
 
 
 def test_study_without_expert_contours_stays_derived(runs):
@@ -171,6 +185,17 @@ def test_mlflow_gets_the_agreement_figures_as_metrics(runs, tmp_path, monkeypatc
     for name in ("lung", "tumour"):
         assert metrics[f"expert_dice_{name}/{pseudonym}"] == pytest.approx(row[f"expert_dice_{name}"])
         assert metrics[f"expert_msd_mm_{name}/{pseudonym}"] == pytest.approx(row[f"expert_msd_mm_{name}"])
-    assert metrics["mean_expert_dice_tumour"] == pytest.approx(row["expert_dice_tumour"])
-    assert metrics["labels_expert"] == 1.0
+    assert metrics["mean_expert_dice_tumour"] == pytest.approx(runs["summary"]["mean_expert_dice_tumour"])
+    assert metrics["labels_expert"] == 2.0
     assert f"expert_dice_mediastinum/{pseudonym}" not in metrics  # not contoured: no figure
+
+
+def test_per_study_rules_replace_the_cohort_s():
+    from colearn_pipeline.pipelines.preprocess.params import ExpertParams, ParameterError
+
+    params = ExpertParams(enabled=True, slice_tolerance_fraction=0.5, roi_classes=(("GTV*", "tumour"),),
+                          overrides={"study-0000000001": (("Poumon*", "lung"),)})
+    assert params.rules_for("study-0000000001") == {"Poumon*": "lung"}
+    assert params.rules_for("study-0000000002") == {"GTV*": "tumour"}
+    with pytest.raises(ParameterError, match="preprocess.labels.expert: .*'lungs' is not one of"):
+        ExpertParams(True, 0.5, (("L*", "lungs"),), {}).rules_for("study-0000000002")

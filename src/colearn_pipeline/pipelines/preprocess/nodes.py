@@ -330,16 +330,17 @@ def compose_labels(raw_dicom: DicomTree, series: StudyPartitions, lungs: StudyPa
 def expert_for_study(found: Discovery, pseudonym: str, ct: SeriesInfo, rules: dict[str, str],
                      tolerance_fraction: float) -> dict[str, Any] | None:
     """The expert contours of a study for the labels stage, or None: the RTSTRUCTs and SEGs the scan set
-    aside in the study that reference its CT series (else its frame of reference).
+    aside that reference its CT series (else its frame of reference), in the study or in a "study" of
+    non-image objects only (a planning system that gave its structure set a StudyInstanceUID of its own).
 
     Returns
     -------
     dict or None
         ``objects`` (``path``, ``kind``, ``match``, ``file``: its label), ``rules``, ``tolerance_fraction``.
     """
-    files = found.studies[pseudonym]
-    by_path = {os.path.join(found.root, found.file_map[label]): label
-               for label, _ in files.skipped if label in found.file_map}
+    aside = [label for label, _ in found.studies[pseudonym].skipped]
+    aside += [label for other in found.studies.values() if not other.series for label, _ in other.skipped]
+    by_path = {os.path.join(found.root, found.file_map[label]): label for label in aside if label in found.file_map}
     objects = find_expert_objects(list(by_path), ct.series_uid.split("/")[0], ct.frame_of_reference_uid)
     if not objects:
         return None
