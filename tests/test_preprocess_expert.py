@@ -41,8 +41,8 @@ def _expert_masks():
 def runs(tmp_path_factory):
     raw, out = tmp_path_factory.mktemp("raw"), tmp_path_factory.mktemp("out")
     studies = {}
-    for key in ("expert", "plain", "separate"):
-        s = write_thorax_study(raw / "dicom" / key, reports_dir=raw / "reports")
+    for key in ("expert", "plain", "separate", "no_report"):
+        s = write_thorax_study(raw / "dicom" / key, reports_dir=raw / "reports", with_report=key != "no_report")
         studies[key] = {**s, "pseudonym": pseudonymise(s["study_uid"])}
     ct = read_series([str(p) for p in studies["expert"]["ct_files"]], studies["expert"]["pseudonym"])
     lungs, gtv, liver = _expert_masks()
@@ -61,6 +61,10 @@ def runs(tmp_path_factory):
     separate = build_rtstruct(ct_separate.datasets, [RoiMask("GTV", gtv, "GTV")], algorithm=Algorithm("tps", "1"))
     separate.StudyInstanceUID = "1.2.826.0.1.3680043.99.3"
     separate.save_as(raw / "dicom" / "separate" / "rtss.dcm", enforce_file_format=True)
+    # no report, but the expert's GTV: labelled, so the study gets model input
+    ct_no_report = read_series([str(p) for p in studies["no_report"]["ct_files"]], studies["no_report"]["pseudonym"])
+    no_report = build_rtstruct(ct_no_report.datasets, [RoiMask("GTV", gtv, "GTV")], algorithm=Algorithm("tps", "1"))
+    no_report.save_as(raw / "dicom" / "no_report" / "rtss.dcm", enforce_file_format=True)
     result = run_preprocess_catalog(raw, out, workers=0, manifest={"max_quarantined_fraction": 1.0})
     return {"studies": studies, "out": out, "rows": {r["pseudonym"]: r for r in result["manifest"]["studies"]},
             "summary": result["manifest"]["summary"], "masks": (lungs, gtv)}
@@ -91,9 +95,9 @@ def test_derived_labels_are_scored_against_the_expert(runs):
         assert 0.0 <= row[f"expert_msd_mm_{name}"] < 10.0, row
         assert set(row["expert_agreement"][name]) == {"dice", "volume_ratio", "mean_surface_distance_mm"}
     assert row["expert_dice_mediastinum"] is None  # the expert drew none
-    assert runs["summary"]["labels_expert"] == 2
-    separate = runs["rows"][runs["studies"]["separate"]["pseudonym"]]
-    mean = (row["expert_dice_tumour"] + separate["expert_dice_tumour"]) / 2
+    assert runs["summary"]["labels_expert"] == 3
+    others = [runs["rows"][runs["studies"][k]["pseudonym"]]["expert_dice_tumour"] for k in ("separate", "no_report")]
+    mean = (row["expert_dice_tumour"] + sum(others)) / 3
     assert runs["summary"]["mean_expert_dice_tumour"] == pytest.approx(mean)
 
 
@@ -186,8 +190,17 @@ def test_mlflow_gets_the_agreement_figures_as_metrics(runs, tmp_path, monkeypatc
         assert metrics[f"expert_dice_{name}/{pseudonym}"] == pytest.approx(row[f"expert_dice_{name}"])
         assert metrics[f"expert_msd_mm_{name}/{pseudonym}"] == pytest.approx(row[f"expert_msd_mm_{name}"])
     assert metrics["mean_expert_dice_tumour"] == pytest.approx(runs["summary"]["mean_expert_dice_tumour"])
-    assert metrics["labels_expert"] == 2.0
+    assert metrics["labels_expert"] == 3.0
     assert f"expert_dice_mediastinum/{pseudonym}" not in metrics  # not contoured: no figure
+
+
+def test_study_without_report_is_labelled_by_the_expert_gtv(runs):
+    pseudonym = runs["studies"]["no_report"]["pseudonym"]
+    row = runs["rows"][pseudonym]
+    assert row["status"] == "ok" and row["has_report"] is False and row["labels_source"] == "expert", row
+    gtv_slices = np.flatnonzero(runs["masks"][1].any(axis=(1, 2)))
+    assert row["slice_index"] == [int(z) for z in gtv_slices]  # model input: the expert tumour's slices
+    assert (runs["out"] / "05_model_input" / f"{pseudonym}.npz").is_file()
 
 
 def test_per_study_rules_replace_the_cohort_s():

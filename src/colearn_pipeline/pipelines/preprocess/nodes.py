@@ -375,11 +375,13 @@ def _content_digest(path: str) -> str:
 def build_model_input(studies: StudyPartitions, series: StudyPartitions, suv: StudyPartitions, labels: StudyPartitions,
                       stored: StudyPartitions, model_input: dict, executor: dict) -> dict[str, StudyOutput]:
     """Slice selection and the per-study model input (docs/architecture.md); a study without report
-    (``tumours_unlabelled``) gets one only where ``model_input.include_tumours_unlabelled`` says so."""
+    (``tumours_unlabelled``) gets one only where ``model_input.include_tumours_unlabelled`` says so,
+    unless an expert contoured its tumours."""
     params = build(ModelInputParams, model_input, "preprocess.model_input")
 
     def plan(pseudonym, parts):
-        unlabelled = not parts["studies"].record["row"].get("has_report", True)
+        expert_tumour = "tumour" in (parts["labels"].record["row"].get("expert_classes") or [])
+        unlabelled = not parts["studies"].record["row"].get("has_report", True) and not expert_tumour
         kwargs = dict(pseudonym=pseudonym, ct_hu=parts["series"], suv=parts["suv"], labels=parts["labels"],
                       geometry=parts["series"].record["row"]["ct_geometry"], tumours_unlabelled=unlabelled,
                       **asdict(params))
