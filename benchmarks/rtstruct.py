@@ -18,7 +18,11 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from colearn_pipeline.dicom.rtstruct import SliceGeometry, rasterise_contours, read_structure_set
+from colearn_pipeline.dicom.rtstruct import (
+    SliceGeometry,
+    rasterise_contours,
+    read_structure_set,
+)
 from colearn_pipeline.inference.rtstruct import label_map_rtstruct
 from colearn_pipeline.inference.seg import build_seg, write_seg
 

@@ -13,12 +13,27 @@ import SimpleITK as sitk
 import yaml
 from pydicom.dataset import Dataset
 
-from colearn_pipeline.dicom.rtstruct import (SliceGeometry, even_odd_fill, mask_contours, rasterise_contours,
-                                             read_structure_set)
+from colearn_pipeline.dicom.rtstruct import (
+    SliceGeometry,
+    even_odd_fill,
+    mask_contours,
+    rasterise_contours,
+    read_structure_set,
+)
 from colearn_pipeline.groundtruth import dice
-from colearn_pipeline.groundtruth.agreement import class_agreement, mean_surface_distance_mm, surface
-from colearn_pipeline.groundtruth.expert import (ExpertContourError, check_rules, expert_masks, find_expert_objects,
-                                                 merge_with_derived, roi_class)
+from colearn_pipeline.groundtruth.agreement import (
+    class_agreement,
+    mean_surface_distance_mm,
+    surface,
+)
+from colearn_pipeline.groundtruth.expert import (
+    ExpertContourError,
+    check_rules,
+    expert_masks,
+    find_expert_objects,
+    merge_with_derived,
+    roi_class,
+)
 from colearn_pipeline.inference.rtstruct import Algorithm, RoiMask, build_rtstruct
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_preprocess.yml"

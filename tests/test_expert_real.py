@@ -23,7 +23,11 @@ from colearn_pipeline.dicom.grid import resample_to_reference
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, segment_tumours
 from colearn_pipeline.groundtruth.agreement import class_agreement
-from colearn_pipeline.groundtruth.expert import check_rules, expert_masks, find_expert_objects
+from colearn_pipeline.groundtruth.expert import (
+    check_rules,
+    expert_masks,
+    find_expert_objects,
+)
 from colearn_pipeline.suv import suv_conversion, to_suv
 
 #: The IBSI STS archive (unpacks to STS_00N/{CT,PET}/{image,mask}).

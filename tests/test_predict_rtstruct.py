@@ -16,7 +16,11 @@ import torch
 from scipy import ndimage as ndi
 
 from colearn_pipeline.dicom.discovery import discover, select_ct_pet
-from colearn_pipeline.dicom.rtstruct import SliceGeometry, rasterise_contours, read_structure_set
+from colearn_pipeline.dicom.rtstruct import (
+    SliceGeometry,
+    rasterise_contours,
+    read_structure_set,
+)
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, dice
 from colearn_pipeline.inference.rtstruct import label_map_rtstruct
@@ -64,7 +68,7 @@ def test_label_map_as_rtstruct_reads_back_slice_by_slice(phantom, tmp_path):
     path = write_seg(ds, tmp_path / "labels.rtstruct.dcm")
     assert _dciodvfy_errors(path) == []
     masks = _check_against(path, ct, labels)
-    components, n = ndi.label(labels == LABELS["tumour"], structure=np.ones((3, 3, 3), bool))
+    _, n = ndi.label(labels == LABELS["tumour"], structure=np.ones((3, 3, 3), bool))
     assert n >= 1
     names = [f"Tumour {k}" for k in range(1, n + 1)]
     assert list(masks) == ["Lung", "Mediastinum", "Tumour", *names]

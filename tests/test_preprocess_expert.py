@@ -14,10 +14,9 @@ import SimpleITK as sitk
 from dicom_fixtures import run_preprocess_catalog, thorax_volumes, write_thorax_study
 
 from colearn_pipeline.dicom import pseudonymise
-from colearn_pipeline.inference.rtstruct import Algorithm, RoiMask, build_rtstruct
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS
-
+from colearn_pipeline.inference.rtstruct import Algorithm, RoiMask, build_rtstruct
 
 #: The derived labels of a tiny phantom study against its truth (docs/groundtruth.md: demo size 0.99 / 0.94 / 0.93).
 MIN_DERIVED_DICE = {"lung": 0.95, "mediastinum": 0.8, "tumour": 0.75}
@@ -204,7 +203,10 @@ def test_study_without_report_is_labelled_by_the_expert_gtv(runs):
 
 
 def test_per_study_rules_replace_the_cohort_s():
-    from colearn_pipeline.pipelines.preprocess.params import ExpertParams, ParameterError
+    from colearn_pipeline.pipelines.preprocess.params import (
+        ExpertParams,
+        ParameterError,
+    )
 
     params = ExpertParams(enabled=True, slice_tolerance_fraction=0.5, roi_classes=(("GTV*", "tumour"),),
                           overrides={"study-0000000001": (("Poumon*", "lung"),)})

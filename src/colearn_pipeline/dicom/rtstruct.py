@@ -176,7 +176,7 @@ def read_structure_set(source: str | os.PathLike | Dataset, file: str = "RTSTRUC
     """
     try:
         ds = source if isinstance(source, Dataset) else pydicom.dcmread(source)
-    except Exception as exc:  # pydicom raises many types for a damaged file
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a damaged file
         raise RtStructError(file, f"unreadable DICOM ({type(exc).__name__})") from None
     if str(ds.get("SOPClassUID", "")) != RT_STRUCTURE_SET_STORAGE:
         raise RtStructError(file, f"not an RT Structure Set (Modality {ds.get('Modality')!r})")

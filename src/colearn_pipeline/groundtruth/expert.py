@@ -26,8 +26,15 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from colearn_pipeline.dicom.rtstruct import (DEFAULT_TOLERANCE_FRACTION, RT_STRUCTURE_SET_STORAGE, RtStructError,
-                                             SliceGeometry, rasterise_contours, read_structure_set, referenced_uids)
+from colearn_pipeline.dicom.rtstruct import (
+    DEFAULT_TOLERANCE_FRACTION,
+    RT_STRUCTURE_SET_STORAGE,
+    RtStructError,
+    SliceGeometry,
+    rasterise_contours,
+    read_structure_set,
+    referenced_uids,
+)
 from colearn_pipeline.groundtruth.labels import LABELS, compose_labels
 
 #: SOP class of Segmentation Storage.
@@ -110,7 +117,7 @@ def roi_class(name: str, rules: Mapping[str, str]) -> str | None:
 def _header(path: str) -> Dataset | None:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # not DICOM, or damaged: discovery has already listed it
+    except Exception:  # noqa: BLE001 - not DICOM, or damaged: discovery has already listed it
         return None
 
 
@@ -199,7 +206,7 @@ def _seg_masks(out: ExpertLabels, path: str, file: str, geometry: SliceGeometry,
 
     try:
         seg = hd.seg.segread(path)
-    except Exception as exc:  # highdicom / pydicom raise many types for a damaged file
+    except Exception as exc:  # noqa: BLE001 - highdicom / pydicom raise many types for a damaged file
         raise ExpertContourError(file, f"unreadable DICOM SEG ({type(exc).__name__})") from None
     if (int(seg.Rows), int(seg.Columns)) != (geometry.rows, geometry.columns):
         raise ExpertContourError(file, f"frames {seg.Rows}x{seg.Columns} != CT {geometry.rows}x{geometry.columns}")

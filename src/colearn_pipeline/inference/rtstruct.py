@@ -24,8 +24,13 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage as ndi
 
-from colearn_pipeline.dicom.rtstruct import (CONTOUR_DATA, RT_STRUCTURE_SET_STORAGE, SliceGeometry,
-                                             contour_data_element, mask_contours)
+from colearn_pipeline.dicom.rtstruct import (
+    CONTOUR_DATA,
+    RT_STRUCTURE_SET_STORAGE,
+    SliceGeometry,
+    contour_data_element,
+    mask_contours,
+)
 from colearn_pipeline.groundtruth import LABELS
 from colearn_pipeline.inference.dicom_headers import copy_patient_study
 from colearn_pipeline.inference.seg import SEGMENT_CLASSES
