@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 #: MLflow's limit on one parameter value.
 _MAX_PARAM_LENGTH = 6000
 #: Kinds of ``metadata: {mlflow: KIND}`` in the catalog.
-LOG_KINDS: tuple[str, ...] = ("artifact", "history", "model", "comparison", "validation")
+LOG_KINDS: tuple[str, ...] = ("artifact", "history", "model", "comparison", "validation", "manifest")
 #: Tag on every run of one ``kedro run``: the parent run's id.
 ROOT_TAG = "colearn.root_run"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -375,6 +375,8 @@ class MlflowHooks:
             self._log_comparison_metrics(data, prefix="validate." if dataset_name.startswith("validate.") else "")
         elif kind == "validation":
             self._log_validation_metrics(data)
+        elif kind == "manifest":
+            self._log_manifest_metrics(run_id, data)
 
     def _log_artifact(self, run_id: str, short: str, data: Any) -> None:
         import pandas as pd
@@ -432,6 +434,20 @@ class MlflowHooks:
                        for _, r in rows.iterrows() if math.isfinite(float(r["score"]))]
             if metrics:
                 self._client.log_batch(self._child(f"validate.{net}"), metrics=metrics)
+
+    def _log_manifest_metrics(self, run_id: str, manifest: Mapping[str, Any]) -> None:
+        """The preprocess manifest's summary figures, and each study's derived-vs-expert agreement
+        (``expert_dice_<class>`` ... as ``<figure>/<pseudonym>``), as metrics of the run."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = [(k, v) for k, v in (manifest.get("summary") or {}).items()]
+        values += [(f"{k}/{row['pseudonym']}", v) for row in manifest.get("studies") or []
+                   for k, v in row.items() if k.startswith("expert_")]
+        metrics = [Metric(k, float(v), now, 0) for k, v in values
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+        for i in range(0, len(metrics), 1000):
+            self._client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
     def _log_model(self, run_id: str, bundle: Mapping[str, Any]) -> None:
         import mlflow

@@ -2,7 +2,8 @@
 
 ``colearn-predict STUDY_DIR_OR_FILES --model MODEL --out OUT_DIR`` reads every study found in
 the folder (or the files) by its tags, segments every thorax slice and writes, per study named
-by its pseudonym, the labels on the CT grid (NIfTI), a DICOM SEG and a JSON + CSV summary.
+by its pseudonym, the labels on the CT grid (NIfTI), a DICOM SEG (``--rtstruct``: also an RT
+Structure Set) and a JSON + CSV summary.
 MODEL is a bundle file or an MLflow model URI (``runs:/<id>/model``, ``models:/<name>/<version>``).
 The exit status is 0 when every study was segmented, 1 when a study was set aside (the reason is
 printed), 2 for a bad model or bad arguments.
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="parameters YAML with a 'predict' section (default: built-in, as conf/base)")
     p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda:0, ... (default: params)")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: params)")
+    p.add_argument("--rtstruct", action="store_true",
+                   help="also write an RT Structure Set (one ROI per class and per tumour component) beside the SEG")
     return p
 
 
@@ -96,8 +99,11 @@ def _report(rows: list[dict], out: Path) -> None:
     for r in rows:
         if r["status"] == "ok":
             paths = r["_paths"]
+            dicom = "".join(f"\n  {name:<9}{paths[key]}" for key, name in (("seg", "SEG:"), ("sr", "SR:"),
+                                                                                ("rtstruct", "RTSTRUCT:"))
+                            if key in paths)
             print(f"{r['pseudonym']}: thorax slices {r['thorax_slices']}, {r['n_tumours']} tumour component(s), "
-                  f"{r['tumour_ml']} mL\n  SEG:     {paths['seg']}\n  SR:      {paths['sr']}\n  summary: {paths['summary_json']} "
+                  f"{r['tumour_ml']} mL{dicom}\n  summary: {paths['summary_json']} "
                   f"({paths['summary_csv'].name})\n  labels:  {paths['labels']}")
         else:
             print(f"colearn-predict: {r['pseudonym']}: {r['file']}: {r['reason']}", file=sys.stderr)
@@ -131,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.batch_size = args.batch_size or int(params.get("batch_size", 8))
     if args.study:
         return _predict_npz(args, model, bundle)
-    params = {**params, "batch_size": args.batch_size, "_device": device}
+    formats = list(params.get("formats") or ["seg"])
+    params = {**params, "batch_size": args.batch_size, "_device": device,
+              "formats": formats + ["rtstruct"] if args.rtstruct and "rtstruct" not in formats else formats}
     out = Path(args.out)
     with contextlib.ExitStack() as stack:
         try:
@@ -139,7 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FileNotFoundError as exc:
             print(f"colearn-predict: error: {exc}", file=sys.stderr)
             return 2
-        rows, found = predict_folder(root, model, bundle, provenance, params, out)
+        try:
+            rows, found = predict_folder(root, model, bundle, provenance, params, out)
+        except ValueError as exc:  # a bad predict.formats
+            print(f"colearn-predict: error: {exc}", file=sys.stderr)
+            return 2
     if not rows:
         why = f"; {len(found.skipped)} files skipped, e.g. {found.skipped[0][1]}" if found.skipped else ""
         print(f"colearn-predict: error: no DICOM study found in the input{why}", file=sys.stderr)

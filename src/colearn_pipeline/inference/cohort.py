@@ -4,7 +4,8 @@ Used by ``colearn-predict`` and by the ``predict`` Kedro pipeline. Each study's 
 written into one folder, in their final format, named by pseudonym only:
 ``<pseudonym>.nii.gz`` (labels on the CT grid), ``<pseudonym>.seg.dcm`` (DICOM SEG),
 ``<pseudonym>.sr.dcm`` (the tumours' PET figures as a TID 1500 DICOM SR referencing the SEG),
-``<pseudonym>.summary.json`` and ``<pseudonym>.summary.csv``.
+``<pseudonym>.summary.json`` and ``<pseudonym>.summary.csv``; with ``formats: [seg, rtstruct]`` also
+``<pseudonym>.rtstruct.dcm`` (RT Structure Set, :mod:`.rtstruct`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,8 @@ from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY
 from colearn_pipeline.groundtruth import LABELS
 from colearn_pipeline.inference.dicom_headers import HeaderError
-from colearn_pipeline.inference.seg import (
-    LabelMapError,
-    build_seg,
-    seg_sources,
-    write_seg,
-)
+from colearn_pipeline.inference.rtstruct import label_map_rtstruct
+from colearn_pipeline.inference.seg import LabelMapError, build_seg, seg_sources, write_seg
 from colearn_pipeline.inference.segment import segment_volume
 from colearn_pipeline.inference.sr import build_sr
 from colearn_pipeline.inference.study import load_study
@@ -44,6 +41,10 @@ logger = logging.getLogger(__name__)
 #: Output file suffixes, per output.
 OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "sr": ".sr.dcm", "summary_json": ".summary.json",
                    "summary_csv": ".summary.csv"}
+#: The RT Structure Set's suffix, written when ``predict.formats`` names ``rtstruct``.
+RTSTRUCT_SUFFIX = ".rtstruct.dcm"
+#: What ``predict.formats`` may name; the SEG is always written (the default).
+DICOM_FORMATS = ("seg", "rtstruct")
 #: Manifest columns.
 MANIFEST_COLUMNS = ["pseudonym", "status", "reason", "file", "series_selection", "suv_convention",
                     "ct_shape_zyx", "thorax_slices", "n_tumours", "tumour_ml", "seconds"]
@@ -90,6 +91,9 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
     NiftiDataset(str(paths["labels"])).save(ct.to_sitk(labels))
     write_seg(seg, paths["seg"])
     write_seg(study_sr(seg, ct, summary, algorithm, params), paths["sr"])
+    if "rtstruct" in output_formats(params):
+        paths["rtstruct"] = out / f"{data.pseudonym}{RTSTRUCT_SUFFIX}"
+        write_seg(study_rtstruct(labels, ct, algorithm, params), paths["rtstruct"])
     atomic_write(paths["summary_json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     table = summary_table(data.pseudonym, summary)
     atomic_write(paths["summary_csv"], lambda tmp: table.to_csv(tmp, index=False))
@@ -105,10 +109,35 @@ def study_sr(seg, ct, summary: Mapping[str, Any], algorithm: Mapping[str, Any], 
     sr_conf = dict(params.get("sr") or {})
     figures = {"components": summary["tumours"], "totals": summary["tumour_totals"]}
     return build_sr(seg, seg_sources(ct.datasets, ct.files), figures, tumour_segment=LABELS["tumour"],
-                    geometry=(ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction), suv_type=str(params.get("suv_type", "bw")), algorithm=algorithm,
+                    geometry=(ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction),
+                    suv_type=str(params.get("suv_type", "bw")), algorithm=algorithm,
                     series_number=int(sr_conf.get("series_number", 9902)),
                     series_description=str(sr_conf.get("series_description", "colearn-pipeline PET measurements")),
                     software_version=__version__)
+
+
+def study_rtstruct(labels: np.ndarray, ct, algorithm: Mapping[str, Any], params: Mapping[str, Any]):
+    """The study's RT Structure Set: one ROI per class and per tumour component (``predict.rtstruct``)."""
+    conf = dict(params.get("rtstruct") or {})
+    return label_map_rtstruct(labels, ct.datasets, algorithm=algorithm,
+                              series_number=int(conf.get("series_number", 9903)),
+                              series_description=str(conf.get("series_description", "colearn-pipeline contours")),
+                              label=str(conf.get("label", "COLEARN")))
+
+
+def output_formats(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The DICOM outputs ``params["formats"]`` names (default ``["seg"]``; the SEG is always among them).
+
+    Raises
+    ------
+    ValueError
+        An unknown format, or a list without ``seg``.
+    """
+    formats = tuple(str(f).lower() for f in (params.get("formats") or ["seg"]))
+    unknown = sorted(set(formats) - set(DICOM_FORMATS))
+    if unknown or "seg" not in formats:
+        raise ValueError(f"predict.formats: {list(formats)}: choose from {list(DICOM_FORMATS)}, seg always included")
+    return formats
 
 
 def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapping[str, Any],
@@ -125,6 +154,7 @@ def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapp
         What the scan found (``skipped`` files, for a message when no study is found).
     """
     root = os.fspath(root)
+    output_formats(params)  # a bad list is the caller's error, not each study's
     found = discover(root, key=str(params.get("pseudonym_key") or DEFAULT_PSEUDONYM_KEY))
     rows = []
     for pseudonym in sorted(found.studies):

@@ -29,9 +29,9 @@ def predict_cohort(params: dict[str, Any]):
 
     Returns
     -------
-    labels, seg, sr : dict
-        ``{pseudonym: pathlib.Path}``: staged NIfTI label maps, DICOM SEG and DICOM SR (TID 1500)
-        files, moved into place by the catalog's datasets.
+    labels, seg, sr, rtstruct : dict
+        ``{pseudonym: pathlib.Path}``: staged NIfTI label maps, DICOM SEG, DICOM SR (TID 1500) and RTSTRUCT
+        files (RTSTRUCT where ``params["formats"]`` names it, else empty), moved into place by the catalog's datasets.
     summary : dict
         ``{pseudonym: dict}`` (JSON).
     summary_table : dict
@@ -56,6 +56,7 @@ def predict_cohort(params: dict[str, Any]):
     labels = {r["pseudonym"]: r["_paths"]["labels"] for r in ok}
     seg = {r["pseudonym"]: r["_paths"]["seg"] for r in ok}
     sr = {r["pseudonym"]: r["_paths"]["sr"] for r in ok}
+    rtstruct = {r["pseudonym"]: r["_paths"]["rtstruct"] for r in ok if "rtstruct" in r["_paths"]}
     summary = {r["pseudonym"]: json.loads(r["_paths"]["summary_json"].read_text()) for r in ok}
     tables = {r["pseudonym"]: pd.read_csv(r["_paths"]["summary_csv"]) for r in ok}
-    return labels, seg, sr, summary, tables, manifest_table(rows)
+    return labels, seg, sr, rtstruct, summary, tables, manifest_table(rows)

@@ -21,6 +21,11 @@ STAGES = ("read_series", "suv", "pet_to_ct", "lungs", "mediastinum", "tumours", 
 #: Ground-truth quality figures (labels stage; docs/preprocess.md "Ground-truth quality").
 QUALITY_COLUMNS = ["lung_ml", "mediastinum_ml", "mediastinum_outside_hull", "lung_balance", "tumour_ml",
                    "tumour_peak_to_threshold", "tumour_in_aerated_lung_ml"]
+#: Expert contours (labels stage; docs/groundtruth.md "Expert contours"): the files used, the classes from
+#: the expert and from the derived labels, ROI names no rule mapped, and the derived labels scored against them.
+EXPERT_LIST_COLUMNS = ("expert_files", "expert_classes", "labels_from_derived", "expert_unmapped_rois")
+EXPERT_COLUMNS = [*EXPERT_LIST_COLUMNS, "expert_notes",
+                  *[f"expert_{m}_{n}" for n, v in LABELS.items() if v for m in ("dice", "volume_ratio", "msd_mm")]]
 #: Manifest columns, in CSV order (lists are written as space-separated text in the CSV).
 MANIFEST_COLUMNS = [
     "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
@@ -28,20 +33,20 @@ MANIFEST_COLUMNS = [
     "series_selection", "ct_series", "pet_series", "n_skipped_files", "n_corrupt_files", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
     "thorax_extent", "n_findings_not_followed",
     "slices_kept", "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
-    "has_report", "ct_body_part_examined", "labels_source", "labels_correction", *QUALITY_COLUMNS,
+    "has_report", "ct_body_part_examined", "labels_source", "labels_correction", *EXPERT_COLUMNS, *QUALITY_COLUMNS,
     *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
     "suv_voxels_compared", "seconds", *[f"t_{s}_s" for s in STAGES], "peak_rss_mb",
 ]
 #: Fields of the JSON manifest's study rows only (lists of dicts: every series' selection reason,
 #: the skipped and corrupt files by label); the CSV has their summary columns above.
-JSON_ONLY_COLUMNS = ["series_records", "skipped_files", "corrupt_files", "findings_not_followed"]
+JSON_ONLY_COLUMNS = ["series_records", "skipped_files", "corrupt_files", "findings_not_followed", "expert_agreement"]
 #: Integer columns (nullable in the table: quarantined studies have no value).
 INT_COLUMNS = [
     "n_findings", "n_findings_not_followed", "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "suv_voxels_compared",
 ]
 LIST_COLUMNS = ("thorax_extent", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
-                "tumour_peak_to_threshold")
+                "tumour_peak_to_threshold", *EXPERT_LIST_COLUMNS)
 
 
 def _clean(value: Any) -> Any:
@@ -112,6 +117,8 @@ def write_manifest(discovery: dict, studies: StudyPartitions, series: StudyParti
         TUMOURS_UNLABELLED: sum(r["status"] == TUMOURS_UNLABELLED for r in rows),
         "slices_kept": int(sum(r["slices_kept"] or 0 for r in ok)),
         **{f"mean_dice_{n}": mean(f"dice_{n}") for n, v in LABELS.items() if v},
+        "labels_expert": sum(r.get("labels_source") == "expert" for r in ok),
+        **{f"mean_expert_dice_{n}": mean(f"expert_dice_{n}") for n, v in LABELS.items() if v},
         "max_suv_median_rel_error": max((r["suv_median_rel_error"] for r in ok if r["suv_median_rel_error"] is not None), default=None),
         "max_suv_max_rel_error": max((r["suv_max_rel_error"] for r in ok if r["suv_max_rel_error"] is not None), default=None),
     }

@@ -22,10 +22,12 @@ from colearn_pipeline.dicom.discovery import Discovery, SeriesInfo, StudyFiles, 
 from colearn_pipeline.dicom.selection import SeriesChoice, choose_series
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.pseudonym import short_hash
+from colearn_pipeline.groundtruth.expert import find_expert_objects
 from colearn_pipeline.pipelines.preprocess import study
 from colearn_pipeline.pipelines.preprocess.params import (
     DiscoverParams,
     ExecutorParams,
+    ExpertParams,
     GroundTruthParams,
     LabelsParams,
     ModelInputParams,
@@ -285,36 +287,71 @@ def compose_labels(raw_dicom: DicomTree, series: StudyPartitions, lungs: StudyPa
                    executor: dict) -> dict[str, StudyOutput]:
     """One label volume per study (lung 1, mediastinum 2, tumour 3), its quality figures and review, and Dice
     against the phantom's truth where present. A corrected label map in ``labels.corrections_dir``
-    replaces the derived one (the CT series is then read for its grid and slice references)."""
+    replaces the derived one; else an expert's RTSTRUCT or SEG beside the images (``labels.expert``)
+    replaces the classes it contours (the CT series is then read for its grid and slice references)."""
     qa = build(PhantomQaParams, phantom_qa, "preprocess.phantom_qa")
     quality_params = build(QualityParams, quality, "preprocess.quality")
-    corrections = build(LabelsParams, labels, "preprocess.labels").corrections_dir
+    labels_params = build(LabelsParams, labels, "preprocess.labels")
+    expert_params = build(ExpertParams, labels_params.expert, "preprocess.labels.expert")
     found: list = []
 
-    def ct_files(pseudonym: str) -> list[str]:
+    def discovered() -> tuple[DiscoverParams, Discovery]:
         if not found:
             found.append(build(DiscoverParams, discover, "preprocess.discover_studies"))
             found.append(raw_dicom.discover(found[0].pseudonym_key))
-        ct, _, _ = select_ct_pet(found[1].studies[pseudonym], raw_dicom.root, rules=found[0].rules())
-        return list(ct.files)
+        return found[0], found[1]
+
+    def chosen_ct(pseudonym: str) -> SeriesInfo:
+        params, tree = discovered()
+        ct, _, _ = select_ct_pet(tree.studies[pseudonym], raw_dicom.root, rules=params.rules())
+        return ct
 
     def plan(pseudonym, parts):
         truth = _truth_dir(qa, pseudonym)
-        correction = correction_for(corrections, pseudonym)
+        correction = correction_for(labels_params.corrections_dir, pseudonym)
         kwargs = dict(pseudonym=pseudonym, lungs=parts["lungs"], mediastinum=parts["mediastinum"],
                       tumours=parts["tumours"], geometry=parts["series"].record["row"]["ct_geometry"],
                       truth_dir=truth, hull_margin_mm=quality_params.hull_margin_mm,
                       ct_hu=parts["series"], aerated_lung_hu=quality_params.aerated_lung_hu,
                       review_ranges=quality_params.ranges(), correction=correction)
         fingerprinted = [truth, asdict(quality_params), None]
-        if correction is not None:
-            kwargs.update(root=raw_dicom.root, ct_files=ct_files(pseudonym),
+        expert = None
+        if correction is None and expert_params.enabled:
+            expert = expert_for_study(discovered()[1], pseudonym, chosen_ct(pseudonym),
+                                      expert_params.rules_for(pseudonym), expert_params.slice_tolerance_fraction)
+        if correction is not None or expert is not None:
+            kwargs.update(root=raw_dicom.root, ct_files=list(chosen_ct(pseudonym).files),
                           tolerances=asdict(build(ReadSeriesParams, read, "preprocess.read_series")))
+        if correction is not None:
             fingerprinted[2] = _content_digest(correction)
+        if expert is not None:
+            kwargs["expert"] = expert
+            fingerprinted.append({**expert, "digests": [_content_digest(o["path"]) for o in expert["objects"]]})
         return fingerprinted, study.labels_stage, kwargs
 
     inputs = {"tumours": tumours, "lungs": lungs, "mediastinum": mediastinum, "series": series}
     return run_stage("labels", inputs, stored, plan, _executor(executor))
+
+
+def expert_for_study(found: Discovery, pseudonym: str, ct: SeriesInfo, rules: dict[str, str],
+                     tolerance_fraction: float) -> dict[str, Any] | None:
+    """The expert contours of a study for the labels stage, or None: the RTSTRUCTs and SEGs the scan set
+    aside that reference its CT series (else its frame of reference), in the study or in a "study" of
+    non-image objects only (a planning system that gave its structure set a StudyInstanceUID of its own).
+
+    Returns
+    -------
+    dict or None
+        ``objects`` (``path``, ``kind``, ``match``, ``file``: its label), ``rules``, ``tolerance_fraction``.
+    """
+    aside = [label for label, _ in found.studies[pseudonym].skipped]
+    aside += [label for other in found.studies.values() if not other.series for label, _ in other.skipped]
+    by_path = {os.path.join(found.root, found.file_map[label]): label for label in aside if label in found.file_map}
+    objects = find_expert_objects(list(by_path), ct.series_uid.split("/")[0], ct.frame_of_reference_uid)
+    if not objects:
+        return None
+    return {"objects": [{**asdict(o), "file": by_path[o.path]} for o in objects], "rules": rules,
+            "tolerance_fraction": float(tolerance_fraction)}
 
 
 def correction_for(corrections_dir: str | None, pseudonym: str) -> str | None:
@@ -344,11 +381,13 @@ def _content_digest(path: str) -> str:
 def build_model_input(studies: StudyPartitions, series: StudyPartitions, suv: StudyPartitions, labels: StudyPartitions,
                       stored: StudyPartitions, model_input: dict, executor: dict) -> dict[str, StudyOutput]:
     """Slice selection and the per-study model input (docs/architecture.md); a study without report
-    (``tumours_unlabelled``) gets one only where ``model_input.include_tumours_unlabelled`` says so."""
+    (``tumours_unlabelled``) gets one only where ``model_input.include_tumours_unlabelled`` says so,
+    unless an expert contoured its tumours."""
     params = build(ModelInputParams, model_input, "preprocess.model_input")
 
     def plan(pseudonym, parts):
-        unlabelled = not parts["studies"].record["row"].get("has_report", True)
+        expert_tumour = "tumour" in (parts["labels"].record["row"].get("expert_classes") or [])
+        unlabelled = not parts["studies"].record["row"].get("has_report", True) and not expert_tumour
         kwargs = dict(pseudonym=pseudonym, ct_hu=parts["series"], suv=parts["suv"], labels=parts["labels"],
                       geometry=parts["series"].record["row"]["ct_geometry"], tumours_unlabelled=unlabelled,
                       **asdict(params))

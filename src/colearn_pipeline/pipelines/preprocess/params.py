@@ -197,6 +197,26 @@ class LabelsParams:
     """``preprocess.labels``: where corrected label maps replace the derived ground truth."""
 
     corrections_dir: str | None             # <pseudonym>.nii.gz | <pseudonym>.nii | <pseudonym>.dcm | <pseudonym>/
+    expert: Mapping[str, Any]               # ExpertParams: RTSTRUCT / SEG beside the images as ground truth
+
+
+@dataclass(frozen=True)
+class ExpertParams:
+    """``preprocess.labels.expert``: expert contours (RTSTRUCT or DICOM SEG beside the images) as ground truth."""
+
+    enabled: bool
+    slice_tolerance_fraction: float         # a contour within this fraction of the slice spacing lies on the slice
+    roi_classes: tuple[tuple[str, str], ...]  # [glob pattern (case-insensitive), lung | mediastinum | tumour | ignore]
+    overrides: Mapping[str, tuple[tuple[str, str], ...]]  # per study (pseudonym): its own roi_classes
+
+    def rules_for(self, pseudonym: str) -> dict[str, str]:
+        """The ROI-name rules of one study (its override, else the cohort's), checked."""
+        from colearn_pipeline.groundtruth.expert import check_rules
+
+        try:
+            return check_rules(self.overrides.get(pseudonym, self.roi_classes))
+        except ValueError as exc:
+            raise ParameterError(f"preprocess.labels.expert: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from colearn_pipeline.dicom.grid import (inside, physical_to_index_zyx, resample
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth import select_slices
+from colearn_pipeline.groundtruth.expert import EXPERT_CLASSES
 from colearn_pipeline.pipelines.preprocess.executor import StudyError
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check, tumour_in_aerated_lung_ml
 from colearn_pipeline.groundtruth.thorax import lungs_in_thorax, restrict_to_slab, seeds_to_follow
@@ -407,20 +408,27 @@ def labels_stage(*, staging_dir: str, pseudonym: str, lungs: StudyPartition, med
                  tumours: StudyPartition, geometry: Mapping, truth_dir: str | None, hull_margin_mm: float,
                  review_ranges: Mapping, ct_hu: StudyPartition, aerated_lung_hu: float,
                  correction: str | None = None, root: str = "", ct_files: Sequence[str] = (),
-                 tolerances: Mapping | None = None) -> dict:
+                 tolerances: Mapping | None = None, expert: Mapping | None = None) -> dict:
     """The label volume (0 background, 1 lung, 2 mediastinum, 3 tumour), its quality figures, and its Dice
     against phantom truth.
 
     A ``correction`` (a label map edited in a viewer, NIfTI or DICOM SEG) replaces the derived labels
-    (``labels_source: corrected``) and is not reviewed again; derived labels whose figures leave
-    ``review_ranges`` raise :class:`StudyError` ``"needs review: <reasons>"``.
+    (``labels_source: corrected``) and is not reviewed again; an ``expert``'s contours
+    (:func:`colearn_pipeline.pipelines.preprocess.nodes.expert_for_study`) replace the classes they
+    contour (``labels_source: expert``, the derived labels scored against them); labels whose
+    figures leave ``review_ranges`` raise :class:`StudyError` ``"needs review: <reasons>"``.
     """
+    expert_row: dict[str, Any] = {}
     if correction is not None:
         labels = _corrected_labels(correction, pseudonym, root, ct_files, tolerances or {})
         findings: list = []
     else:
         labels = compose_labels((_array(lungs) & LUNG_BIT) > 0, _array(mediastinum) > 0, _array(tumours) > 0)
         findings = tumours.record["row"].get("tumour_findings", [])
+        if expert:
+            labels, expert_row = _with_expert(labels, expert, pseudonym, root, ct_files, tolerances or {},
+                                              geometry["spacing_xyz_mm"])
+            findings = [] if "tumour" in expert_row["expert_classes"] else findings
     figures = quality_figures(labels == LABELS["lung"], labels == LABELS["mediastinum"], geometry["spacing_xyz_mm"],
                               findings, hull_margin_mm=hull_margin_mm)
     tumour = labels == LABELS["tumour"]
@@ -436,8 +444,9 @@ def labels_stage(*, staging_dir: str, pseudonym: str, lungs: StudyPartition, med
     counts = {value: np.count_nonzero(labels == value) for value in LABELS.values()}  # a pass each beats bincount
     row: dict[str, Any] = {f"voxels_{name}": int(counts[value]) for name, value in LABELS.items()}
     row.update(quality_row(figures))
-    row.update(labels_source="corrected" if correction else "derived",
-               labels_correction=os.path.basename(correction) if correction else None)
+    from_expert = bool(expert_row.get("expert_classes"))
+    row.update(labels_source="corrected" if correction else "expert" if from_expert else "derived",
+               labels_correction=os.path.basename(correction) if correction else None, **expert_row)
     truth_path = Path(truth_dir) / "labels.nii.gz" if truth_dir else None
     if truth_path is not None and truth_path.is_file():
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truth_path)))
@@ -458,6 +467,54 @@ def quality_row(figures: Mapping) -> dict[str, Any]:
         "tumour_ml": [round(t["volume_ml"], 2) for t in figures["tumours"]],
         "tumour_peak_to_threshold": [round(t["peak_to_threshold"], 3) for t in figures["tumours"]],
     }
+
+
+def _with_expert(derived: np.ndarray, expert: Mapping, pseudonym: str, root: str, ct_files: Sequence[str],
+                 tolerances: Mapping, spacing_xyz_mm: Sequence[float]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The labels with the expert's classes (:mod:`colearn_pipeline.groundtruth.expert`) and the manifest fields:
+    the classes from each source, the ROIs not mapped, and the derived labels scored against the expert's."""
+    from colearn_pipeline.groundtruth.agreement import class_agreement
+    from colearn_pipeline.groundtruth.expert import ExpertContourError, ExpertObject, expert_masks, merge_with_derived
+
+    ct = read_series(list(ct_files), pseudonym, root=root, **tolerances)
+    objects = [ExpertObject(o["path"], o["kind"], o["match"]) for o in expert["objects"]]
+    labels_of = {o["path"]: o["file"] for o in expert["objects"]}
+    try:
+        found = expert_masks(objects, ct.datasets, expert["rules"], labels_of=labels_of,
+                             tolerance_fraction=expert["tolerance_fraction"])
+    except ExpertContourError as exc:
+        raise StudyError(pseudonym, exc.file, f"expert contours: {exc.problem}") from exc
+    row: dict[str, Any] = {"expert_files": [o["file"] for o in expert["objects"]],
+                           "expert_unmapped_rois": [safe_roi_name(n) for n in found.unmapped],
+                           "expert_notes": "; ".join(found.notes)}
+    if not found.masks:  # nothing usable (empty ROIs, or none mapped): the derived labels stay
+        return derived, {**row, "expert_classes": [], "labels_from_derived": list(EXPERT_CLASSES)}
+    labels, from_derived = merge_with_derived(derived, found.masks)
+    classes = [c for c in EXPERT_CLASSES if c in found.masks]
+    expert_only, _ = merge_with_derived(None, found.masks)
+    scores = class_agreement(derived, expert_only, spacing_xyz_mm, classes)
+    row.update(expert_classes=classes, labels_from_derived=from_derived, expert_agreement=scores)
+    for name, s in scores.items():
+        row.update({f"expert_dice_{name}": _rounded(s["dice"], 4),
+                    f"expert_volume_ratio_{name}": _rounded(s["volume_ratio"], 4),
+                    f"expert_msd_mm_{name}": _rounded(s["mean_surface_distance_mm"], 3)})
+    return labels, row
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+#: Characters an ROI name may keep in the manifest (header free text: a space becomes ``_``, anything else ``?``).
+_ROI_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+.()")
+#: Longest ROI name kept in the manifest.
+MAX_ROI_NAME_LENGTH = 32
+
+
+def safe_roi_name(name: str) -> str:
+    """An ROI name as the manifest lists it: ASCII letters, digits and ``_-+.()`` only, at most 32 characters."""
+    text = str(name).strip().replace(" ", "_")
+    return "".join(c if c in _ROI_NAME_CHARACTERS else "?" for c in text)[:MAX_ROI_NAME_LENGTH]
 
 
 def _corrected_labels(path: str, pseudonym: str, root: str, ct_files: Sequence[str], tolerances: Mapping) -> np.ndarray:
