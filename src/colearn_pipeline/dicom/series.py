@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from colearn_pipeline.dicom.consistency import resolve_positions
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.multiframe import frame_headers, is_multiframe
 
@@ -34,6 +35,11 @@ SPACING_RELATIVE_TOLERANCE = 0.01
 INPLANE_TOLERANCE_MM = 0.01
 #: Pixel spacings of two slices agree within this (mm).
 PIXEL_SPACING_TOLERANCE_MM = 1e-4
+#: What a dynamic PET (several frames per position by time) becomes: refused, or the frame nearest
+#: :data:`UPTAKE_TIME_MIN` after injection (:func:`~colearn_pipeline.dicom.consistency.resolve_positions`).
+DYNAMIC_PET = "refuse"
+#: The standard uptake time (minutes after injection) of a static FDG PET.
+UPTAKE_TIME_MIN = 60.0
 #: CT value given to PixelPaddingValue pixels (air) unless the caller names another.
 AIR_HU = -1000.0
 #: Uncompressed little-endian transfer syntaxes whose pixels are read straight from the bytes;
@@ -63,6 +69,9 @@ class SeriesVolume:
         x, y and z axes: row cosine, column cosine, slice normal).
     study : str
         The study's pseudonym.
+    notes : list of str
+        What was done to objects sharing a position (identical duplicates kept once, the frame kept
+        of a dynamic PET); empty for an ordinary series.
     """
 
     array: np.ndarray
@@ -73,6 +82,7 @@ class SeriesVolume:
     direction: tuple[float, ...]
     study: str = "-"
     modality: str = field(default="")
+    notes: list[str] = field(default_factory=list)
 
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
@@ -400,6 +410,8 @@ def read_series(
     inplane_tolerance_mm: float = INPLANE_TOLERANCE_MM,
     padding_value: float | None = None,
     file_labels: Mapping[str, str] | None = None,
+    dynamic_pet: str = DYNAMIC_PET,
+    uptake_time_min: float = UPTAKE_TIME_MIN,
 ) -> SeriesVolume:
     """Read and validate one image series.
 
@@ -426,6 +438,11 @@ def read_series(
     file_labels : mapping of str to str, optional
         Names to use for files in messages (e.g. :attr:`StudyFiles.file_labels`, hashes of the
         relative paths); default the path relative to ``root``.
+    dynamic_pet : {"refuse", "nearest_uptake_time"}
+        A PET with several frames per position (by acquisition time) is refused, or only the
+        frame starting nearest ``uptake_time_min`` after injection is kept (said in ``notes``).
+    uptake_time_min : float
+        The standard uptake time, minutes after injection.
 
     Returns
     -------
@@ -451,6 +468,14 @@ def read_series(
     slices = [slices[i] for i in order]
     paths = [paths[i] for i in order]
     labels = [labels[i] for i in order]
+    resolution = resolve_positions(along, headers, slices, labels, study=study,
+                                   duplicate_tolerance_mm=duplicate_tolerance_mm, dynamic_pet=dynamic_pet,
+                                   uptake_time_min=uptake_time_min)
+    if len(resolution.keep) < len(along):
+        keep = resolution.keep
+        along, positions = along[keep], positions[keep]
+        headers, slices = [headers[i] for i in keep], [slices[i] for i in keep]
+        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
 
     step = _slice_step(along, positions, normal, first, labels, study, duplicate_tolerance_mm,
                        spacing_relative_tolerance, inplane_tolerance_mm)
@@ -464,4 +489,5 @@ def read_series(
         direction=direction,
         study=study,
         modality=str(first.get("Modality", "")),
+        notes=resolution.notes,
     )

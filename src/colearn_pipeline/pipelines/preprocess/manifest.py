@@ -26,7 +26,7 @@ MANIFEST_COLUMNS = [
     "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
     "decay_correction", "reference_time_source", "suv_factor", "suv_factor_min", "suv_factor_max", "suv_notes",
     "series_selection", "ct_series", "pet_series", "n_skipped_files", "n_corrupt_files", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
-    "thorax_extent", "n_findings_not_followed",
+    "thorax_extent", "pet_covered_slices", "ct_slices_without_pet", "series_notes", "n_findings_not_followed",
     "slices_kept", "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "has_report", "ct_body_part_examined", "labels_source", "labels_correction", *QUALITY_COLUMNS,
     *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
@@ -37,10 +37,10 @@ MANIFEST_COLUMNS = [
 JSON_ONLY_COLUMNS = ["series_records", "skipped_files", "corrupt_files", "findings_not_followed"]
 #: Integer columns (nullable in the table: quarantined studies have no value).
 INT_COLUMNS = [
-    "n_findings", "n_findings_not_followed", "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
+    "n_findings", "n_findings_not_followed", "ct_slices_without_pet", "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "suv_voxels_compared",
 ]
-LIST_COLUMNS = ("thorax_extent", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
+LIST_COLUMNS = ("thorax_extent", "pet_covered_slices", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
                 "tumour_peak_to_threshold")
 
 
