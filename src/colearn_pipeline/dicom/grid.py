@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import logging
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk

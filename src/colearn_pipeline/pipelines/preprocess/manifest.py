@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 
 from colearn_pipeline.datasets._atomic import atomic_write
-from colearn_pipeline.datasets.study_partitions import FAILED, OK, QUARANTINED, StudyPartitions
+from colearn_pipeline.datasets.study_partitions import (
+    FAILED,
+    OK,
+    QUARANTINED,
+    StudyPartitions,
+)
 from colearn_pipeline.groundtruth import LABELS
 from colearn_pipeline.pipelines.preprocess.params import ManifestParams, build
 from colearn_pipeline.pipelines.preprocess.study import TUMOURS_UNLABELLED
