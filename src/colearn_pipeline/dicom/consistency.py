@@ -201,8 +201,9 @@ def resolve_positions(along: np.ndarray, headers: Sequence[Dataset], slices: Seq
         for other in members[1:]:
             why = difference(headers[first], slices[first], headers[other], slices[other])
             if why is not None:
-                raise DicomSeriesError(study, labels[first], f"duplicated slice: {labels[other]} at the same position "
-                                                             f"({along[first]:.3f} mm along the normal) differs in {why}")
+                problem = (f"duplicated slice: {labels[other]} at the same position ({along[first]:.3f} mm along "
+                           f"the normal) differs in {why}")
+                raise DicomSeriesError(study, labels[first], problem)
             notes.append(f"identical duplicate at one position: {labels[other]} is {labels[first]}, kept once")
         keep.append(first)
     return Resolution(keep, notes)
@@ -232,7 +233,7 @@ def _dynamic(groups: list[list[int]], headers: Sequence[Dataset], labels: Sequen
                                              "(read_series.dynamic_pet: refuse)")
     if any(m is None for m in minutes):
         raise DicomSeriesError(study, first, f"{what}); the frames' start cannot be related to the injection "
-                                             "(AcquisitionTime, RadiopharmaceuticalStartTime), so no frame can be chosen")
+                                             "(AcquisitionTime, RadiopharmaceuticalStartTime): no frame chosen")
     best = int(np.argmin([abs(m - uptake_time_min) for m in minutes]))
     note = (f"{what}); kept frame {best + 1}, starting {minutes[best]:.1f} min after injection, nearest the "
             f"standard uptake time {uptake_time_min:g} min (read_series.dynamic_pet: nearest_uptake_time)")

@@ -363,7 +363,8 @@ def _add_twin(result: Discovery, study: StudyFiles, twin: str, path: str, label:
         study.skipped.append((label, reason))
         result.skipped.append((label, reason))
     else:
-        problem = f"same SOPInstanceUID as {second[0]} but {why} differs: refused, as which of the two is right cannot be told"
+        problem = (f"same SOPInstanceUID as {second[0]} but {why} differs: refused, as which of the two is "
+                   "right cannot be told")
         study.corrupt.append((first[0], problem))
 
 

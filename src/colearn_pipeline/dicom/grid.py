@@ -192,7 +192,7 @@ def pet_covered_slices(ct, pet) -> tuple[int, int] | None:
 
 
 def split_by_pet_coverage(slice_index: np.ndarray, ct, pet) -> tuple[np.ndarray, np.ndarray]:
-    """``slice_index`` (CT slices) split into those the PET covers and those it does not (:func:`pet_covered_slices`)."""
+    """``slice_index`` (CT slices) split into those the PET covers and the others (:func:`pet_covered_slices`)."""
     index = np.asarray(slice_index)
     covered = pet_covered_slices(ct, pet)
     inside_pet = np.zeros(index.shape, bool) if covered is None else (index >= covered[0]) & (index <= covered[1])
@@ -212,6 +212,6 @@ def slices_with_pet(slice_index: np.ndarray, ct, pet, study: str = "-") -> np.nd
         logger.warning("%s: CT slices %s lie outside the PET's field of view (no SUV there): not segmented", study,
                        ", ".join(str(int(z)) for z in without))
     if covered.size == 0:
-        raise DicomSeriesError(study, "PET series", f"coverage: the PET covers none of the CT slices {int(without[0])}.."
-                                                    f"{int(without[-1])} to be segmented")
+        raise DicomSeriesError(study, "PET series", "coverage: the PET covers none of the CT slices "
+                                                    f"{int(without[0])}..{int(without[-1])} to be segmented")
     return covered

@@ -399,6 +399,17 @@ def _read_frames(files, study: str, root, padding_value, file_labels) -> tuple[l
     return headers, slices, paths, labels
 
 
+def _one_per_position(along, positions, headers, slices, paths, labels, **rules) -> tuple:
+    """Everything in slice order along the normal, one object per position
+    (:func:`~colearn_pipeline.dicom.consistency.resolve_positions`), and the notes of what was dropped."""
+    order = np.argsort(along, kind="stable")
+    headers, slices, labels = [headers[i] for i in order], [slices[i] for i in order], [labels[i] for i in order]
+    resolution = resolve_positions(along[order], headers, slices, labels, **rules)
+    keep = order[resolution.keep]
+    return (along[keep], positions[keep], [headers[i] for i in resolution.keep], [slices[i] for i in resolution.keep],
+            [paths[i] for i in keep], [labels[i] for i in resolution.keep], resolution.notes)
+
+
 def read_series(
     files: Sequence[str | os.PathLike],
     study: str = "-",
@@ -460,23 +471,9 @@ def read_series(
     if abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3 or abs(row_cos @ col_cos) > 1e-3:
         raise DicomSeriesError(study, labels[0], f"ImageOrientationPatient {iop0.tolist()} is not orthonormal")
     normal = np.cross(row_cos, col_cos)
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    along = along[order]
-    positions = positions[order]
-    headers = [headers[i] for i in order]
-    slices = [slices[i] for i in order]
-    paths = [paths[i] for i in order]
-    labels = [labels[i] for i in order]
-    resolution = resolve_positions(along, headers, slices, labels, study=study,
-                                   duplicate_tolerance_mm=duplicate_tolerance_mm, dynamic_pet=dynamic_pet,
-                                   uptake_time_min=uptake_time_min)
-    if len(resolution.keep) < len(along):
-        keep = resolution.keep
-        along, positions = along[keep], positions[keep]
-        headers, slices = [headers[i] for i in keep], [slices[i] for i in keep]
-        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-
+    along, positions, headers, slices, paths, labels, notes = _one_per_position(
+        positions @ normal, positions, headers, slices, paths, labels, study=study,
+        duplicate_tolerance_mm=duplicate_tolerance_mm, dynamic_pet=dynamic_pet, uptake_time_min=uptake_time_min)
     step = _slice_step(along, positions, normal, first, labels, study, duplicate_tolerance_mm,
                        spacing_relative_tolerance, inplane_tolerance_mm)
     direction = tuple(float(v) for v in np.column_stack([row_cos, col_cos, normal]).reshape(-1))
@@ -489,5 +486,5 @@ def read_series(
         direction=direction,
         study=study,
         modality=str(first.get("Modality", "")),
-        notes=resolution.notes,
+        notes=notes,
     )

@@ -48,10 +48,12 @@ MANIFEST_COLUMNS = [
 JSON_ONLY_COLUMNS = ["series_records", "skipped_files", "corrupt_files", "findings_not_followed"]
 #: Integer columns (nullable in the table: quarantined studies have no value).
 INT_COLUMNS = [
-    "n_findings", "n_findings_not_followed", "ct_slices_without_pet", "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
+    "n_findings", "n_findings_not_followed", "ct_slices_without_pet",
+    "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "suv_voxels_compared",
 ]
-LIST_COLUMNS = ("thorax_extent", "pet_covered_slices", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
+LIST_COLUMNS = ("thorax_extent", "pet_covered_slices",
+                "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
                 "tumour_peak_to_threshold")
 
 

@@ -260,9 +260,9 @@ def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_fil
         row.update(suv_error_against_truth(Path(truth_dir) / "suv.nii.gz", image, qa_min_suv))
         error = row["suv_max_rel_error"]
         if qa_max_rel_error is not None and error is not None and error > qa_max_rel_error:
-            raise StudyError(pseudonym, "phantom_truth/suv.nii.gz",
-                             f"SUV against the phantom's truth: largest relative error {error:.3g} > {qa_max_rel_error:g} "
-                             f"(preprocess.phantom_qa.max_suv_rel_error; median {row['suv_median_rel_error']:.3g})")
+            raise StudyError(pseudonym, "phantom_truth/suv.nii.gz", (
+                f"SUV against the phantom's truth: largest relative error {error:.3g} > {qa_max_rel_error:g} "
+                f"(preprocess.phantom_qa.max_suv_rel_error; median {row['suv_median_rel_error']:.3g})"))
     return {"row": row, "staged": {"suv_pet": write_nifti(image, Path(staging_dir) / "suv_pet.nii")}}
 
 
@@ -340,8 +340,8 @@ def slab_within_pet(pseudonym: str, lungs: np.ndarray, slab: tuple[int, int] | N
     outside = lung_z[(lung_z < covered[0]) | (lung_z > covered[1])]
     if outside.size and outside_pet == "refuse":
         raise StudyError(pseudonym, "PET series", (
-            f"coverage: the PET covers CT slices {covered[0]}..{covered[1]} of 0..{lungs.shape[0] - 1}; the lungs reach "
-            f"{outside.size} slice(s) outside it ({int(outside[0])}..{int(outside[-1])}), where the SUV would be 0 "
+            f"coverage: the PET covers CT slices {covered[0]}..{covered[1]} of 0..{lungs.shape[0] - 1}; the lungs "
+            f"reach {outside.size} slice(s) outside it ({int(outside[0])}..{int(outside[-1])}), where the SUV would be 0 "
             "(preprocess.thorax_extent.outside_pet: refuse)"))
     if slab is None:
         return None
