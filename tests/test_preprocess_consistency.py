@@ -239,8 +239,8 @@ def test_predict_masks_the_slices_without_pet(tmp_path, caplog):
 def test_one_pet_slice_scaled_ten_times_is_refused_naming_the_slice(cohort):
     s = cohort["studies"]["slice_scale"]
     label = _label(cohort["raw"], s["scaled"])
-    row = _set_aside(cohort, "slice_scale", "suv", "SUV continuity", label, "departs more than 3x")
-    assert f"slice {len(s['pet']) // 2 + 2} ({label})" in row["reason"]
+    row = _set_aside(cohort, "slice_scale", "suv", "SUV continuity", "by more than a factor 3")
+    assert row["file"] == label and f"slice {len(s['pet']) // 2 + 2} ({label})" in row["reason"]
 
 
 def test_suv_error_against_phantom_truth_beyond_tolerance_fails_the_study(cohort):

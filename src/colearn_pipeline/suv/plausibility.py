@@ -264,7 +264,10 @@ def check_slice_continuity(suv_zyx: np.ndarray, slice_factors: Sequence[float], 
     """
     suv = np.asarray(suv_zyx, dtype=np.float64)
     ratio, window = plausibility.slice_ratio_max, plausibility.slice_window
-    limit = f"more than {ratio:g}x from its neighbours' (suv.slice_ratio_max)"
+
+    def limit(around: float, digits: int) -> str:
+        return (f"departs from its neighbours' median {around:.{digits}g} by more than a factor {ratio:g} "
+                "(suv.slice_ratio_max)")
 
     def name(z: int) -> str:
         return f"slice {z}" + (f" ({slice_labels[z]})" if len(slice_labels) > z else "")
@@ -273,8 +276,8 @@ def check_slice_continuity(suv_zyx: np.ndarray, slice_factors: Sequence[float], 
     hit = _departure(factors, np.isfinite(factors) & (factors > 0), window, ratio) if factors.size > 1 else None
     if hit is not None:
         z, value, around = hit
-        raise SuvError(f"{name(z)}: SUV factor {value:.6g} departs {limit}, {around:.6g}", tag="SUV scale",
-                       source=source)
+        raise SuvError(f"{name(z)}: SUV factor {value:.6g} {limit(around, 6)}", tag="SUV scale", source=source,
+                       file=slice_labels[z] if len(slice_labels) > z else "")
     body = suv > plausibility.body_threshold_fraction_of_mean * float(suv.mean())
     counts = body.sum(axis=(1, 2))
     medians = np.array([float(np.median(s[b])) if n else 0.0 for s, b, n in zip(suv, body, counts)])
@@ -282,5 +285,6 @@ def check_slice_continuity(suv_zyx: np.ndarray, slice_factors: Sequence[float], 
     hit = _departure(medians, valid & (counts > 0), window, ratio) if suv.shape[0] > 1 else None
     if hit is not None:
         z, value, around = hit
-        raise SuvError(f"{name(z)}: body median SUV {value:.4g} departs {limit}, {around:.4g} (RescaleSlope "
-                       "or scale factor of that slice?)", tag="SUV continuity", source=source)
+        raise SuvError(f"{name(z)}: body median SUV {value:.4g} {limit(around, 4)}: RescaleSlope or scale factor of "
+                       "that slice?", tag="SUV continuity", source=source,
+                       file=slice_labels[z] if len(slice_labels) > z else "")

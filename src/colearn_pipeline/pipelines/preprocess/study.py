@@ -246,6 +246,7 @@ def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_fil
         suv_pet = suv_pet.astype(np.float32)
     except SuvError as exc:
         by_name = {os.path.basename(f): file_labels[f] for f in pet.files}
+        by_name.update({label: label for label in file_labels.values()})  # errors that name a slice by its label
         file = by_name.get(exc.file, "PET series") if exc.file else file_labels[pet.files[0]]
         raise StudyError(pseudonym, file, f"SUV: {exc.tag}: {exc.problem}" if exc.tag else f"SUV: {exc.problem}") from exc
     row = {
