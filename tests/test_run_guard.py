@@ -192,3 +192,24 @@ def test_mlflow_store_created_by_processes_starting_together(tmp_path):
         assert proc.returncode == 0, err[-3000:]
         assert "OperationalError" not in err
     assert len({out.strip() for out, _ in results}) == 1
+
+
+def test_run_status_after_a_failure_says_which_manifest_is_current(tmp_path):
+    from colearn_pipeline.pipelines.preprocess.manifest import RunStatus, previous_path
+
+    manifests = [tmp_path / "preprocess_manifest.json", tmp_path / "preprocess_manifest.csv"]
+    for path in manifests:
+        previous_path(path).write_text("old")
+        path.write_text("new")  # written whole by this run, which failed afterwards (e.g. no study ok)
+    status = RunStatus(tmp_path / "preprocess_run_status.json", manifests, "t0")
+    status.fail("PreprocessRunError: see the run's log", environment=False)
+    record = json.loads(status.path.read_text())
+    assert record["status"] == "failed" and record["manifest"] == [p.name for p in manifests]
+    assert all(p.read_text() == "new" for p in manifests) and not list(tmp_path.glob("*.previous.*"))
+    for path in manifests:
+        previous_path(path).write_text("old")
+        path.write_text("ne")  # cut short by a full disk
+    status.fail("colearn: the run stopped: the disk is full", environment=True)
+    record = json.loads(status.path.read_text())
+    assert not any(p.exists() for p in manifests) and record["previous_manifest"] == [
+        "preprocess_manifest.previous.json", "preprocess_manifest.previous.csv"]

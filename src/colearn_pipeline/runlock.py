@@ -180,6 +180,7 @@ class RunGuardHooks:
         """Take the lock of ``<project>/data`` (or end the run with the holder's pid and time)."""
         from colearn_pipeline.pipelines.preprocess.manifest import begin_run
 
+        self._release()  # a lock left by a run of this process that failed to start (another hook raised)
         project = Path(run_params.get("project_path") or os.getcwd())
         self._lock = RunLock(project / "data")
         try:
@@ -216,7 +217,7 @@ class RunGuardHooks:
         message = environment_message(error, project)
         try:
             if self._status is not None:
-                self._status.fail(message or f"{type(error).__name__} (a bug, not the input: see the run's log)")
+                self._status.fail(message or f"{type(error).__name__}: see the run's log", environment=message is not None)
         finally:
             self._release()
         if message is not None:

@@ -194,8 +194,18 @@ class RunStatus:
             previous_path(path).unlink(missing_ok=True)
         self.write("complete", ended=_now(), manifest=[p.name for p in self.manifests])
 
-    def fail(self, problem: str) -> None:
-        """The run failed: the manifest (if any) of the run before stays renamed ``*.previous.*``, not current."""
+    def fail(self, problem: str, environment: bool) -> None:
+        """The run failed. A manifest this run wrote whole (the run failed after it, e.g. no study ok) is current;
+        otherwise -- or after an environment failure, which may have cut it short -- any new manifest is removed
+        and the one of the run before stays renamed ``*.previous.*``, not current."""
+        if not environment and all(p.is_file() for p in self.manifests):
+            for path in self.manifests:
+                previous_path(path).unlink(missing_ok=True)
+            self.write("failed", ended=_now(), problem=problem, manifest=[p.name for p in self.manifests],
+                       note="the manifest is this run's: it says which studies were not ok and why")
+            return
+        for path in self.manifests:
+            path.unlink(missing_ok=True)
         kept = [previous_path(p).name for p in self.manifests if previous_path(p).exists()]
         self.write("failed", ended=_now(), problem=problem, previous_manifest=kept,
                    note="the manifest is not current; run again after fixing the problem: the run resumes")
