@@ -213,3 +213,14 @@ def test_run_status_after_a_failure_says_which_manifest_is_current(tmp_path):
     record = json.loads(status.path.read_text())
     assert not any(p.exists() for p in manifests) and record["previous_manifest"] == [
         "preprocess_manifest.previous.json", "preprocess_manifest.previous.csv"]
+
+
+def test_dicom_folder_that_is_a_file_gives_a_message(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "dicom").write_text("an export that went wrong")
+    (raw / "reports").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        _guarded_run(tmp_path, raw, tmp_path / "data")
+    message = str(stop.value.code)
+    assert "a path that should be a folder is a file" in message and "at raw/dicom." in message, message

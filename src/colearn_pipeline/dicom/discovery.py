@@ -30,7 +30,12 @@ from pydicom.errors import InvalidDicomError
 from colearn_pipeline.dicom.consistency import difference
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.multiframe import frame_headers, is_multiframe
-from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY, file_label, pseudonymise, series_label
+from colearn_pipeline.dicom.pseudonym import (
+    DEFAULT_PSEUDONYM_KEY,
+    file_label,
+    pseudonymise,
+    series_label,
+)
 from colearn_pipeline.dicom.series import read_image
 
 #: Modalities read as image series; every other modality is recorded and skipped.
@@ -295,11 +300,13 @@ def discover(root: str | os.PathLike, key: str = DEFAULT_PSEUDONYM_KEY) -> Disco
     Raises
     ------
     FileNotFoundError
-        When ``root`` is not a folder.
+        When ``root`` does not exist (NotADirectoryError when it is a file).
     """
     root_path = Path(root)
+    if root_path.exists() and not root_path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the DICOM folder is a file, not a folder", str(root_path))
     if not root_path.is_dir():
-        raise FileNotFoundError(f"DICOM folder '{root_path}' does not exist")
+        raise FileNotFoundError(errno.ENOENT, "the DICOM folder does not exist", str(root_path))
     result = Discovery(root=str(root_path))
     by_sop: dict[tuple[str, str], str] = {}
     for path, problem in iter_files(root_path):
@@ -435,7 +442,12 @@ def _study(result: Discovery, study_uid: str, key: str) -> StudyFiles:
     return study
 
 
-from colearn_pipeline.dicom.selection import SelectionRules, SeriesChoice, choose_series, select_ct_pet  # noqa: E402
+from colearn_pipeline.dicom.selection import (  # noqa: E402
+    SelectionRules,
+    SeriesChoice,
+    choose_series,
+    select_ct_pet,
+)
 
 __all__ = [
     "Discovery", "SelectionRules", "SeriesChoice", "SeriesInfo", "StudyFiles", "choose_series", "classify",
