@@ -152,12 +152,13 @@ def test_two_concurrent_kedro_runs_one_refused(tmp_path):
     generate_study(root / "data" / "01_raw", 0, seed=SEED, size="tiny", convention=CONVENTIONS[0])
     environment = {**project_env(root), "PYTHONPATH": os.pathsep.join(sys.path)}
     first = subprocess.Popen([KEDRO, "run", "--env", "test", "--pipeline=preprocess"], cwd=root, text=True,
-                             env={**environment, "COLEARN_RUN_LOCK_TEST_HOLD_S": "20"},
+                             env={**environment, "COLEARN_RUN_LOCK_TEST_HOLD_S": "40"},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lock = root / "data" / LOCK_NAME
     deadline = time.time() + 120
-    while time.time() < deadline and not (lock.is_file() and lock.read_text()):
+    while time.time() < deadline and not (lock.is_file() and lock.read_text()) and first.poll() is None:
         time.sleep(0.2)
+    assert first.poll() is None, first.communicate()[0][-4000:]
     holder = json.loads(lock.read_text())
     second = subprocess.run([KEDRO, "run", "--env", "test", "--pipeline=preprocess"], cwd=root, env=environment,
                             capture_output=True, text=True, timeout=300, check=False)
