@@ -264,3 +264,25 @@ def test_self_referencing_link_is_called_a_loop(cohort):
     skipped = {s["file"]: s["reason"] for s in cohort["manifest"]["skipped_files"]}
     reason = skipped[_label(cohort["raw"], cohort["loop"])]
     assert reason.startswith("symbolic link loop") and "broken" not in reason
+
+
+@pytest.mark.slow
+def test_continuity_passes_a_whole_body_neck_to_brain_and_catches_a_rescaled_slice(tmp_path):
+    """The demo cohort's whole-body study 4: its partial-volume slice between neck (SUV ~0.6) and brain (~8.7)
+    departs from one side only and passes; the same study with one slice 10x is refused."""
+    import SimpleITK as sitk
+    import yaml
+
+    from colearn_pipeline.suv import SuvError, check_slice_continuity
+    from colearn_pipeline.suv.cli import load_plausibility
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    demo = yaml.safe_load((conf / "demo" / "parameters_phantom.yml").read_text())["phantom"]
+    summary = generate_study(tmp_path, 4, seed=demo["seed"], size="demo", **demo["overrides"])
+    assert summary["field_of_view"] == "wholebody"
+    suv = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / summary["truth_dir"] / "suv.nii.gz"))).astype(float)
+    plausibility = load_plausibility(conf / "base" / "parameters_suv.yml")
+    check_slice_continuity(suv, np.ones(suv.shape[0]), plausibility)
+    suv[suv.shape[0] // 2] *= 10.0
+    with pytest.raises(SuvError, match=rf"slice {suv.shape[0] // 2}: body median SUV"):
+        check_slice_continuity(suv, np.ones(suv.shape[0]), plausibility)

@@ -271,7 +271,11 @@ def test_slice_continuity_passes_a_smooth_change_and_names_a_rescaled_slice(plau
     factors = np.full(suv.shape[0], 2.5e-4)
     labels = [f"file-{k:02d}" for k in range(suv.shape[0])]
     check_slice_continuity(suv, factors, plaus, source="s", slice_labels=labels)  # smooth: passes
-    for z, scale in ((6, 10.0), (0, 10.0), (19, 0.1)):  # middle, first, last slice
+    edge = suv.copy()
+    edge[12:] = 8.0 * (edge[12:] > 0)  # an organ starting at slice 12 (a brain): high on one side only
+    edge[12] = 2.0 * (edge[12] > 0)  # ... and a partial-volume slice between
+    check_slice_continuity(edge, factors, plaus, source="s", slice_labels=labels)
+    for z, scale in ((6, 10.0), (1, 10.0), (18, 0.1)):  # middle, second, last but one slice
         bad = suv.copy()
         bad[z] *= scale
         with pytest.raises(SuvError, match=rf"slice {z} \(file-{z:02d}\): body median SUV .* by more than a factor 3"):

@@ -64,12 +64,12 @@ class SuvPlausibility:
     slice_ratio_max : float
         Slice-to-slice continuity (:func:`check_slice_continuity`): a slice whose SUV factor or
         body median SUV departs from its neighbours' median by more than this factor on both sides
-        (the one side at an end) is refused.
+        is refused (the first and last slice are not judged).
     slice_window : int
         Neighbours on each side that the continuity check compares a slice with.
     slice_min_body_fraction : float
         Slices with fewer body voxels than this fraction of the fullest slice's are not compared
-        (the ends of a field of view, a head, the feet).
+        (the tips of a field of view: a skull cap, the feet).
     """
 
     weight_kg: tuple[float, float]
@@ -220,13 +220,18 @@ def check_suv_values(
 
 
 def _departure(values: np.ndarray, valid: np.ndarray, window: int, ratio_max: float) -> tuple[int, float, float] | None:
-    """The first slice whose value departs from the median of its valid neighbours on each side (both sides where
-    there are two) by more than ``ratio_max``: (slice, value, neighbours' median); else None."""
+    """The first slice whose value departs from the median of its valid neighbours on each side by more than
+    ``ratio_max``, in the same direction on both sides: (slice, value, neighbours' median); else None.
+
+    A slice without a valid neighbour on one side (an end of the series, the edge of a run of small
+    slices) is not judged: one side alone cannot tell an outlier from the edge of an organ."""
     for z in np.flatnonzero(valid):
         sides = [values[max(0, z - window):z][valid[max(0, z - window):z]],
                  values[z + 1:z + 1 + window][valid[z + 1:z + 1 + window]]]
-        medians = [float(np.median(side)) for side in sides if side.size]
-        if not medians or min(medians) <= 0:
+        if not all(side.size for side in sides):
+            continue
+        medians = [float(np.median(side)) for side in sides]
+        if min(medians) <= 0:
             continue
         ratios = [values[z] / m for m in medians]
         if all(r > ratio_max for r in ratios) or all(r < 1 / ratio_max for r in ratios):
@@ -239,9 +244,9 @@ def check_slice_continuity(suv_zyx: np.ndarray, slice_factors: Sequence[float], 
     """Refuse a series whose SUV factor or body median SUV jumps at one slice (a slice scaled unlike its neighbours).
 
     A slice's value is compared with the median of the ``slice_window`` slices on each side; it
-    departs when it is more than ``slice_ratio_max`` times above (or below) both sides' medians
-    (the one side at an end of the series), so a smooth change (heart, bladder, brain) passes and
-    an isolated jump does not. The body median is over the slice's voxels above
+    departs when it is more than ``slice_ratio_max`` times above (or below) both sides' medians, so
+    an organ's edge (heart, bladder, brain: high on one side only) passes and an isolated jump does
+    not. The first and last slice have no neighbour on one side and are not judged. The body median is over the slice's voxels above
     ``body_threshold_fraction_of_mean`` times the volume's mean; slices with fewer body voxels than
     ``slice_min_body_fraction`` of the fullest slice's are left out.
 
