@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 from dicom_fixtures import write_series, write_study
@@ -79,11 +80,18 @@ def test_missing_slice(tmp_path):
 
 
 def test_duplicated_slice(tmp_path):
+    """Issue 25: two objects at one position are one slice only when they mean the same."""
     _, files = _series(tmp_path)
     copy = tmp_path / "copy.dcm"
     copy.write_bytes(files[2].read_bytes())
-    with pytest.raises(DicomSeriesError, match="duplicated slice"):
+    vol = read_series(files + [copy], study="study-abc", root=tmp_path)
+    assert vol.shape_zyx[0] == len(files) and "identical duplicate at one position" in vol.notes[0]
+    ds = pydicom.dcmread(files[2])
+    ds.RescaleSlope = f"{float(ds.RescaleSlope) * 10:g}"
+    ds.save_as(copy)
+    with pytest.raises(DicomSeriesError, match="duplicated slice.*differs in RescaleSlope") as err:
         read_series(files + [copy], study="study-abc", root=tmp_path)
+    assert {err.value.file, "copy.dcm", files[2].name} == {"copy.dcm", files[2].name}
 
 
 def test_non_uniform_spacing(tmp_path):

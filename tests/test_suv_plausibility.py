@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from test_suv_rules import DOSE_BQ, F18_HALF_LIFE_S, UPTAKE_S, bw_factor, pet
@@ -252,3 +253,37 @@ def test_enhanced_frame_errors_name_the_frame():
     del ds.PerFrameFunctionalGroupsSequence[1].FrameContentSequence[0].FrameAcquisitionDuration
     with pytest.raises(SuvError, match=r"study-1: enhanced_pet\.dcm#frame2: ActualFrameDuration \(0018,1242\)"):
         suv_conversion(frame_headers(ds), source="study-1")
+
+
+def _body_series(n_slices: int = 20) -> np.ndarray:
+    """A body (SUV 1) in air, with a smooth rise to SUV 4 over the upper slices (a brain-like change)."""
+    suv = np.zeros((n_slices, 16, 16))
+    level = 1.0 + 3.0 / (1.0 + np.exp(-(np.arange(n_slices) - 14) / 1.5))
+    suv[:, 4:12, 4:12] = level[:, None, None]
+    return suv
+
+
+def test_slice_continuity_passes_a_smooth_change_and_names_a_rescaled_slice(plaus):
+    """Issue 25: one slice 10x its neighbours (an outlier RescaleSlope) is refused with the slice and its label."""
+    from colearn_pipeline.suv import check_slice_continuity
+
+    suv = _body_series()
+    factors = np.full(suv.shape[0], 2.5e-4)
+    labels = [f"file-{k:02d}" for k in range(suv.shape[0])]
+    check_slice_continuity(suv, factors, plaus, source="s", slice_labels=labels)  # smooth: passes
+    edge = suv.copy()
+    edge[12:] = 8.0 * (edge[12:] > 0)  # an organ starting at slice 12 (a brain): high on one side only
+    edge[12] = 2.0 * (edge[12] > 0)  # ... and a partial-volume slice between
+    check_slice_continuity(edge, factors, plaus, source="s", slice_labels=labels)
+    for z, scale in ((6, 10.0), (1, 10.0), (18, 0.1)):  # middle, second, last but one slice
+        bad = suv.copy()
+        bad[z] *= scale
+        with pytest.raises(SuvError, match=rf"slice {z} \(file-{z:02d}\): body median SUV .* by more than a factor 3"):
+            check_slice_continuity(bad, factors, plaus, source="s", slice_labels=labels)
+    jumpy = factors.copy()
+    jumpy[9] *= 5
+    with pytest.raises(SuvError, match=r"slice 9 \(file-09\): SUV factor 0.00125 departs") as err:
+        check_slice_continuity(suv, jumpy, plaus, source="s", slice_labels=labels)
+    assert err.value.file == "file-09"
+    with pytest.raises(ValueError, match="slice_ratio_max must be a factor above 1"):
+        SuvPlausibility.from_params({**yaml.safe_load(PARAMS_FILE.read_text())["suv"], "slice_ratio_max": 1.0})

@@ -151,6 +151,57 @@ def close_orphaned_runs(client, experiment_id: str, host: str) -> list[str]:
     return closed
 
 
+#: Tries of :func:`experiment_id` when another process is creating the same store or experiment.
+STORE_CREATION_TRIES = 5
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a SQLite store (``mlflow.db.lock``), so one process creates its tables;
+    no-op for other stores (a tracking server serialises for itself)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def experiment_id(uri: str, name: str) -> tuple[Any, str]:
+    """A client of the store at ``uri`` and the id of experiment ``name``, created when missing; safe when
+    several processes start together on a new store.
+
+    The client (whose construction creates a SQLite store's tables) and the experiment are made
+    under :func:`_store_lock`; a race lost anyway (another store kind, "already exists", a locked
+    database) is retried after a pause.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(STORE_CREATION_TRIES):
+        try:
+            with _store_lock(uri):
+                client = MlflowClient(uri)
+                experiment = client.get_experiment_by_name(name)
+                if experiment is not None:
+                    return client, experiment.experiment_id
+                return client, client.create_experiment(name, artifact_location=_artifact_root_for(uri))
+        except (MlflowException, OperationalError) as exc:
+            if attempt == STORE_CREATION_TRIES - 1:
+                raise
+            logger.warning("MLflow: store or experiment busy (%s); trying again", type(exc).__name__)
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 class MlflowHooks:
     """Kedro hooks that track a ``kedro run`` in MLflow (see the module docstring)."""
 
@@ -185,14 +236,10 @@ class MlflowHooks:
         if not settings.enabled:
             return
         import mlflow
-        from mlflow import MlflowClient
 
         self.tracking_uri = resolve_tracking_uri(settings.tracking_uri, run_params.get("project_path") or os.getcwd())
         mlflow.set_tracking_uri(self.tracking_uri)
-        client = MlflowClient(self.tracking_uri)
-        experiment = client.get_experiment_by_name(settings.experiment_name)
-        exp_id = experiment.experiment_id if experiment else client.create_experiment(
-            settings.experiment_name, artifact_location=_artifact_root_for(self.tracking_uri))
+        client, exp_id = experiment_id(self.tracking_uri, settings.experiment_name)
         for key, value in EXPERIMENT_KIND.items():
             client.set_experiment_tag(exp_id, key, value)
         close_orphaned_runs(client, exp_id, socket.gethostname())

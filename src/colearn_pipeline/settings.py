@@ -12,5 +12,7 @@ CONFIG_LOADER_ARGS = {
 }
 
 from colearn_pipeline.hooks import MlflowHooks  # noqa: E402
+from colearn_pipeline.runlock import RunGuardHooks  # noqa: E402
 
-HOOKS = (MlflowHooks(),)
+# RunGuardHooks takes the project's run lock before any other hook runs (tryfirst).
+HOOKS = (MlflowHooks(), RunGuardHooks())

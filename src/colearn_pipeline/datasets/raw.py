@@ -6,6 +6,7 @@ files itself) wrote them where the catalog says, so that Kedro orders the pipeli
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -60,8 +61,11 @@ class DicomTreeDataset(AbstractDataset[os.PathLike, DicomTree]):
         self.metadata = metadata
 
     def load(self) -> DicomTree:
-        if not Path(self._path).is_dir():
-            raise DatasetError(f"no DICOM folder at '{self._path}'")
+        if not Path(self._path).is_dir():  # chained OSError: the run guard tells it as a message (runlock.py)
+            is_file = Path(self._path).exists()
+            cause = (NotADirectoryError(errno.ENOTDIR, "the DICOM folder is a file", self._path) if is_file
+                     else FileNotFoundError(errno.ENOENT, "no DICOM folder", self._path))
+            raise DatasetError(f"no DICOM folder at '{self._path}'") from cause
         return DicomTree(self._path, self._cache)
 
     def save(self, data: os.PathLike | str) -> None:

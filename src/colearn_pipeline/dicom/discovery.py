@@ -4,8 +4,9 @@
 reads every file's header (``stop_before_pixels``) and groups the image files by
 StudyInstanceUID and SeriesInstanceUID. Files that are not slices of a CT or PET series
 (screenshots, secondary captures, RTSTRUCT, SEG, SR, KO, PR, other modalities, non-DICOM files)
-are listed with the reason and skipped; identical duplicate exports (same SOPInstanceUID and
-pixels) are kept once. Series selection lives in :mod:`.selection`.
+are listed with the reason and skipped; duplicate exports (same SOPInstanceUID) are kept once
+when they mean the same (pixels, rescale, geometry and SUV headers: :mod:`.consistency`), and
+refuse their study naming both files and the attribute otherwise. Series selection lives in :mod:`.selection`.
 
 Identifiers by construction: what :func:`discover` returns names studies by pseudonym, series
 by SeriesNumber and a hash of the SeriesInstanceUID (:func:`~.pseudonym.series_label`) and raw
@@ -16,6 +17,7 @@ file labels back to relative paths is :attr:`Discovery.file_map`, for git-ignore
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,8 +27,16 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from colearn_pipeline.dicom.consistency import difference
+from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.multiframe import frame_headers, is_multiframe
-from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY, file_label, pseudonymise, series_label
+from colearn_pipeline.dicom.pseudonym import (
+    DEFAULT_PSEUDONYM_KEY,
+    file_label,
+    pseudonymise,
+    series_label,
+)
+from colearn_pipeline.dicom.series import read_image
 
 #: Modalities read as image series; every other modality is recorded and skipped.
 IMAGE_MODALITIES = ("CT", "PT")
@@ -153,7 +163,8 @@ def iter_files(root: Path) -> Iterable[tuple[Path, str | None]]:
     """Yield ``(path, problem)`` for every file under ``root``, following symbolic links.
 
     Each real folder is entered once (a link back up the tree is a loop and is not followed
-    again) and each real file is yielded once; a broken link is yielded with its problem.
+    again) and each real file is yielded once; a broken link or a link that leads back to itself
+    (a loop) is yielded with its problem.
     """
     seen_dirs: set[str] = set()
     seen_files: set[str] = set()
@@ -168,11 +179,23 @@ def iter_files(root: Path) -> Iterable[tuple[Path, str | None]]:
         for name in sorted(filenames):
             path = Path(dirpath) / name
             real_file = os.path.realpath(path)
-            if not os.path.exists(real_file):
-                yield path, "broken symbolic link"
+            problem = _link_problem(path)
+            if problem:
+                yield path, problem
             elif real_file not in seen_files:
                 seen_files.add(real_file)
                 yield path, None
+
+
+def _link_problem(path: Path) -> str | None:
+    """Why a file cannot be opened through its links (a loop, a missing target), or None."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop: the link leads back to itself, never to a file"
+        return "broken symbolic link" if os.path.islink(path) else f"cannot be opened ({exc.strerror})"
+    return None
 
 
 def _text(value) -> str:
@@ -277,11 +300,13 @@ def discover(root: str | os.PathLike, key: str = DEFAULT_PSEUDONYM_KEY) -> Disco
     Raises
     ------
     FileNotFoundError
-        When ``root`` is not a folder.
+        When ``root`` does not exist (NotADirectoryError when it is a file).
     """
     root_path = Path(root)
+    if root_path.exists() and not root_path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the DICOM folder is a file, not a folder", str(root_path))
     if not root_path.is_dir():
-        raise FileNotFoundError(f"DICOM folder '{root_path}' does not exist")
+        raise FileNotFoundError(errno.ENOENT, "the DICOM folder does not exist", str(root_path))
     result = Discovery(root=str(root_path))
     by_sop: dict[tuple[str, str], str] = {}
     for path, problem in iter_files(root_path):
@@ -325,27 +350,44 @@ def _add_file(result: Discovery, path: Path, label: str, key: str, by_sop: dict)
     sop_uid = _text(ds.get("SOPInstanceUID"))
     twin = by_sop.get((study_uid, sop_uid))
     if twin is not None:
-        same = _same_pixels(twin, str(path))
-        why = f"identical duplicate export of {study.file_labels[twin]} (same SOPInstanceUID and pixels)"
-        if same:
-            study.skipped.append((label, why))
-            result.skipped.append((label, why))
-        else:
-            study.corrupt.append((label, f"same SOPInstanceUID as {study.file_labels[twin]} but different pixel data"))
+        _add_twin(result, study, twin, str(path), label)
         return
     by_sop[(study_uid, sop_uid)] = str(path)
     _remember_identifiers(study, ds)
     _add_to_series(study, ds, kind, str(path))
 
 
-def _same_pixels(a: str, b: str) -> bool:
+def _add_twin(result: Discovery, study: StudyFiles, twin: str, path: str, label: str) -> None:
+    """A second object with the SOPInstanceUID of ``twin``: skipped when it means the same, else the study is refused.
+
+    Both files are compared in the order of their labels, so the message does not depend on which
+    was found first (on the file names).
+    """
+    first, second = sorted([(study.file_labels[twin], twin), (label, path)])
+    why = twin_difference(first[1], second[1], study.pseudonym, first[0], second[0])
+    if why is None:
+        reason = f"identical duplicate export of {study.file_labels[twin]} (same SOPInstanceUID, pixels and headers)"
+        study.skipped.append((label, reason))
+        result.skipped.append((label, reason))
+    else:
+        problem = (f"same SOPInstanceUID as {second[0]} but {why} differs: refused, as which of the two is "
+                   "right cannot be told")
+        study.corrupt.append((first[0], problem))
+
+
+def twin_difference(a: str, b: str, study: str = "-", label_a: str = "", label_b: str = "") -> str | None:
+    """What differs between two files claiming one object (:func:`~.consistency.difference` frame by frame), or None."""
     try:
-        da, db = pydicom.dcmread(a), pydicom.dcmread(b)
-        if da.get("PixelData") == db.get("PixelData"):
-            return True
-        return bool(np.array_equal(da.pixel_array, db.pixel_array))
-    except Exception:
-        return False
+        frames_a, frames_b = read_image(a, study, label_a or a), read_image(b, study, label_b or b)
+    except DicomSeriesError as exc:
+        return f"readability ({exc.file}: {exc.problem})"
+    if len(frames_a) != len(frames_b):
+        return f"NumberOfFrames {len(frames_a)} vs {len(frames_b)}"
+    for (ds_a, values_a), (ds_b, values_b) in zip(frames_a, frames_b):
+        why = difference(ds_a, values_a, ds_b, values_b)
+        if why is not None:
+            return why
+    return None
 
 
 def _remember_identifiers(study: StudyFiles, ds) -> None:
@@ -400,7 +442,12 @@ def _study(result: Discovery, study_uid: str, key: str) -> StudyFiles:
     return study
 
 
-from colearn_pipeline.dicom.selection import SelectionRules, SeriesChoice, choose_series, select_ct_pet  # noqa: E402
+from colearn_pipeline.dicom.selection import (  # noqa: E402
+    SelectionRules,
+    SeriesChoice,
+    choose_series,
+    select_ct_pet,
+)
 
 __all__ = [
     "Discovery", "SelectionRules", "SeriesChoice", "SeriesInfo", "StudyFiles", "choose_series", "classify",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 from skimage.transform import resize
+
+from colearn_pipeline.dicom.errors import DicomSeriesError
+
+logger = logging.getLogger(__name__)
+
+#: A CT slice centre this close outside the PET's slab still counts as covered (rounding of positions).
+COVERAGE_TOLERANCE_MM = 1e-3
 
 INTERPOLATORS = {
     "linear": sitk.sitkLinear,
@@ -148,3 +156,62 @@ def inside(index_zyx: np.ndarray, shape_zyx: Sequence[int]) -> np.ndarray:
     idx = np.asarray(index_zyx, dtype=float).reshape(-1, 3)
     upper = np.asarray(shape_zyx, dtype=float) - 0.5
     return np.all((idx >= -0.5) & (idx <= upper), axis=1)
+
+
+def _grid(volume) -> tuple[int, float, np.ndarray, np.ndarray]:
+    """(slices, slice spacing, origin, slice normal) of a geometry mapping or a SeriesVolume-like object."""
+    get = volume.get if isinstance(volume, Mapping) else lambda key: getattr(volume, key)
+    direction = np.asarray(get("direction"), dtype=float).reshape(3, 3)
+    return (int(get("shape_zyx")[0]), float(get("spacing_xyz_mm")[2]), np.asarray(get("origin_xyz_mm"), dtype=float),
+            direction[:, 2])
+
+
+def pet_covered_slices(ct, pet) -> tuple[int, int] | None:
+    """The first and last CT slice whose centre lies in the PET's slab, or None when none does.
+
+    The slab runs from half a PET slice below its first slice centre to half a slice above its last
+    (where resampling the PET onto the CT still has PET values, :func:`resample_to_reference`).
+
+    Parameters
+    ----------
+    ct, pet : mapping or SeriesVolume
+        Geometry: ``shape_zyx``, ``spacing_xyz_mm``, ``origin_xyz_mm``, ``direction`` (keys or attributes).
+
+    Returns
+    -------
+    (int, int) or None
+    """
+    n_ct, step_ct, origin_ct, normal_ct = _grid(ct)
+    n_pet, step_pet, origin_pet, normal_pet = _grid(pet)
+    centres = origin_ct[None, :] + np.arange(n_ct)[:, None] * step_ct * normal_ct[None, :]
+    along = (centres - origin_pet) @ normal_pet
+    low, high = -step_pet / 2, (n_pet - 1) * step_pet + step_pet / 2
+    tolerance = COVERAGE_TOLERANCE_MM
+    covered = np.flatnonzero((along >= low - tolerance) & (along <= high + tolerance))
+    return None if covered.size == 0 else (int(covered[0]), int(covered[-1]))
+
+
+def split_by_pet_coverage(slice_index: np.ndarray, ct, pet) -> tuple[np.ndarray, np.ndarray]:
+    """``slice_index`` (CT slices) split into those the PET covers and the others (:func:`pet_covered_slices`)."""
+    index = np.asarray(slice_index)
+    covered = pet_covered_slices(ct, pet)
+    inside_pet = np.zeros(index.shape, bool) if covered is None else (index >= covered[0]) & (index <= covered[1])
+    return index[inside_pet], index[~inside_pet]
+
+
+def slices_with_pet(slice_index: np.ndarray, ct, pet, study: str = "-") -> np.ndarray:
+    """The CT slices of ``slice_index`` that the PET covers; the others are named in a warning (prediction masks them).
+
+    Raises
+    ------
+    DicomSeriesError
+        When the PET covers none of them.
+    """
+    covered, without = split_by_pet_coverage(slice_index, ct, pet)
+    if without.size:
+        logger.warning("%s: CT slices %s lie outside the PET's field of view (no SUV there): not segmented", study,
+                       ", ".join(str(int(z)) for z in without))
+    if covered.size == 0:
+        raise DicomSeriesError(study, "PET series", "coverage: the PET covers none of the CT slices "
+                                                    f"{int(without[0])}..{int(without[-1])} to be segmented")
+    return covered

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from colearn_pipeline.dicom.consistency import resolve_positions
 from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.multiframe import frame_headers, is_multiframe
 
@@ -34,6 +35,11 @@ SPACING_RELATIVE_TOLERANCE = 0.01
 INPLANE_TOLERANCE_MM = 0.01
 #: Pixel spacings of two slices agree within this (mm).
 PIXEL_SPACING_TOLERANCE_MM = 1e-4
+#: What a dynamic PET (several frames per position by time) becomes: refused, or the frame nearest
+#: :data:`UPTAKE_TIME_MIN` after injection (:func:`~colearn_pipeline.dicom.consistency.resolve_positions`).
+DYNAMIC_PET = "refuse"
+#: The standard uptake time (minutes after injection) of a static FDG PET.
+UPTAKE_TIME_MIN = 60.0
 #: CT value given to PixelPaddingValue pixels (air) unless the caller names another.
 AIR_HU = -1000.0
 #: Uncompressed little-endian transfer syntaxes whose pixels are read straight from the bytes;
@@ -63,6 +69,9 @@ class SeriesVolume:
         x, y and z axes: row cosine, column cosine, slice normal).
     study : str
         The study's pseudonym.
+    notes : list of str
+        What was done to objects sharing a position (identical duplicates kept once, the frame kept
+        of a dynamic PET); empty for an ordinary series.
     """
 
     array: np.ndarray
@@ -73,6 +82,7 @@ class SeriesVolume:
     direction: tuple[float, ...]
     study: str = "-"
     modality: str = field(default="")
+    notes: list[str] = field(default_factory=list)
 
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
@@ -389,6 +399,17 @@ def _read_frames(files, study: str, root, padding_value, file_labels) -> tuple[l
     return headers, slices, paths, labels
 
 
+def _one_per_position(along, positions, headers, slices, paths, labels, **rules) -> tuple:
+    """Everything in slice order along the normal, one object per position
+    (:func:`~colearn_pipeline.dicom.consistency.resolve_positions`), and the notes of what was dropped."""
+    order = np.argsort(along, kind="stable")
+    headers, slices, labels = [headers[i] for i in order], [slices[i] for i in order], [labels[i] for i in order]
+    resolution = resolve_positions(along[order], headers, slices, labels, **rules)
+    keep = order[resolution.keep]
+    return (along[keep], positions[keep], [headers[i] for i in resolution.keep], [slices[i] for i in resolution.keep],
+            [paths[i] for i in keep], [labels[i] for i in resolution.keep], resolution.notes)
+
+
 def read_series(
     files: Sequence[str | os.PathLike],
     study: str = "-",
@@ -400,6 +421,8 @@ def read_series(
     inplane_tolerance_mm: float = INPLANE_TOLERANCE_MM,
     padding_value: float | None = None,
     file_labels: Mapping[str, str] | None = None,
+    dynamic_pet: str = DYNAMIC_PET,
+    uptake_time_min: float = UPTAKE_TIME_MIN,
 ) -> SeriesVolume:
     """Read and validate one image series.
 
@@ -426,6 +449,11 @@ def read_series(
     file_labels : mapping of str to str, optional
         Names to use for files in messages (e.g. :attr:`StudyFiles.file_labels`, hashes of the
         relative paths); default the path relative to ``root``.
+    dynamic_pet : {"refuse", "nearest_uptake_time"}
+        A PET with several frames per position (by acquisition time) is refused, or only the
+        frame starting nearest ``uptake_time_min`` after injection is kept (said in ``notes``).
+    uptake_time_min : float
+        The standard uptake time, minutes after injection.
 
     Returns
     -------
@@ -443,15 +471,9 @@ def read_series(
     if abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3 or abs(row_cos @ col_cos) > 1e-3:
         raise DicomSeriesError(study, labels[0], f"ImageOrientationPatient {iop0.tolist()} is not orthonormal")
     normal = np.cross(row_cos, col_cos)
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    along = along[order]
-    positions = positions[order]
-    headers = [headers[i] for i in order]
-    slices = [slices[i] for i in order]
-    paths = [paths[i] for i in order]
-    labels = [labels[i] for i in order]
-
+    along, positions, headers, slices, paths, labels, notes = _one_per_position(
+        positions @ normal, positions, headers, slices, paths, labels, study=study,
+        duplicate_tolerance_mm=duplicate_tolerance_mm, dynamic_pet=dynamic_pet, uptake_time_min=uptake_time_min)
     step = _slice_step(along, positions, normal, first, labels, study, duplicate_tolerance_mm,
                        spacing_relative_tolerance, inplane_tolerance_mm)
     direction = tuple(float(v) for v in np.column_stack([row_cos, col_cos, normal]).reshape(-1))
@@ -464,4 +486,5 @@ def read_series(
         direction=direction,
         study=study,
         modality=str(first.get("Modality", "")),
+        notes=notes,
     )

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from colearn_pipeline.dicom.discovery import StudyFiles, select_ct_pet
 from colearn_pipeline.dicom.errors import DicomSeriesError
-from colearn_pipeline.dicom.grid import resample_to_reference
+from colearn_pipeline.dicom.grid import resample_to_reference, slices_with_pet
 from colearn_pipeline.dicom.series import SeriesVolume, read_series
 from colearn_pipeline.groundtruth import segment_lungs
 from colearn_pipeline.suv import SuvError, suv_conversion, to_suv
@@ -155,4 +155,5 @@ def load_study(root: str | os.PathLike, study: StudyFiles, params: Mapping[str, 
     if index.size == 0:
         first = study.redact(os.path.relpath(ct.files[0], root))
         raise StudyReadError(study.pseudonym, first, "no lung found in the CT series: not a thorax CT?")
+    index = slices_with_pet(index, ct, pet, study.pseudonym)  # never segment from a PET of zeros
     return PredictStudy(study.pseudonym, ct, suv_ct, index, selection, convention)

@@ -62,7 +62,7 @@ from colearn_pipeline.suv.patient import (
     HEIGHT_MAX_M,
     WEIGHT_GRAMS_ABOVE,
 )
-from colearn_pipeline.suv.plausibility import Radionuclide, SuvPlausibility, check_suv_values
+from colearn_pipeline.suv.plausibility import Radionuclide, SuvPlausibility, check_slice_continuity, check_suv_values
 from colearn_pipeline.suv.timing import (
     MAX_UPTAKE_HALF_LIVES,
     MS_PER_S,
@@ -122,6 +122,7 @@ __all__ = [
     "WEIGHT_GRAMS_ABOVE",
     "average_count_rate_time_s",
     "body_surface_area_m2",
+    "check_slice_continuity",
     "check_suv_values",
     "frame_decay_factor",
     "frame_headers",

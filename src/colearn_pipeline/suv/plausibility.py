@@ -61,6 +61,15 @@ class SuvPlausibility:
         volume's mean SUV (a threshold that scales with the image, so a wrong weight or dose
         moves the median instead of emptying the mask).
     body_threshold_fraction_of_mean : float
+    slice_ratio_max : float
+        Slice-to-slice continuity (:func:`check_slice_continuity`): a slice whose SUV factor or
+        body median SUV departs from its neighbours' median by more than this factor on both sides
+        is refused (the first and last slice are not judged).
+    slice_window : int
+        Neighbours on each side that the continuity check compares a slice with.
+    slice_min_body_fraction : float
+        Slices with fewer body voxels than this fraction of the fullest slice's are not compared
+        (the tips of a field of view: a skull cap, the feet).
     """
 
     weight_kg: tuple[float, float]
@@ -72,6 +81,9 @@ class SuvPlausibility:
     suv_range: tuple[float, float]
     body_median_suv: tuple[float, float]
     body_threshold_fraction_of_mean: float
+    slice_ratio_max: float
+    slice_window: int
+    slice_min_body_fraction: float
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SuvPlausibility:
@@ -94,6 +106,9 @@ class SuvPlausibility:
             body_threshold_fraction_of_mean=_positive(
                 "body_threshold_fraction_of_mean", params["body_threshold_fraction_of_mean"]
             ),
+            slice_ratio_max=_above_one("slice_ratio_max", params["slice_ratio_max"]),
+            slice_window=int(_positive("slice_window", params["slice_window"])),
+            slice_min_body_fraction=_positive("slice_min_body_fraction", params["slice_min_body_fraction"]),
         )
 
     def radionuclide_for(self, codes: Sequence[str]) -> Radionuclide | None:
@@ -120,6 +135,13 @@ def _positive(name: str, value: Any) -> float:
     number = float(value)
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"suv.{name} must be a positive number, got {value!r}")
+    return number
+
+
+def _above_one(name: str, value: Any) -> float:
+    number = _positive(name, value)
+    if number <= 1:
+        raise ValueError(f"suv.{name} must be a factor above 1, got {value!r}")
     return number
 
 
@@ -195,3 +217,79 @@ def check_suv_values(
             source=source,
         )
     return median
+
+
+def _departure(values: np.ndarray, valid: np.ndarray, window: int, ratio_max: float) -> tuple[int, float, float] | None:
+    """The first slice whose value departs from the median of its valid neighbours on each side by more than
+    ``ratio_max``, in the same direction on both sides: (slice, value, neighbours' median); else None.
+
+    A slice without a valid neighbour on one side (an end of the series, the edge of a run of small
+    slices) is not judged: one side alone cannot tell an outlier from the edge of an organ."""
+    for z in np.flatnonzero(valid):
+        sides = [values[max(0, z - window):z][valid[max(0, z - window):z]],
+                 values[z + 1:z + 1 + window][valid[z + 1:z + 1 + window]]]
+        if not all(side.size for side in sides):
+            continue
+        medians = [float(np.median(side)) for side in sides]
+        if min(medians) <= 0:
+            continue
+        ratios = [values[z] / m for m in medians]
+        if all(r > ratio_max for r in ratios) or all(r < 1 / ratio_max for r in ratios):
+            return int(z), float(values[z]), float(np.median(np.concatenate(sides)))
+    return None
+
+
+def check_slice_continuity(suv_zyx: np.ndarray, slice_factors: Sequence[float], plausibility: SuvPlausibility, *,
+                           source: str = "", slice_labels: Sequence[str] = ()) -> None:
+    """Refuse a series whose SUV factor or body median SUV jumps at one slice (a slice scaled unlike its neighbours).
+
+    A slice's value is compared with the median of the ``slice_window`` slices on each side; it
+    departs when it is more than ``slice_ratio_max`` times above (or below) both sides' medians, so
+    an organ's edge (heart, bladder, brain: high on one side only) passes and an isolated jump does
+    not. The first and last slice have no neighbour on one side and are not judged. The body median is over the slice's voxels above
+    ``body_threshold_fraction_of_mean`` times the volume's mean; slices with fewer body voxels than
+    ``slice_min_body_fraction`` of the fullest slice's are left out.
+
+    Parameters
+    ----------
+    suv_zyx : numpy.ndarray
+        SUV ``(z, y, x)``, slices in series order.
+    slice_factors : sequence of float
+        SUV per stored PET unit of each slice (from the headers: decay, scale factors).
+    plausibility : SuvPlausibility
+    source : str
+        Label for the message (pseudonym).
+    slice_labels : sequence of str
+        The file (label) of each slice, named in the message.
+
+    Raises
+    ------
+    SuvError
+        Naming the slice (index and file label), its value and its neighbours'.
+    """
+    suv = np.asarray(suv_zyx, dtype=np.float64)
+    ratio, window = plausibility.slice_ratio_max, plausibility.slice_window
+
+    def limit(around: float, digits: int) -> str:
+        return (f"departs from its neighbours' median {around:.{digits}g} by more than a factor {ratio:g} "
+                "(suv.slice_ratio_max)")
+
+    def name(z: int) -> str:
+        return f"slice {z}" + (f" ({slice_labels[z]})" if len(slice_labels) > z else "")
+
+    factors = np.asarray(slice_factors, dtype=np.float64)
+    hit = _departure(factors, np.isfinite(factors) & (factors > 0), window, ratio) if factors.size > 1 else None
+    if hit is not None:
+        z, value, around = hit
+        raise SuvError(f"{name(z)}: SUV factor {value:.6g} {limit(around, 6)}", tag="SUV scale", source=source,
+                       file=slice_labels[z] if len(slice_labels) > z else "")
+    body = suv > plausibility.body_threshold_fraction_of_mean * float(suv.mean())
+    counts = body.sum(axis=(1, 2))
+    medians = np.array([float(np.median(s[b])) if n else 0.0 for s, b, n in zip(suv, body, counts)])
+    valid = counts >= plausibility.slice_min_body_fraction * max(int(counts.max()), 1)
+    hit = _departure(medians, valid & (counts > 0), window, ratio) if suv.shape[0] > 1 else None
+    if hit is not None:
+        z, value, around = hit
+        raise SuvError(f"{name(z)}: body median SUV {value:.4g} {limit(around, 4)}: RescaleSlope or scale factor of "
+                       "that slice?", tag="SUV continuity", source=source,
+                       file=slice_labels[z] if len(slice_labels) > z else "")

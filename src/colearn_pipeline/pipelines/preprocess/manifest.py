@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from colearn_pipeline.datasets.study_partitions import FAILED, OK, QUARANTINED, StudyPartitions
+from colearn_pipeline.datasets._atomic import atomic_write
+from colearn_pipeline.datasets.study_partitions import (
+    FAILED,
+    OK,
+    QUARANTINED,
+    StudyPartitions,
+)
 from colearn_pipeline.groundtruth import LABELS
 from colearn_pipeline.pipelines.preprocess.params import ManifestParams, build
 from colearn_pipeline.pipelines.preprocess.study import TUMOURS_UNLABELLED
@@ -31,7 +42,7 @@ MANIFEST_COLUMNS = [
     "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
     "decay_correction", "reference_time_source", "suv_factor", "suv_factor_min", "suv_factor_max", "suv_notes",
     "series_selection", "ct_series", "pet_series", "n_skipped_files", "n_corrupt_files", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
-    "thorax_extent", "n_findings_not_followed",
+    "thorax_extent", "pet_covered_slices", "ct_slices_without_pet", "series_notes", "n_findings_not_followed",
     "slices_kept", "slice_index", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "has_report", "ct_body_part_examined", "labels_source", "labels_correction", *EXPERT_COLUMNS, *QUALITY_COLUMNS,
     *[f"dice_{n}" for n, v in LABELS.items() if v], "suv_median_rel_error", "suv_max_rel_error",
@@ -42,10 +53,12 @@ MANIFEST_COLUMNS = [
 JSON_ONLY_COLUMNS = ["series_records", "skipped_files", "corrupt_files", "findings_not_followed", "expert_agreement"]
 #: Integer columns (nullable in the table: quarantined studies have no value).
 INT_COLUMNS = [
-    "n_findings", "n_findings_not_followed", "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
+    "n_findings", "n_findings_not_followed", "ct_slices_without_pet",
+    "n_skipped_files", "n_corrupt_files", "slices_kept", *[f"voxels_{n}" for n in LABELS], "tumours_capped", "tumours_empty",
     "suv_voxels_compared",
 ]
-LIST_COLUMNS = ("thorax_extent", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
+LIST_COLUMNS = ("thorax_extent", "pet_covered_slices",
+                "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "slice_index", "tumour_ml",
                 "tumour_peak_to_threshold", *EXPERT_LIST_COLUMNS)
 
 
@@ -145,3 +158,90 @@ def check_outcome(manifest: dict, params: dict) -> None:
                                  f"{', '.join(failed)}; earlier outputs of them were kept; see the manifest")
     if summary["ok"] == 0:
         raise PreprocessRunError(f"preprocess: no study came out ok ({summary['studies']} studies); see the manifest")
+
+
+#: The preprocess run's status file, beside the manifest: ``running``, ``complete`` or ``failed``.
+RUN_STATUS_NAME = "preprocess_run_status.json"
+#: The manifest's catalog datasets (JSON and CSV) and the node that writes them.
+MANIFEST_DATASETS = ("preprocess_manifest", "preprocess_manifest_table")
+MANIFEST_NODE = "write_manifest"
+#: What the manifest of the run before is renamed to while a run is under way: never left looking current.
+PREVIOUS_INFIX = ".previous"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def previous_path(path: str | os.PathLike) -> Path:
+    """``preprocess_manifest.json`` -> ``preprocess_manifest.previous.json``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{PREVIOUS_INFIX}{path.suffix}")
+
+
+@dataclass
+class RunStatus:
+    """The status file of one preprocess run and the manifests it makes stale until it completes."""
+
+    path: Path
+    manifests: list[Path]
+    started: str
+
+    def write(self, status: str, **fields: Any) -> None:
+        """Write the status atomically; a disk that cannot take it is logged, not raised (the run's error wins)."""
+        record = {"status": status, "started": self.started, "pid": os.getpid(), **fields}
+        try:
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+        except OSError as exc:
+            logger.error("preprocess: the run status %s could not be written (%s)", self.path.name, exc.strerror)
+
+    def finish(self) -> None:
+        """The run completed: its manifest is current, the previous one is removed."""
+        for path in self.manifests:
+            previous_path(path).unlink(missing_ok=True)
+        self.write("complete", ended=_now(), manifest=[p.name for p in self.manifests])
+
+    def fail(self, problem: str, environment: bool) -> None:
+        """The run failed. A manifest this run wrote whole (the run failed after it, e.g. no study ok) is current;
+        otherwise -- or after an environment failure, which may have cut it short -- any new manifest is removed
+        and the one of the run before stays renamed ``*.previous.*``, not current."""
+        if not environment and all(p.is_file() for p in self.manifests):
+            for path in self.manifests:
+                previous_path(path).unlink(missing_ok=True)
+            self.write("failed", ended=_now(), problem=problem, manifest=[p.name for p in self.manifests],
+                       note="the manifest is this run's: it says which studies were not ok and why")
+            return
+        for path in self.manifests:
+            path.unlink(missing_ok=True)
+        kept = [previous_path(p).name for p in self.manifests if previous_path(p).exists()]
+        self.write("failed", ended=_now(), problem=problem, previous_manifest=kept,
+                   note="the manifest is not current; run again after fixing the problem: the run resumes")
+
+
+def _dataset_path(catalog, name: str) -> Path | None:
+    try:
+        dataset = catalog.get(name)
+    except Exception:  # noqa: BLE001 - a catalog without the dataset (a test catalog): nothing to mark
+        return None
+    path = getattr(dataset, "_filepath", None)
+    return Path(str(path)) if path else None
+
+
+def begin_run(catalog, pipeline) -> RunStatus | None:
+    """Before a run that writes the manifest: rename the current manifest ``*.previous.*`` and record ``running``.
+
+    Renaming needs no free space, so even on a full disk no earlier manifest is left looking
+    current; :meth:`RunStatus.finish` or :meth:`RunStatus.fail` ends the record. None for a
+    pipeline that does not write the manifest.
+    """
+    if MANIFEST_NODE not in {node.name for node in pipeline.nodes}:
+        return None
+    paths = [p for p in (_dataset_path(catalog, name) for name in MANIFEST_DATASETS) if p is not None]
+    if not paths:
+        return None
+    for path in paths:
+        if path.is_file():
+            os.replace(path, previous_path(path))
+    status = RunStatus(paths[0].parent / RUN_STATUS_NAME, paths, _now())
+    status.write("running", note="the manifest is being rewritten; the previous one is *.previous.* until then")
+    return status

@@ -212,8 +212,9 @@ def convert_to_suv(raw_dicom: DicomTree, series: StudyPartitions, stored: StudyP
         truth = _truth_dir(qa, pseudonym)
         kwargs = dict(pseudonym=pseudonym, root=raw_dicom.root, pet_files=list(pet.files), tolerances=tolerances,
                       suv_type=suv_params.suv_type, truth_dir=truth, qa_min_suv=qa.min_suv, plausibility=plausibility,
-                      file_labels={f: files.file_labels[f] for f in pet.files})
-        return [suv_params.suv_type, truth, qa.min_suv, suv_plausibility], study.convert_to_suv_stage, kwargs
+                      file_labels={f: files.file_labels[f] for f in pet.files}, qa_max_rel_error=qa.max_suv_rel_error)
+        fingerprinted = [suv_params.suv_type, truth, qa.min_suv, qa.max_suv_rel_error, suv_plausibility]
+        return fingerprinted, study.convert_to_suv_stage, kwargs
 
     redact = {p: tuple(sorted(s._identifiers)) for p, s in found.studies.items()}
     return run_stage("suv", {"series": series}, stored, plan, _executor(executor), redact)
@@ -236,13 +237,16 @@ def segment_lungs(series: StudyPartitions, stored: StudyPartitions, lungs: dict,
                   executor: dict) -> dict[str, StudyOutput]:
     """Lungs by the adaptive threshold (Hu et al.), airway removed, kept in the thorax slab; per-study overrides applied."""
     params = GroundTruthParams.from_conf("lungs", lungs)
-    extent = asdict(build(ThoraxExtentParams, thorax_extent, "preprocess.thorax_extent"))
+    extent_params = build(ThoraxExtentParams, thorax_extent, "preprocess.thorax_extent")
+    extent = extent_params.extent()
 
     def plan(pseudonym, parts):
         keywords = params.for_study(pseudonym)
-        kwargs = dict(ct_hu=parts["series"], geometry=parts["series"].record["row"]["ct_geometry"], keywords=keywords,
-                      extent=extent)
-        return [keywords, extent], study.lungs_stage, kwargs
+        row = parts["series"].record["row"]
+        coverage = row.get("pet_covered_slices")
+        kwargs = dict(ct_hu=parts["series"], geometry=row["ct_geometry"], keywords=keywords, extent=extent,
+                      pseudonym=pseudonym, pet_covered=coverage, outside_pet=extent_params.outside_pet)
+        return [keywords, extent, coverage, extent_params.outside_pet], study.lungs_stage, kwargs
 
     return run_stage("lungs", {"series": series}, stored, plan, _executor(executor))
 

@@ -18,8 +18,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from colearn_pipeline.dicom.consistency import DYNAMIC_RULES
 from colearn_pipeline.dicom.selection import SelectionRules
 from colearn_pipeline.groundtruth import segment_lungs, segment_mediastinum, segment_tumours
+
+
+#: What the lungs stage does when the lungs reach CT slices the PET does not cover.
+COVERAGE_RULES = ("refuse", "crop")
 
 
 class ParameterError(ValueError):
@@ -108,6 +113,13 @@ class ReadSeriesParams:
     spacing_relative_tolerance: float
     inplane_tolerance_mm: float
     padding_value: float | None     # value of PixelPaddingValue pixels; null: air (-1000 HU) for CT, 0 for PET
+    dynamic_pet: str                # several frames per position: refuse | nearest_uptake_time
+    uptake_time_min: float          # the standard uptake time (minutes after injection) for nearest_uptake_time
+
+    def __post_init__(self) -> None:
+        if self.dynamic_pet not in DYNAMIC_RULES:
+            raise ParameterError(f"preprocess.read_series.dynamic_pet: one of {', '.join(DYNAMIC_RULES)}, "
+                                 f"got {self.dynamic_pet!r}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,7 @@ class PhantomQaParams:
 
     truth_dir: str | None           # phantom_truth/<pseudonym>; ignored when absent
     min_suv: float                  # SUV error over voxels whose true SUV exceeds this
+    max_suv_rel_error: float        # a larger largest relative SUV error sets the study aside
 
 
 @dataclass(frozen=True)
@@ -190,6 +203,16 @@ class ThoraxExtentParams:
 
     min_lung_area_mm2: float                # a slice with less lung than this (mm²) is not thorax
     margin_mm: float                        # added above and below the lungs
+    outside_pet: str                        # lungs reaching CT slices without PET: refuse | crop (to the PET)
+
+    def __post_init__(self) -> None:
+        if self.outside_pet not in COVERAGE_RULES:
+            raise ParameterError(f"preprocess.thorax_extent.outside_pet: one of {', '.join(COVERAGE_RULES)}, "
+                                 f"got {self.outside_pet!r}")
+
+    def extent(self) -> dict[str, float]:
+        """The keywords of :func:`~colearn_pipeline.groundtruth.thorax.thorax_extent`."""
+        return {"min_lung_area_mm2": self.min_lung_area_mm2, "margin_mm": self.margin_mm}
 
 
 @dataclass(frozen=True)

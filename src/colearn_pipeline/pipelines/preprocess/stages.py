@@ -29,7 +29,7 @@ from colearn_pipeline.pipelines.preprocess.params import ExecutorParams, digest
 logger = logging.getLogger(__name__)
 
 #: Bump when a stage's code changes its outputs, so stored partitions are recomputed.
-STAGE_VERSION = 2
+STAGE_VERSION = 3
 
 #: ``plan(pseudonym, upstream partitions by input name) -> (parameters to fingerprint, func, kwargs)``.
 Plan = Callable[[str, Mapping[str, StudyPartition]], tuple[Any, Callable[..., dict], dict[str, Any]]]

@@ -21,8 +21,8 @@ import SimpleITK as sitk
 
 from colearn_pipeline.datasets.study_partitions import StudyPartition
 from colearn_pipeline.dicom.errors import DicomSeriesError
-from colearn_pipeline.dicom.grid import (inside, physical_to_index_zyx, resample_to_reference, resize_labels_nearest,
-                                         resize_slices)
+from colearn_pipeline.dicom.grid import (inside, pet_covered_slices, physical_to_index_zyx, resample_to_reference,
+                                         resize_labels_nearest, resize_slices)
 from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, compose_labels, dice, segment_mediastinum, segment_tumours
 from colearn_pipeline.groundtruth import select_slices
@@ -30,7 +30,7 @@ from colearn_pipeline.groundtruth.expert import EXPERT_CLASSES
 from colearn_pipeline.pipelines.preprocess.executor import StudyError
 from colearn_pipeline.groundtruth.quality import quality_figures, review_reasons, thorax_check, tumour_in_aerated_lung_ml
 from colearn_pipeline.groundtruth.thorax import lungs_in_thorax, restrict_to_slab, seeds_to_follow
-from colearn_pipeline.suv import SuvError, SuvPlausibility, check_suv_values, suv_conversion
+from colearn_pipeline.suv import SuvError, SuvPlausibility, check_slice_continuity, check_suv_values, suv_conversion
 from colearn_pipeline.suv.conversion import header_hint
 
 #: gzip level and zlib strategy of ``.nii.gz`` outputs. SimpleITK's NIfTI writer ignores the level it
@@ -198,6 +198,10 @@ def read_series_stage(*, staging_dir: str, pseudonym: str, root: str, ct_files: 
             raise
         raise DicomSeriesError(exc.study, exc.file, f"{exc.problem} (skipped beside this series: "
                                                     f"{', '.join(skipped_beside[:3])})") from exc
+    covered = pet_covered_slices(ct, pet)
+    if covered is None:
+        raise StudyError(pseudonym, file_labels.get(pet.files[0], "PET series"),
+                         "coverage: the PET covers none of the CT's slices (no SUV anywhere on the CT)")
     staged = {"ct_hu": write_nifti(ct.to_sitk(ct_storage_array(ct.array)), Path(staging_dir) / "ct_hu.nii.gz")}
     row = {
         "ct_shape_zyx": list(ct.shape_zyx), "pet_shape_zyx": list(pet.shape_zyx),
@@ -205,6 +209,9 @@ def read_series_stage(*, staging_dir: str, pseudonym: str, root: str, ct_files: 
         "pet_spacing_xyz_mm": [round(v, 4) for v in pet.spacing_xyz_mm],
         "ct_geometry": _geometry(ct),
         "ct_body_part_examined": body_part_examined(ct.datasets[0]),
+        "pet_covered_slices": [covered[0], covered[1]],
+        "ct_slices_without_pet": int(ct.shape_zyx[0] - (covered[1] - covered[0] + 1)),
+        "series_notes": "; ".join([*ct.notes, *pet.notes]),
     }
     return {"row": row, "staged": staged}
 
@@ -217,11 +224,15 @@ def body_part_examined(header) -> str | None:
 
 def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_files: list[str], tolerances: Mapping,
                          suv_type: str, truth_dir: str | None, qa_min_suv: float,
-                         plausibility: SuvPlausibility, file_labels: Mapping[str, str]) -> dict:
+                         plausibility: SuvPlausibility, file_labels: Mapping[str, str],
+                         qa_max_rel_error: float | None = None) -> dict:
     """PET activity -> SUV on the PET grid (QIBA vendor-neutral, :func:`colearn_pipeline.suv.suv_conversion`).
 
     Headers and the SUV volume are checked against ``plausibility`` (``params:suv``): a value out
-    of range raises :class:`~colearn_pipeline.suv.SuvError` naming the tag and the value. Files are
+    of range raises :class:`~colearn_pipeline.suv.SuvError` naming the tag and the value, and so does a
+    slice whose SUV factor or body median departs from its neighbours'
+    (:func:`~colearn_pipeline.suv.check_slice_continuity`). Where the phantom's truth is present, a
+    largest relative SUV error above ``qa_max_rel_error`` sets the study aside too. Files are
     named by their labels (``file_labels``: path -> label), never by their raw names.
     """
     pet = read_series(pet_files, pseudonym, root=root, file_labels=file_labels, **tolerances)
@@ -231,9 +242,12 @@ def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_fil
         with np.errstate(over="ignore", invalid="ignore"):
             suv_pet = pet.array.astype(np.float64) * factors[:, None, None]
         check_suv_values(suv_pet, plausibility, source=pseudonym, hint=f"{header_hint(conv)}, {_slope_hint(pet.datasets)}")
+        check_slice_continuity(suv_pet, factors, plausibility, source=pseudonym,
+                               slice_labels=[file_labels.get(f, "-") for f in pet.files])
         suv_pet = suv_pet.astype(np.float32)
     except SuvError as exc:
         by_name = {os.path.basename(f): file_labels[f] for f in pet.files}
+        by_name.update({label: label for label in file_labels.values()})  # errors that name a slice by its label
         file = by_name.get(exc.file, "PET series") if exc.file else file_labels[pet.files[0]]
         raise StudyError(pseudonym, file, f"SUV: {exc.tag}: {exc.problem}" if exc.tag else f"SUV: {exc.problem}") from exc
     row = {
@@ -246,6 +260,11 @@ def convert_to_suv_stage(*, staging_dir: str, pseudonym: str, root: str, pet_fil
     image = pet.to_sitk(suv_pet)
     if truth_dir and (Path(truth_dir) / "suv.nii.gz").is_file():
         row.update(suv_error_against_truth(Path(truth_dir) / "suv.nii.gz", image, qa_min_suv))
+        error = row["suv_max_rel_error"]
+        if qa_max_rel_error is not None and error is not None and error > qa_max_rel_error:
+            raise StudyError(pseudonym, "phantom_truth/suv.nii.gz", (
+                f"SUV against the phantom's truth: largest relative error {error:.3g} > {qa_max_rel_error:g} "
+                f"(preprocess.phantom_qa.max_suv_rel_error; median {row['suv_median_rel_error']:.3g})"))
     return {"row": row, "staged": {"suv_pet": write_nifti(image, Path(staging_dir) / "suv_pet.nii")}}
 
 
@@ -284,11 +303,14 @@ def pet_to_ct_stage(*, staging_dir: str, suv_pet: StudyPartition, geometry: Mapp
 
 
 def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, keywords: Mapping,
-                extent: Mapping) -> dict:
+                extent: Mapping, pseudonym: str = "-", pet_covered: Sequence[int] | None = None,
+                outside_pet: str = "refuse") -> dict:
     """Lungs (:func:`colearn_pipeline.groundtruth.segment_lungs`); the airway removed from them is kept too.
 
     Both are kept in the thorax slab (:func:`colearn_pipeline.groundtruth.thorax.lungs_in_thorax`, the
-    ``thorax_extent`` row field: first and last slice, or None) where every later stage works.
+    ``thorax_extent`` row field: first and last slice, or None) where every later stage works; the
+    slab never reaches CT slices the PET does not cover (``pet_covered``: first and last CT slice).
+    Lungs reaching such slices refuse the study (``outside_pet: refuse``) or are cut to the PET (``crop``).
     """
     kwargs = dict(keywords)
     if kwargs.get("superior_at_high_z") is None:
@@ -296,12 +318,37 @@ def lungs_stage(*, staging_dir: str, ct_hu: StudyPartition, geometry: Mapping, k
     ct = _array(ct_hu, dtype=np.float32)
     lungs, info, slab = lungs_in_thorax(ct, geometry["spacing_xyz_mm"], extent=extent, **kwargs)
     airway = info.pop("airway_mask")
+    if pet_covered is not None:
+        slab = slab_within_pet(pseudonym, lungs, slab, (int(pet_covered[0]), int(pet_covered[1])), outside_pet)
+        lungs, airway = restrict_to_slab(lungs, slab), restrict_to_slab(airway, slab)
     encoded = np.asarray(lungs, bool).view(np.uint8) * np.uint8(LUNG_BIT)
     encoded |= np.asarray(airway, bool).view(np.uint8) * np.uint8(AIRWAY_BIT)
     path = write_nifti(image_on(geometry, encoded), Path(staging_dir) / "lungs.nii.gz")
     row = {f"lungs_{k}": v for k, v in info.items() if isinstance(v, (int, float, bool)) or v is None}
     row["thorax_extent"] = None if slab is None else [int(slab[0]), int(slab[1])]
     return {"row": row, "staged": {"lungs": path}}
+
+
+def slab_within_pet(pseudonym: str, lungs: np.ndarray, slab: tuple[int, int] | None, covered: tuple[int, int],
+                    outside_pet: str) -> tuple[int, int] | None:
+    """The thorax slab cut to the CT slices the PET covers; lungs outside them refuse the study under ``refuse``.
+
+    Raises
+    ------
+    StudyError
+        ``coverage: ...`` naming the covered slices and the lungs' slices outside them.
+    """
+    lung_z = np.flatnonzero(np.asarray(lungs).any(axis=(1, 2)))
+    outside = lung_z[(lung_z < covered[0]) | (lung_z > covered[1])]
+    if outside.size and outside_pet == "refuse":
+        raise StudyError(pseudonym, "PET series", (
+            f"coverage: the PET covers CT slices {covered[0]}..{covered[1]} of 0..{lungs.shape[0] - 1}; the lungs "
+            f"reach {outside.size} slice(s) outside it ({int(outside[0])}..{int(outside[-1])}), where the SUV would be 0 "
+            "(preprocess.thorax_extent.outside_pet: refuse)"))
+    if slab is None:
+        return None
+    first, last = max(slab[0], covered[0]), min(slab[1], covered[1])
+    return (first, last) if first <= last else None
 
 
 def mediastinum_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition, lungs: StudyPartition,
