@@ -24,7 +24,8 @@ and volume metrics").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -198,3 +199,36 @@ def study_volume(stack: np.ndarray, slice_index: Sequence[int], ct_shape_zyx: Se
     volume = np.zeros((int(idx.max() - idx.min()) + 1, rows, cols), dtype=a.dtype)
     volume[idx - idx.min()] = resize_labels_nearest(a, rows, cols)
     return volume
+
+
+def model_input_lesion_metrics(pred: np.ndarray, study: Mapping[str, Any], tumour_label: int = 3,
+                               connectivity: int = AUTOPET_CONNECTIVITY) -> dict[str, float]:
+    """:func:`lesion_metrics` of a net's labels for one study's model input, on the CT grid.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray
+        ``(S, H, W)`` predicted labels of the study's model-input slices, in stored order.
+    study : mapping
+        The model-input NPZ arrays (docs/architecture.md): ``labels``, ``suv``, ``slice_index``,
+        ``ct_shape_zyx``, ``spacing_xyz_mm``.
+    tumour_label : int
+        Label value of tumours.
+    connectivity : int
+        Component connectivity (autoPET: 18).
+
+    Returns
+    -------
+    dict
+        The keys of :data:`LESION_METRICS`; SUVmax from the model input's SUV.
+    """
+    labels = np.asarray(study["labels"])
+    if np.shape(pred) != labels.shape:
+        raise ValueError(f"{len(pred)} predicted slices of shape {np.shape(pred)[1:]} for a model input of "
+                         f"shape {labels.shape}")
+    idx, shape = study["slice_index"], study["ct_shape_zyx"]
+    spacing_zyx_mm = np.asarray(study["spacing_xyz_mm"], dtype=np.float64)[::-1]
+    return lesion_metrics(study_volume(np.asarray(pred) == tumour_label, idx, shape),
+                          study_volume(labels == tumour_label, idx, shape), spacing_zyx_mm,
+                          suv=study_volume(np.asarray(study["suv"], dtype=np.float32), idx, shape),
+                          connectivity=connectivity)
