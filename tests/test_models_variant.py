@@ -8,7 +8,11 @@ from torch import nn
 
 from colearn_pipeline.models import build_model
 from colearn_pipeline.models.blocks import AuthorsOutputHead, ConvNormAct, OutputHead
-from colearn_pipeline.models.loss import class_scaled_cross_entropy, colearn_loss, l2_penalty
+from colearn_pipeline.models.loss import (
+    class_scaled_cross_entropy,
+    colearn_loss,
+    l2_penalty,
+)
 from colearn_pipeline.models.nets import VARIANTS
 
 SMALL = {"width": 4, "depth": 2}

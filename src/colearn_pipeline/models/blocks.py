@@ -23,10 +23,10 @@ from torch import nn
 __all__ = [
     "BN_EPS",
     "BN_MOMENTUM",
+    "AuthorsOutputHead",
     "CoLearningUnit",
     "ConvNormAct",
     "ConvSettings",
-    "AuthorsOutputHead",
     "Encoder",
     "EncoderBlock",
     "OutputHead",

@@ -49,9 +49,9 @@ from torch import nn
 
 from colearn_pipeline.models.blocks import (
     SCALE_FACTOR,
+    AuthorsOutputHead,
     CoLearningUnit,
     ConvSettings,
-    AuthorsOutputHead,
     Encoder,
     OutputHead,
     PixelIntermix,
