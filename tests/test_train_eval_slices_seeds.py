@@ -95,3 +95,28 @@ def test_every_seed_of_the_paper_env_is_trained_and_evaluated():
     with pytest.raises(ValueError, match="training.seed"):
         nodes.train_evaluate_net(data, split, model_input, model, {**training, "seed": 7}, evaluation,
                                  params["protocol"], params["sampling"], {}, net="tc")
+
+
+def test_all_slice_scoring_shows_false_positives_that_the_tumour_slices_hide():
+    import pandas as pd
+
+    from colearn_pipeline.evaluation.metrics import slice_metrics
+    from colearn_pipeline.evaluation.tables import scoring_comparison_markdown
+
+    truth = np.zeros((2, 8, 8), np.int64)
+    truth[:, :, :4] = 1                     # lung on both slices
+    truth[0, 2:4, 2:4] = 3                  # tumour on slice 0 only
+    pred = truth.copy()
+    pred[1, 5:7, 5:7] = 3                   # a false-positive tumour on the tumour-free slice
+    rows = []
+    for net, p in (("colearn", pred), ("tb", truth)):
+        m = slice_metrics(p, truth, ["study-a"] * 2, [0, 1])
+        m["has_tumour"] = np.array([True, False])[m["slice"].to_numpy()]
+        rows.append(m.assign(net=net, seed=1))
+    md = scoring_comparison_markdown(pd.concat(rows, ignore_index=True), ["tb", "colearn"])
+    ours = next(line for line in md.splitlines() if line.startswith("| our method"))
+    cells = [c.strip() for c in ours.split("|")[2:-1]]
+    # precision: all thorax (1 + 0) / 2, tumour slices 1; specificity: (1 + 60/64) / 2 vs 1; Dice 0.5 vs 1
+    assert cells == ["50.00", "100.00", f"{100 * (1 + 60 / 64) / 2:.2f}", "100.00", "50.00", "100.00"]
+    tb = [c.strip() for c in next(x for x in md.splitlines() if x.startswith("| TB")).split("|")[2:-1]]
+    assert tb == ["100.00"] * 6             # nothing predicted on the tumour-free slice: NaN, left out

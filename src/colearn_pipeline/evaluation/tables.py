@@ -214,3 +214,48 @@ def lesion_table_markdown(table: pd.DataFrame, title: str, labels: Mapping[str, 
                    "suvmax_*: metabolic tumour volume and SUVmax of the true and predicted masks. Per-study rows: "
                    "lesion_metrics.csv.")]
     return "\n".join(lines) + "\n"
+
+
+def scoring_comparison_markdown(per_slice: pd.DataFrame, nets: Sequence[str], roi: str = "tumours",
+                                metrics: Sequence[str] = ("precision", "specificity", "dice")) -> str:
+    """What scoring every thorax slice changes against scoring the tumour slices only.
+
+    Parameters
+    ----------
+    per_slice : pandas.DataFrame
+        Per-slice metrics with ``net``, ``seed``, ``study``, ``roi``, ``has_tumour`` and ``metrics``.
+    nets : sequence of str
+        Rows, in order.
+    roi : str
+        The ROI compared.
+    metrics : sequence of str
+        Columns.
+
+    Returns
+    -------
+    str
+        A Markdown table: per net and metric the study-level mean (per study over its slices, then
+        over seeds and studies) on every scored slice and on the tumour slices, in %.
+    """
+    sel = per_slice[(per_slice["roi"] == roi) & per_slice["net"].isin(list(nets))]
+
+    def study_level(df: pd.DataFrame) -> pd.DataFrame:
+        return df.groupby(["net", "seed", "study"])[list(metrics)].mean().groupby(["net", "study"]).mean() \
+            .groupby("net").mean()
+
+    every, tumour = study_level(sel), study_level(sel[sel["has_tumour"].astype(bool)])
+    head = ["CNN"] + [f"{m} {which}" for m in metrics for which in ("all thorax", "tumour slices")]
+    lines = [f"## {roi}: every thorax slice vs the tumour slices (study-level means, %)", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for net in nets:
+        if net not in every.index:
+            continue
+        cells = [f"{100 * every.loc[net, m]:.2f} | {100 * tumour.loc[net, m]:.2f}" if net in tumour.index
+                 else f"{100 * every.loc[net, m]:.2f} | n/a" for m in metrics]
+        lines.append(f"| {NET_LABELS.get(net, net)} | " + " | ".join(cells) + " |")
+    n_all, n_t = sel["has_tumour"].size, int(sel["has_tumour"].astype(bool).sum())
+    lines += ["", (f"{n_all} scored slice rows, {n_t} of them with tumour in the ground truth (all nets, seeds, "
+                   "partitions). A tumour-free slice has NaN tumour Dice and sensitivity unless tumour is predicted "
+                   "there (then Dice and precision 0): all-slice scoring shows the false positives that the "
+                   "tumour-slice protocol cannot see.")]
+    return "\n".join(lines) + "\n"

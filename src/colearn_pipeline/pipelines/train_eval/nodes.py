@@ -41,6 +41,7 @@ from colearn_pipeline.evaluation.tables import (
     ROI_ORDER,
     format_table_ii,
     lesion_table_markdown,
+    scoring_comparison_markdown,
 )
 from colearn_pipeline.hooks import nested_run
 from colearn_pipeline.pipelines.train_eval.params import (
@@ -357,6 +358,8 @@ def build_paper_protocol_table(
                            overall_includes_background=evaluation.overall_includes_background)
     md += (f"Training seed {first_seed} only (the paper trained once); scored on the tumour slices only "
            "(the paper's protocol), not every thorax slice.\n")
+    if "has_tumour" in per_slice:
+        md += "\n" + scoring_comparison_markdown(per_slice, [*nets, *evaluation.ablation])
     table = pd.concat([format_table_ii(summary, alpha=evaluation.alpha), summary.drop(columns=["roi", "cnn"])], axis=1)
     return table, md
 
