@@ -85,6 +85,9 @@ def test_tumour_free_study_and_bad_input():
     m = lesion_matching(_empty(), _empty(), SPACING)
     assert math.isnan(m["dice_3d"]) and math.isnan(m["lesion_sensitivity"])
     assert m["fpv_ml"] == m["fnv_ml"] == 0.0 and m["true_lesions"] == 0
+    # a tumour-free study: no Dice (as autoPET), its prediction is all false-positive volume
+    m = lesion_matching(_cube(_empty(), 1, 1, 1, size=2), _empty(), SPACING)
+    assert math.isnan(m["dice_3d"]) and m["fpv_ml"] == pytest.approx(8 * VOXEL_ML) and m["false_positive_lesions"] == 1
     with pytest.raises(ValueError, match="connectivity"):
         components(_empty(), 8)
     with pytest.raises(ValueError, match="differ"):

@@ -4,7 +4,8 @@ The autoPET challenges (MICCAI 2022-2024; Gatidis et al., "A whole-body FDG-PET/
 manually annotated tumor lesions", Sci. Data 9:601, 2022; evaluation script ``val_script.py`` of
 github.com/lab-midas/autoPET) score each patient on the 3D volume:
 
-- foreground Dice ``2|P∩T| / (|P| + |T|)`` of the predicted and true tumour masks;
+- foreground Dice ``2|P∩T| / (|P| + |T|)`` of the predicted and true tumour masks, for patients
+  with a true lesion only (a tumour-free patient's prediction counts in its FPV);
 - false-positive volume (FPV): the volume of the predicted connected components that do not
   overlap any true-lesion voxel;
 - false-negative volume (FNV): the volume of the true connected components that no predicted
@@ -105,7 +106,7 @@ def lesion_matching(pred: np.ndarray, truth: np.ndarray, spacing_zyx_mm: Sequenc
     Returns
     -------
     dict
-        ``dice_3d`` (NaN when both masks are empty, as autoPET leaves Dice out of tumour-free
+        ``dice_3d`` (NaN without a true tumour voxel: autoPET leaves Dice out of tumour-free
         patients), ``fpv_ml``, ``fnv_ml``, ``true_lesions``, ``detected_lesions``,
         ``lesion_sensitivity`` (NaN without a true lesion), ``false_positive_lesions``.
     """
@@ -117,9 +118,9 @@ def lesion_matching(pred: np.ndarray, truth: np.ndarray, spacing_zyx_mm: Sequenc
     t_lab, n_t = components(t, connectivity)
     fp_comp = ~_touched(p_lab, n_p, t)
     detected = _touched(t_lab, n_t, p)
-    total = int(p.sum()) + int(t.sum())
+    n_true = int(t.sum())
     return {
-        "dice_3d": 2.0 * int((p & t).sum()) / total if total else math.nan,
+        "dice_3d": 2.0 * int((p & t).sum()) / (int(p.sum()) + n_true) if n_true else math.nan,
         "fpv_ml": float(_sizes(p_lab, n_p)[fp_comp].sum()) * ml,
         "fnv_ml": float(_sizes(t_lab, n_t)[~detected].sum()) * ml,
         "true_lesions": n_t,
