@@ -200,7 +200,8 @@ def lesion_table_markdown(table: pd.DataFrame, title: str, labels: Mapping[str, 
         shown = name if r["metric"] != previous else ""
         previous = r["metric"]
         is_ref = r["net"] == reference
-        diff = "" if is_ref else f"{fmt(r['difference'], scale)} [{fmt(r['ci_low'], scale)}, {fmt(r['ci_high'], scale)}]"
+        interval = f"[{fmt(r['ci_low'], scale)}, {fmt(r['ci_high'], scale)}]"
+        diff = "" if is_ref else f"{fmt(r['difference'], scale)} {interval}"
         lines.append("| " + " | ".join([
             shown, labels.get(r["net"], r["net"]), f"{fmt(r['mean'], scale)} ± {fmt(r['sd_studies'], scale)}",
             fmt(r["sd_seeds"], scale), str(r["n_studies"]), diff, "" if is_ref else p(r["p_ttest"]),
