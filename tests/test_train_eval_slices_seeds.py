@@ -120,3 +120,20 @@ def test_all_slice_scoring_shows_false_positives_that_the_tumour_slices_hide():
     assert cells == ["50.00", "100.00", f"{100 * (1 + 60 / 64) / 2:.2f}", "100.00", "50.00", "100.00"]
     tb = [c.strip() for c in next(x for x in md.splitlines() if x.startswith("| TB")).split("|")[2:-1]]
     assert tb == ["100.00"] * 6             # nothing predicted on the tumour-free slice: NaN, left out
+
+
+def test_lesion_table_compares_the_reference_per_study_in_the_metrics_units():
+    import pandas as pd
+
+    from colearn_pipeline.evaluation.lesions import LESION_METRICS
+
+    rows = []
+    for net, fpv in (("colearn", [1.0, 2.0, 3.0]), ("tb", [2.0, 4.0, 7.0])):
+        for i, v in enumerate(fpv):
+            rows.append({"net": net, "seed": 1, "fold": 1, "study": f"s{i}",
+                         **{m: 0.5 for m in LESION_METRICS}, "fpv_ml": v})
+    table, md = nodes.build_lesion_table(pd.DataFrame(rows), _params("demo")["evaluation"])
+    fpv = table[(table["metric"] == "fpv_ml") & (table["net"] == "tb")].iloc[0]
+    assert fpv["difference"] == pytest.approx(-7 / 3) and fpv["n_pairs"] == 3
+    assert table[(table["metric"] == "fpv_ml") & (table["net"] == "colearn")]["mean"].iloc[0] == pytest.approx(2.0)
+    assert "| fpv_ml | TB | 4.33 ± 2.52 |" in md and "| dice_3d (%) | TB | 50.00 ± 0.00 |" in md
