@@ -21,6 +21,8 @@ demo: $(STAMP)
 	$(VENV)/bin/kedro run --env demo
 	@echo
 	@echo "Table II (Markdown): data/08_reporting/table_ii.md   CSV: data/08_reporting/table_ii.csv"
+	@echo "Ablation table:      data/08_reporting/table_ablation.md   paper protocol: table_ii_paper_protocol.md"
+	@echo "Lesion metrics:      data/08_reporting/lesion_metrics.csv (per net and test study), table_lesions.md"
 	@echo "Figures:             data/08_reporting/*.png"
 	@echo "Preprocess manifest: data/08_reporting/preprocess_manifest.csv"
 	@echo "MLflow runs:         make mlflow-ui, then open http://127.0.0.1:5000"

@@ -10,7 +10,7 @@ import numpy as np
 
 
 def synthetic_study(name: str, n_slices: int = 4, size: int = 32, seed: int = 0,
-                    ct_shape_zyx: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
+                    ct_shape_zyx: tuple[int, int, int] | None = None, tumour_free: int = 0) -> dict[str, np.ndarray]:
     """One study with the keys of ``data/05_model_input/<pseudonym>.npz``.
 
     Parameters
@@ -25,12 +25,14 @@ def synthetic_study(name: str, n_slices: int = 4, size: int = 32, seed: int = 0,
         Noise and tumour position.
     ct_shape_zyx : tuple of int, optional
         The CT volume shape recorded in the geometry (default ``(2 * n_slices, 2 * size, 2 * size)``).
+    tumour_free : int
+        The last this many slices hold lungs and mediastinum but no tumour.
 
     Returns
     -------
     dict
         ``ct_hu``, ``suv``, ``labels``, ``slice_index``, ``ct_shape_zyx``, ``spacing_xyz_mm``,
-        ``origin_xyz_mm``, ``direction``, ``study``.
+        ``origin_xyz_mm``, ``direction``, ``study``, ``has_tumour``.
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -47,7 +49,7 @@ def synthetic_study(name: str, n_slices: int = 4, size: int = 32, seed: int = 0,
         lab[medi] = 2
         cy, cx = rng.uniform(0.4, 0.6), rng.choice([0.27, 0.73]) + rng.uniform(-0.03, 0.03)
         tumour = ((yy - cy) ** 2 + (xx - cx) ** 2) < (0.07 + 0.01 * s) ** 2
-        lab[tumour] = 3
+        lab[tumour & (s < n_slices - tumour_free)] = 3
         labels[s] = lab
         ct[s] = np.where(body, 40.0, -1000.0)
         ct[s][lab == 1] = -850.0
@@ -70,6 +72,7 @@ def synthetic_study(name: str, n_slices: int = 4, size: int = 32, seed: int = 0,
         "origin_xyz_mm": np.array([-100.0, -120.0, -50.0]),
         "direction": np.eye(3).ravel(),
         "study": np.asarray(name),
+        "has_tumour": (labels == 3).any(axis=(1, 2)),
     }
 
 

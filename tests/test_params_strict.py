@@ -9,7 +9,9 @@ from colearn_pipeline.hooks import MlflowSettings
 from colearn_pipeline.pipelines.train_eval.params import (
     EvaluationParams,
     FigureParams,
+    ProtocolParams,
     ReportingParams,
+    SamplingParams,
     SplitParams,
     ValidationParams,
     net_overrides,
@@ -17,9 +19,12 @@ from colearn_pipeline.pipelines.train_eval.params import (
 )
 from colearn_pipeline.pipelines.validate.nodes import grid_points
 
-BASE = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/parameters_train_eval.yml").read_text())
+CONF = Path(__file__).resolve().parents[1] / "conf/base"
+BASE = {**yaml.safe_load((CONF / "parameters_train_eval.yml").read_text()),
+        **yaml.safe_load((CONF / "parameters_protocol.yml").read_text())}
 BLOCKS = {"split": SplitParams, "evaluation": EvaluationParams, "figures": FigureParams,
-          "reporting": ReportingParams, "validation": ValidationParams, "mlflow": MlflowSettings}
+          "reporting": ReportingParams, "validation": ValidationParams, "mlflow": MlflowSettings,
+          "protocol": ProtocolParams, "sampling": SamplingParams}
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))
@@ -39,7 +44,11 @@ def test_bad_values_are_refused():
     with pytest.raises(ValueError, match="evaluation.slices"):
         strict(EvaluationParams, {**BASE["evaluation"], "slices": "everything"}, "evaluation")
     with pytest.raises(ValueError, match="duplicates"):
-        strict(EvaluationParams, {**BASE["evaluation"], "seeds": [1, 1]}, "evaluation")
+        strict(ProtocolParams, {**BASE["protocol"], "seeds": [1, 1]}, "protocol")
+    with pytest.raises(ValueError, match="unknown key"):     # one seed list: protocol.seeds
+        strict(EvaluationParams, {**BASE["evaluation"], "seeds": [1]}, "evaluation")
+    with pytest.raises(ValueError, match="tumour_free_share"):
+        strict(SamplingParams, {**BASE["sampling"], "tumour_free_share": -0.5}, "sampling")
     with pytest.raises(ValueError, match="grid"):
         strict(ValidationParams, {**BASE["validation"], "grid": {"momentum": [0.9]}}, "validation")
     with pytest.raises(ValueError, match="net_overrides.tb"):

@@ -30,7 +30,8 @@ model: {width: 4, depth: 2, num_classes: 4, kernel_size: 3, fusion_kernel_size: 
         fs_blend_weight: 0.5}
 training: {seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.02, momentum: 0.9, l2_lambda: 0.0001,
            progress: false, checkpoint_every: 1, keep_checkpoints: 2, checkpoint_root: data/06_models}
-evaluation: {device: cpu, seeds: [1, 2], n_bootstrap: 500}
+evaluation: {device: cpu, n_bootstrap: 500}
+protocol: {seeds: [1, 2]}
 validation: {grid: {learning_rate: [0.02], l2_lambda: [0.001], baseline_skips: [true, false]}}
 mlflow: {enabled: true, experiment_name: e2e, log_models: true}
 """
@@ -59,7 +60,7 @@ def make_project(root: Path, n_studies: int = 5, n_slices: int = 4, size: int = 
     mi.mkdir(parents=True)
     for i in range(n_studies):
         name = f"study-{i:010x}"
-        np.savez_compressed(mi / f"{name}.npz", **synthetic_study(name, n_slices, size, seed=i))
+        np.savez_compressed(mi / f"{name}.npz", **synthetic_study(name, n_slices, size, seed=i, tumour_free=1))
     return root
 
 
@@ -115,6 +116,16 @@ def test_outputs_and_tables(trained_project):
         assert set(part["study"]) == set(split["outer"][fold - 1]["test"]), (fold, seed)
     assert per_slice["study"].nunique() == 5  # K-fold: every study tested
     assert set(per_slice["seed"]) == {1, 2}
+    # every thorax slice scored (4 per study, the last tumour-free), the paper protocol on the 3 tumour slices
+    one = per_slice[(per_slice["net"] == "colearn") & (per_slice["seed"] == 1) & (per_slice["roi"] == "tumours")]
+    assert len(one) == 5 * 4 and int((~one["has_tumour"]).sum()) == 5
+    protocol = pd.read_csv(rep / "table_ii_paper_protocol.csv")
+    assert set(protocol.loc[protocol["ROI"] == "tumours", "accuracy_n"]) == {5 * 3}
+    lesions = pd.read_csv(rep / "lesion_metrics.csv")
+    assert len(lesions) == 6 * 2 * 5  # nets x seeds x studies (each tested once)
+    assert (lesions["true_lesions"] >= 1).all() and lesions["fpv_ml"].ge(0).all()
+    assert lesions["mtv_true_ml"].gt(0).all() and lesions["suvmax_true"].between(8, 10).all()
+    assert "fpv_ml" in (rep / "table_lesions.md").read_text()
     for net in ("colearn", "tb", "tc", "fs", "tb_skips", "tb_skips_conv"):
         bundle = torch.load(root / "data" / "06_models" / net / "model.pt", weights_only=True)
         assert bundle["net"] == net and bundle["model_kwargs"]["width"] == 4

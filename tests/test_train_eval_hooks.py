@@ -28,12 +28,15 @@ def test_each_net_is_its_own_namespace_with_the_same_inputs():
         nodes = {n.name: n for n in p.nodes if n.namespace == net}
         assert set(nodes) == {f"{net}.train_evaluate", f"{net}.plot_training_curves"}
         node = nodes[f"{net}.train_evaluate"]
-        assert node.inputs == ["all_slices", "split", "params:model", "params:training", "params:evaluation",
-                               "params:net_overrides"]
-        assert node.outputs == [f"{net}.model", f"{net}.history", f"{net}.slice_metrics", f"{net}.test_predictions"]
+        assert node.inputs == ["all_slices", "split", "model_input", "params:model", "params:training",
+                               "params:evaluation", "params:protocol", "params:sampling", "params:net_overrides"]
+        assert node.outputs == [f"{net}.model", f"{net}.history", f"{net}.slice_metrics", f"{net}.test_predictions",
+                                f"{net}.lesion_metrics"]
     assert p.inputs() == {"model_input", "params:split", "params:model", "params:training", "params:evaluation",
-                          "params:net_overrides", "params:figures", "params:reporting"}
-    assert {"table_ii_md", "table_ii_paper_protocol_md", "table_ablation_md", "answers_md"} <= set(p.datasets())
+                          "params:protocol", "params:sampling", "params:net_overrides", "params:figures",
+                          "params:reporting"}
+    assert {"table_ii_md", "table_ii_paper_protocol_md", "table_ablation_md", "answers_md", "lesion_metrics",
+            "table_lesions_md"} <= set(p.datasets())
 
 
 def test_validate_runs_a_grid_per_net_on_the_training_folds():

@@ -131,24 +131,36 @@ def slice_metrics(
     return pd.concat(frames, ignore_index=True)
 
 
-def scored_slice_mask(labels: np.ndarray, mode: str, lung_label: int = 1, tumour_label: int = 3) -> np.ndarray:
-    """Which slices are scored: ``"tumour"`` (the paper: slices with tumour) or ``"all_thorax"``
-    (also every slice with lung, so false-positive tumours on tumour-free slices count).
+def scored_slice_mask(labels: np.ndarray, mode: str, lung_label: int = 1, tumour_label: int = 3,
+                      has_tumour: np.ndarray | None = None) -> np.ndarray:
+    """Which slices are scored: ``"all_thorax"`` (every thorax slice, so false-positive tumours on
+    tumour-free slices count: what a user sees) or ``"tumour"`` (the paper: slices with tumour).
 
     Parameters
     ----------
     labels : numpy.ndarray
         ``(N, H, W)`` ground truth.
     mode : str
-        ``"tumour"`` or ``"all_thorax"``.
+        ``"all_thorax"`` or ``"tumour"``.
+    lung_label, tumour_label : int
+        Label values.
+    has_tumour : numpy.ndarray, optional
+        bool ``(N,)``: the model input's flag (the ground truth on the CT grid holds tumour); the
+        tumour slices are these when given, else the slices whose ``labels`` hold tumour.
 
     Returns
     -------
     numpy.ndarray
-        bool ``(N,)``.
+        bool ``(N,)``: ``"all_thorax"`` keeps slices with lung or tumour (the model input holds
+        the thorax slices only).
     """
     y = np.asarray(labels)
     tumour = (y == tumour_label).any(axis=(1, 2))
+    if has_tumour is not None:
+        flags = np.asarray(has_tumour, dtype=bool)
+        if flags.shape != tumour.shape:
+            raise ValueError(f"has_tumour {flags.shape} does not match {len(y)} slices")
+        tumour = flags
     if mode == "tumour":
         return tumour
     if mode == "all_thorax":

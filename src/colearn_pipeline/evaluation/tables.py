@@ -153,3 +153,110 @@ def flat_metrics(summary: pd.DataFrame, net: str, metrics: Sequence[str] = METRI
                 if not math.isnan(v):
                     out[f"test_{r['roi']}_{m}_{stat}"] = float(v)
     return out
+
+
+#: Lesion-level metrics that are fractions (shown in %); the others are mL, counts or SUV.
+FRACTION_LESION_METRICS: tuple[str, ...] = ("dice_3d", "lesion_sensitivity")
+
+
+def lesion_table_markdown(table: pd.DataFrame, title: str, labels: Mapping[str, str], reference: str,
+                          confidence: float) -> str:
+    """Markdown of a study-level table of the lesion-level metrics (``evaluation.lesions``).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`colearn_pipeline.evaluation.comparison.study_level_table` of the lesion metrics.
+    title : str
+        Heading.
+    labels : mapping
+        Display names of the nets.
+    reference : str
+        The reference net (its rows carry no difference).
+    confidence : float
+        Level of the table's intervals.
+
+    Returns
+    -------
+    str
+        One row per metric and net: mean ± SD over studies, SD over seeds, n, the paired
+        difference with its interval and p-values; Dice and sensitivity in %, volumes in mL.
+    """
+    ref = labels.get(reference, reference)
+    head = ["metric", "CNN", "mean ± SD (studies)", "SD (seeds)", "n studies",
+            f"Δ {ref} − CNN [{100 * confidence:g} % CI]", "p (t)", "p (Holm)"]
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 6) + "|"]
+
+    def fmt(v: float, scale: float) -> str:
+        return "n/a" if v is None or not np.isfinite(v) else f"{scale * v:.2f}"
+
+    def p(v: float) -> str:
+        return "" if v is None or not np.isfinite(v) else (f"{v:.3g}" if v >= 0.001 else "<0.001")
+
+    previous = None
+    for _, r in table.iterrows():
+        scale = 100.0 if r["metric"] in FRACTION_LESION_METRICS else 1.0
+        name = r["metric"] + (" (%)" if scale == 100.0 else "")
+        shown = name if r["metric"] != previous else ""
+        previous = r["metric"]
+        is_ref = r["net"] == reference
+        interval = f"[{fmt(r['ci_low'], scale)}, {fmt(r['ci_high'], scale)}]"
+        diff = "" if is_ref else f"{fmt(r['difference'], scale)} {interval}"
+        lines.append("| " + " | ".join([
+            shown, labels.get(r["net"], r["net"]), f"{fmt(r['mean'], scale)} ± {fmt(r['sd_studies'], scale)}",
+            fmt(r["sd_seeds"], scale), str(r["n_studies"]), diff, "" if is_ref else p(r["p_ttest"]),
+            "" if is_ref else p(r["p_holm"]),
+        ]) + " |")
+    n_seeds = int(table["n_seeds"].max()) if len(table) else 0
+    lines += ["", (f"Per test study on every thorax slice, averaged over {n_seeds} training seed(s); secondary and "
+                   "descriptive. dice_3d: foreground Dice of the 3D tumour masks; fpv_ml / fnv_ml: autoPET "
+                   "false-positive and false-negative volume (components at 18-connectivity on the CT grid); true / "
+                   "detected lesions, lesion_sensitivity, false_positive_lesions: per-lesion detection; mtv_*_ml, "
+                   "suvmax_*: metabolic tumour volume and SUVmax of the true and predicted masks. Per-study rows: "
+                   "lesion_metrics.csv.")]
+    return "\n".join(lines) + "\n"
+
+
+def scoring_comparison_markdown(per_slice: pd.DataFrame, nets: Sequence[str], roi: str = "tumours",
+                                metrics: Sequence[str] = ("precision", "specificity", "dice")) -> str:
+    """What scoring every thorax slice changes against scoring the tumour slices only.
+
+    Parameters
+    ----------
+    per_slice : pandas.DataFrame
+        Per-slice metrics with ``net``, ``seed``, ``study``, ``roi``, ``has_tumour`` and ``metrics``.
+    nets : sequence of str
+        Rows, in order.
+    roi : str
+        The ROI compared.
+    metrics : sequence of str
+        Columns.
+
+    Returns
+    -------
+    str
+        A Markdown table: per net and metric the study-level mean (per study over its slices, then
+        over seeds and studies) on every scored slice and on the tumour slices, in %.
+    """
+    sel = per_slice[(per_slice["roi"] == roi) & per_slice["net"].isin(list(nets))]
+
+    def study_level(df: pd.DataFrame) -> pd.DataFrame:
+        return df.groupby(["net", "seed", "study"])[list(metrics)].mean().groupby(["net", "study"]).mean() \
+            .groupby("net").mean()
+
+    every, tumour = study_level(sel), study_level(sel[sel["has_tumour"].astype(bool)])
+    head = ["CNN"] + [f"{m} {which}" for m in metrics for which in ("all thorax", "tumour slices")]
+    lines = [f"## {roi}: every thorax slice vs the tumour slices (study-level means, %)", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for net in nets:
+        if net not in every.index:
+            continue
+        cells = [f"{100 * every.loc[net, m]:.2f} | {100 * tumour.loc[net, m]:.2f}" if net in tumour.index
+                 else f"{100 * every.loc[net, m]:.2f} | n/a" for m in metrics]
+        lines.append(f"| {NET_LABELS.get(net, net)} | " + " | ".join(cells) + " |")
+    n_all, n_t = sel["has_tumour"].size, int(sel["has_tumour"].astype(bool).sum())
+    lines += ["", (f"{n_all} scored slice rows, {n_t} of them with tumour in the ground truth (all nets, seeds, "
+                   "partitions). A tumour-free slice has NaN tumour Dice and sensitivity unless tumour is predicted "
+                   "there (then Dice and precision 0): all-slice scoring shows the false positives that the "
+                   "tumour-slice protocol cannot see.")]
+    return "\n".join(lines) + "\n"

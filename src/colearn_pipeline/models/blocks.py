@@ -23,6 +23,7 @@ from torch import nn
 __all__ = [
     "BN_EPS",
     "BN_MOMENTUM",
+    "AuthorsOutputHead",
     "CoLearningUnit",
     "ConvNormAct",
     "ConvSettings",
@@ -66,12 +67,16 @@ class ConvSettings:
         Batch-norm epsilon (:data:`BN_EPS`).
     bn_momentum
         Batch-norm running-average momentum, PyTorch's convention (:data:`BN_MOMENTUM`).
+    act_before_norm
+        :class:`ConvNormAct` order: False conv -> batch norm -> Leaky ReLU (the paper's text),
+        True conv -> Leaky ReLU -> batch norm (the authors' code).
     """
 
     kernel_size: int = 3
     negative_slope: float = 0.1
     bn_eps: float = BN_EPS
     bn_momentum: float = BN_MOMENTUM
+    act_before_norm: bool = False
 
 
 def init_weights(module: nn.Module, negative_slope: float = 0.1) -> None:
@@ -108,7 +113,8 @@ class ConvNormAct(nn.Sequential):
 
     Order: the paper (Sec. III-C) states that batch normalisation normalises the conv output and
     that the Leaky ReLU is applied "after feature map normalization"; the authors' code applies
-    the activation *before* batch norm. The paper states it, so the paper's order is used.
+    the activation *before* batch norm. The paper states it, so the paper's order is the default;
+    ``conv.act_before_norm`` gives the code's order (model ``variant: authors_code``).
     The convolution keeps its bias ``b`` as in the paper's formula (it is redundant before batch
     norm, but the paper and the code both have it).
 
@@ -126,10 +132,11 @@ class ConvNormAct(nn.Sequential):
         kernel_size = conv.kernel_size
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        norm = nn.BatchNorm2d(out_channels, eps=conv.bn_eps, momentum=conv.bn_momentum)
+        act = nn.LeakyReLU(conv.negative_slope)
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=True),
-            nn.BatchNorm2d(out_channels, eps=conv.bn_eps, momentum=conv.bn_momentum),
-            nn.LeakyReLU(conv.negative_slope),
+            *((act, norm) if conv.act_before_norm else (norm, act)),
         )
 
 
@@ -394,6 +401,23 @@ class OutputHead(nn.Conv2d):
 
     def __init__(self, in_channels: int, num_classes: int = 4):
         super().__init__(in_channels, num_classes, kernel_size=1, bias=True)
+
+
+class AuthorsOutputHead(nn.Sequential):
+    """The authors' code's head: 1x1 convolution, Leaky ReLU, then batch norm; its output are the logits.
+
+    Model ``variant: authors_code`` (the paper's text: :class:`OutputHead`). The Leaky ReLU takes
+    the net's ``conv.negative_slope`` and the batch norm its settings.
+
+    Shapes: ``(N, in_channels, H, W) -> (N, num_classes, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int = 4, conv: ConvSettings = ConvSettings()):
+        super().__init__(
+            nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=True),
+            nn.LeakyReLU(conv.negative_slope),
+            nn.BatchNorm2d(num_classes, eps=conv.bn_eps, momentum=conv.bn_momentum),
+        )
 
 
 def standardise_per_slice(x: torch.Tensor) -> torch.Tensor:

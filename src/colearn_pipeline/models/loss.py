@@ -16,7 +16,9 @@
   without the half, and Table I's ``lambda = 0.1`` is the code's scale, so the code's
   definition is the one that reproduces the paper's setting. The code regularises only some
   kernels (not its reconstruction convs); the paper says "all weights", so every conv kernel
-  is regularised here.
+  is regularised here. A net built with ``variant: authors_code`` (or ``decoder_l2_lambda``)
+  carries ``decoder_l2_lambda`` = 2e-4: its reconstruction convs then get that strength instead
+  of ``lambda`` (the code's split: only its 2e-4 conv decay reaches them).
 
 Not included: the authors' code also adds ``0.0002 * sum(l2_loss)`` over every variable with
 "conv" in its name (kernels and conv biases). That is plain weight decay; to reproduce it pass
@@ -33,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DEFAULT_L2_LAMBDA", "class_scale_map", "class_scaled_cross_entropy", "colearn_loss", "l2_penalty"]
+__all__ = ["DEFAULT_L2_LAMBDA", "class_scale_map", "class_scaled_cross_entropy", "colearn_loss", "decoder_l2_penalty",
+           "l2_penalty"]
 
 #: Regularisation strength lambda of Table I.
 DEFAULT_L2_LAMBDA: float = 0.1
@@ -112,6 +115,24 @@ def l2_penalty(model: nn.Module) -> torch.Tensor:
     return 0.5 * torch.stack(terms).sum()
 
 
+def _half_sum_of_squares(convs: list[nn.Module], model: nn.Module) -> torch.Tensor:
+    terms = [m.weight.float().pow(2).sum() for m in convs]
+    if not terms:
+        p = next(model.parameters(), None)
+        return torch.zeros((), device=p.device if p is not None else None)
+    return 0.5 * torch.stack(terms).sum()
+
+
+def decoder_l2_penalty(model: nn.Module) -> torch.Tensor:
+    """The part of :func:`l2_penalty` from the reconstruction blocks' convs (the two convs of every
+    :class:`~colearn_pipeline.models.blocks.ReconstructionBlock`, not its deconvolution)."""
+    from colearn_pipeline.models.blocks import ReconstructionBlock
+
+    convs = [m for block in model.modules() if isinstance(block, ReconstructionBlock)
+             for m in block.convs.modules() if isinstance(m, _CONV_TYPES)]
+    return _half_sum_of_squares(convs, model)
+
+
 def colearn_loss(
     logits: torch.Tensor, target: torch.Tensor, model: nn.Module, l2_lambda: float = DEFAULT_L2_LAMBDA
 ) -> torch.Tensor:
@@ -124,7 +145,8 @@ def colearn_loss(
     target
         ``(N, H, W)`` integer classes.
     model
-        The net whose conv kernels are regularised.
+        The net whose conv kernels are regularised; its ``decoder_l2_lambda`` (when not None)
+        replaces ``l2_lambda`` on the reconstruction convs (:func:`decoder_l2_penalty`).
     l2_lambda
         Regularisation strength lambda (0.1 in Table I); 0 skips the L2 term.
 
@@ -134,6 +156,10 @@ def colearn_loss(
         Scalar float32.
     """
     loss = class_scaled_cross_entropy(logits, target)
+    decoder_lambda = getattr(model, "decoder_l2_lambda", None)
+    if decoder_lambda is not None:
+        decoder = decoder_l2_penalty(model)
+        return loss + l2_lambda * (l2_penalty(model) - decoder) + float(decoder_lambda) * decoder
     if l2_lambda:
         loss = loss + l2_lambda * l2_penalty(model)
     return loss

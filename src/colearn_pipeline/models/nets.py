@@ -30,11 +30,18 @@ the code is followed: by default (``baseline_skips=False``) the baselines' recon
 skip inputs. ``baseline_skips=True`` gives the ablation in which each baseline's reconstruction
 gets its per-scale encoder features (TB: ``cat([CT, PET])``) where the co-learning net gets its
 fused maps, i.e. TB becomes the co-learning net with every fusion map fixed to 1.
+
+Variant (``variant``, :class:`Variant`): ``"paper"`` (default) follows the paper's text;
+``"authors_code"`` the authors' released TensorFlow code in its four differences: the co-learning
+unit's Leaky ReLU slope 0.2 (TF's default; paper 0.1), a head of 1x1 conv, Leaky ReLU and batch
+norm on the logits (paper: the 1x1 conv), conv -> Leaky ReLU -> batch norm (paper: conv -> batch
+norm -> Leaky ReLU) and L2 2e-4 on the reconstruction convs (paper: lambda on every conv; read
+by :func:`colearn_pipeline.models.loss.colearn_loss`). Each switch can also be set on its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -42,6 +49,7 @@ from torch import nn
 
 from colearn_pipeline.models.blocks import (
     SCALE_FACTOR,
+    AuthorsOutputHead,
     CoLearningUnit,
     ConvSettings,
     Encoder,
@@ -63,6 +71,8 @@ __all__ = [
     "ABLATION_NAMES",
     "TwoBranchSkipNet",
     "TwoBranchAdditiveNet",
+    "VARIANTS",
+    "Variant",
     "build_model",
     "count_parameters",
     "predict_proba",
@@ -86,7 +96,66 @@ DEFAULTS: dict[str, Any] = {
     "negative_slope": 0.1,
     "fs_blend_weight": 0.5,
     "baseline_skips": False,
+    "variant": "paper",
+    # each switch of the variant on its own; None takes the variant's value
+    "fusion_negative_slope": None,
+    "head": None,
+    "act_before_norm": None,
+    "decoder_l2_lambda": None,
 }
+#: Heads: the paper's plain 1x1 conv, or the authors' 1x1 conv -> Leaky ReLU -> batch norm.
+HEADS: tuple[str, ...] = ("conv", "conv_act_bn")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What differs between the paper's text and the authors' code (module docstring).
+
+    Attributes
+    ----------
+    fusion_negative_slope
+        Leaky ReLU slope of the co-learning units (and ``tb_skips_conv``'s units); None: the
+        net's ``negative_slope`` (the paper: alpha "as with the encoders").
+    head
+        ``"conv"`` (:class:`OutputHead`) or ``"conv_act_bn"`` (:class:`AuthorsOutputHead`).
+    act_before_norm
+        Conv -> Leaky ReLU -> batch norm in every conv block (the code) instead of conv -> batch
+        norm -> Leaky ReLU (the paper).
+    decoder_l2_lambda
+        L2 strength on the reconstruction blocks' convs; None: ``training.l2_lambda`` there too.
+    """
+
+    fusion_negative_slope: float | None = None
+    head: str = "conv"
+    act_before_norm: bool = False
+    decoder_l2_lambda: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+
+
+#: The named variants (model ``variant``).
+VARIANTS: dict[str, Variant] = {
+    "paper": Variant(),
+    "authors_code": Variant(fusion_negative_slope=0.2, head="conv_act_bn", act_before_norm=True,
+                            decoder_l2_lambda=2e-4),
+}
+
+
+def resolve_variant(variant: str | Variant = "paper", **switches: Any) -> Variant:
+    """The named variant with any switch given (not None) replaced."""
+    if isinstance(variant, Variant):
+        base = variant
+    elif variant in VARIANTS:
+        base = VARIANTS[variant]
+    else:
+        raise ValueError(f"unknown model variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    names = {f.name for f in fields(Variant)}
+    unknown = sorted(set(switches) - names)
+    if unknown:
+        raise TypeError(f"unknown variant switch(es) {unknown}; accepted: {sorted(names)}")
+    return replace(base, **{k: v for k, v in switches.items() if v is not None})
 
 
 class SegmentationNet(nn.Module):
@@ -108,9 +177,12 @@ class SegmentationNet(nn.Module):
         2D conv and deconvolution kernel size (3).
     negative_slope
         Leaky ReLU slope alpha (0.1).
+    variant
+        Paper's text or authors' code (:class:`Variant`).
     """
 
-    def __init__(self, width: int, depth: int, num_classes: int, kernel_size: int, negative_slope: float):
+    def __init__(self, width: int, depth: int, num_classes: int, kernel_size: int, negative_slope: float,
+                 variant: Variant = VARIANTS["paper"]):
         super().__init__()
         for name, value in (("width", width), ("depth", depth), ("num_classes", num_classes)):
             if int(value) < 1:
@@ -118,8 +190,21 @@ class SegmentationNet(nn.Module):
         self.width = int(width)
         self.depth = int(depth)
         self.num_classes = int(num_classes)
-        self.conv_settings = ConvSettings(kernel_size=int(kernel_size), negative_slope=float(negative_slope))
-        self.head = OutputHead(self.width, self.num_classes)
+        self.variant = variant
+        self.conv_settings = ConvSettings(kernel_size=int(kernel_size), negative_slope=float(negative_slope),
+                                          act_before_norm=bool(variant.act_before_norm))
+        if variant.head == "conv":
+            self.head = OutputHead(self.width, self.num_classes)
+        else:
+            self.head = AuthorsOutputHead(self.width, self.num_classes, self.conv_settings)
+        #: read by colearn_loss: L2 strength of the reconstruction convs (None: the net-wide lambda)
+        self.decoder_l2_lambda = variant.decoder_l2_lambda
+
+    @property
+    def fusion_negative_slope(self) -> float:
+        """Leaky ReLU slope of the co-learning units."""
+        slope = self.variant.fusion_negative_slope
+        return self.conv_settings.negative_slope if slope is None else float(slope)
 
     @property
     def size_divisor(self) -> int:
@@ -170,13 +255,14 @@ class CoLearnNet(SegmentationNet):
         kernel_size: int = 3,
         fusion_kernel_size: int = 3,
         negative_slope: float = 0.1,
+        variant: Variant = VARIANTS["paper"],
     ):
-        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope, variant)
         self.fusion_kernel_size = int(fusion_kernel_size)
         conv = self.conv_settings
         self.ct_encoder = Encoder(1, self.width, self.depth, conv)
         self.pet_encoder = Encoder(1, self.width, self.depth, conv)
-        fusion_conv = replace(conv, kernel_size=self.fusion_kernel_size)
+        fusion_conv = replace(conv, kernel_size=self.fusion_kernel_size, negative_slope=self.fusion_negative_slope)
         self.colearn_units = nn.ModuleList(
             CoLearningUnit(self.width, fusion_conv) for _ in range(self.depth)
         )
@@ -221,8 +307,8 @@ class _Baseline(SegmentationNet):
     """
 
     def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
-                 negative_slope: float = 0.1, baseline_skips: bool = False):
-        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+                 negative_slope: float = 0.1, baseline_skips: bool = False, variant: Variant = VARIANTS["paper"]):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope, variant)
         feature_channels = self._build_encoders()
         self.baseline_skips = bool(baseline_skips)
         skip_channels = feature_channels if (self.baseline_skips and self.depth > 1) else 0
@@ -299,9 +385,10 @@ class FusedInputNet(_Baseline):
     """
 
     def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
-                 negative_slope: float = 0.1, fs_blend_weight: float = 0.5, baseline_skips: bool = False):
+                 negative_slope: float = 0.1, fs_blend_weight: float = 0.5, baseline_skips: bool = False,
+                 variant: Variant = VARIANTS["paper"]):
         self._fs_blend_weight = float(fs_blend_weight)
-        super().__init__(width, depth, num_classes, kernel_size, negative_slope, baseline_skips)
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope, baseline_skips, variant)
 
     def _build_encoders(self) -> int:
         self.intermix = PixelIntermix(self._fs_blend_weight)
@@ -325,8 +412,8 @@ class TwoBranchSkipNet(TwoBranchNet):
     """
 
     def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
-                 negative_slope: float = 0.1):
-        super().__init__(width, depth, num_classes, kernel_size, negative_slope, baseline_skips=True)
+                 negative_slope: float = 0.1, variant: Variant = VARIANTS["paper"]):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope, baseline_skips=True, variant=variant)
 
 
 class TwoBranchAdditiveNet(SegmentationNet):
@@ -348,12 +435,12 @@ class TwoBranchAdditiveNet(SegmentationNet):
     """
 
     def __init__(self, width: int = 64, depth: int = 4, num_classes: int = 4, kernel_size: int = 3,
-                 fusion_kernel_size: int = 3, negative_slope: float = 0.1):
-        super().__init__(width, depth, num_classes, kernel_size, negative_slope)
+                 fusion_kernel_size: int = 3, negative_slope: float = 0.1, variant: Variant = VARIANTS["paper"]):
+        super().__init__(width, depth, num_classes, kernel_size, negative_slope, variant)
         conv = self.conv_settings
         self.ct_encoder = Encoder(1, self.width, self.depth, conv)
         self.pet_encoder = Encoder(1, self.width, self.depth, conv)
-        fusion_conv = replace(conv, kernel_size=int(fusion_kernel_size))
+        fusion_conv = replace(conv, kernel_size=int(fusion_kernel_size), negative_slope=self.fusion_negative_slope)
         self.fusion_units = nn.ModuleList(
             CoLearningUnit(self.width, fusion_conv) for _ in range(self.depth)
         )
@@ -406,7 +493,8 @@ def build_model(name: str, **kwargs: Any) -> SegmentationNet:
         :data:`ABLATION_NAMES` (``"tb_skips"``, ``"tb_skips_conv"``), case-insensitive.
     **kwargs
         ``width=64, depth=4, num_classes=4, kernel_size=3, fusion_kernel_size=3,
-        negative_slope=0.1, fs_blend_weight=0.5, baseline_skips=False``.
+        negative_slope=0.1, fs_blend_weight=0.5, baseline_skips=False, variant="paper"`` and the
+        variant's switches (:class:`Variant`; None takes the variant's value).
 
     Returns
     -------
@@ -421,7 +509,8 @@ def build_model(name: str, **kwargs: Any) -> SegmentationNet:
         raise TypeError(f"build_model got unknown keyword(s) {unknown}; accepted: {sorted(DEFAULTS)}")
     cls, used = _NETS[key]
     params = {**DEFAULTS, **kwargs}
-    return cls(**{k: params[k] for k in used})
+    variant = resolve_variant(params["variant"], **{f.name: params[f.name] for f in fields(Variant)})
+    return cls(**{k: params[k] for k in used}, variant=variant)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

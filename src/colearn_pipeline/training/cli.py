@@ -157,7 +157,8 @@ def _train(args: argparse.Namespace, params: Mapping[str, Any], catalog: Any, pr
             raise ValueError("no model input: run the preprocess pipeline first (or set protocol.nominal_training_slices)")
     else:
         split = nodes.split_studies(model_input, params["split"])
-        train_set = nodes.assemble_set(model_input, split, "train")
+        # the slices train_eval trains on (params:sampling), so its checkpoints are found there
+        train_set = nodes.training_slices(nodes.assemble_set(model_input, split, "train"), params["sampling"])
     training = dict(params["training"])
     if args.epochs is not None:
         training["epochs"] = args.epochs

@@ -10,7 +10,11 @@ import torch
 
 from colearn_pipeline.training.inputs import network_input, standardise_slices
 
-__all__ = ["assemble_slices", "augment_batch", "augmentation_indices", "epoch_order", "standardise_slices"]
+__all__ = ["assemble_slices", "augment_batch", "augmentation_indices", "epoch_order", "standardise_slices",
+           "training_slice_mask"]
+
+#: Label value of tumours (colearn_pipeline.groundtruth.LABELS; not imported: training needs no SimpleITK).
+TUMOUR_LABEL = 3
 
 
 def _resolve(study: Any) -> Mapping[str, Any]:
@@ -38,9 +42,11 @@ def assemble_slices(
     dict
         ``x`` float32 ``(N, 2, H, W)`` (channel 0 CT, 1 PET, each slice standardised per
         channel), ``y`` int64 ``(N, H, W)`` labels, ``study`` ``(N,)`` str pseudonym of each
-        slice, ``slice_index`` int32 ``(N,)`` z index of each slice in its CT volume.
+        slice, ``slice_index`` int32 ``(N,)`` z index of each slice in its CT volume,
+        ``has_tumour`` bool ``(N,)`` whether the slice's ground truth holds tumour (the NPZ's flag;
+        from the labels for a model input written before the flag existed).
     """
-    xs, ys, names, zidx = [], [], [], []
+    xs, ys, names, zidx, flags = [], [], [], [], []
     for name in studies:
         if name not in model_input:
             raise KeyError(f"study {name!r} of the split is not in the model input")
@@ -54,6 +60,8 @@ def assemble_slices(
         ys.append(lab.astype(np.int64))
         names.extend([name] * ct.shape[0])
         zidx.append(np.asarray(s.get("slice_index", np.arange(ct.shape[0])), dtype=np.int32))
+        flag = s["has_tumour"] if "has_tumour" in s else (lab == TUMOUR_LABEL).any(axis=(1, 2))
+        flags.append(np.asarray(flag, dtype=bool))
     if not xs:
         raise ValueError("no slices in the selected studies")
     return {
@@ -61,7 +69,36 @@ def assemble_slices(
         "y": np.concatenate(ys),
         "study": np.asarray(names),
         "slice_index": np.concatenate(zidx),
+        "has_tumour": np.concatenate(flags),
     }
+
+
+def training_slice_mask(has_tumour: np.ndarray, tumour_free_share: float, seed: int) -> np.ndarray:
+    """Which slices a net trains on: every tumour slice (the paper) plus a share of tumour-free ones.
+
+    Parameters
+    ----------
+    has_tumour : numpy.ndarray
+        bool ``(N,)``: the slice's ground truth holds tumour.
+    tumour_free_share : float
+        Tumour-free slices to add per tumour slice (0: the paper's tumour slices only; 1: as many
+        tumour-free as tumour slices), drawn without replacement; all of them when fewer exist.
+    seed : int
+        Seed of the draw (the same slices for every training seed and for ``colearn-train``).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(N,)``.
+    """
+    flags = np.asarray(has_tumour, dtype=bool)
+    if not np.isfinite(tumour_free_share) or tumour_free_share < 0:
+        raise ValueError(f"tumour_free_share must be a number >= 0, got {tumour_free_share}")
+    free = np.flatnonzero(~flags)
+    n_free = min(len(free), round(float(tumour_free_share) * int(flags.sum())))
+    keep = flags.copy()
+    keep[np.random.default_rng(int(seed)).choice(free, size=n_free, replace=False)] = True
+    return keep
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:

@@ -588,6 +588,8 @@ def build_model_input(ct_hu: np.ndarray, suv: np.ndarray, labels: np.ndarray, sl
         "suv": resize_slices(suv[near], model_size, "image").astype(np.float32),
         "labels": resize_labels_nearest(labels[idx].astype(np.uint8), *model_size),
         "slice_index": idx,
+        # on the CT grid, so a tumour that the model grid's resize drops still flags its slice
+        "has_tumour": (labels[idx] == LABELS["tumour"]).any(axis=(1, 2)),
         "ct_shape_zyx": np.asarray(labels.shape, dtype=np.int64),
         "spacing_xyz_mm": np.asarray(geometry["spacing_xyz_mm"], dtype=np.float64),
         "origin_xyz_mm": np.asarray(geometry["origin_xyz_mm"], dtype=np.float64),
@@ -600,7 +602,7 @@ def model_input_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition
                       labels: StudyPartition, geometry: Mapping, model_size: Sequence[int], compress: bool,
                       slice_classes: Sequence[str], slice_min_voxels: int, tumours_unlabelled: bool = False,
                       include_tumours_unlabelled: bool = False, unlabelled_slice_classes: Sequence[str] = ()) -> dict:
-    """Slice selection (the thorax slices holding the ROIs) and the per-study model input (NPZ).
+    """Slice selection (every thorax slice: lung or tumour) and the per-study model input (NPZ).
 
     A study without report (``tumours_unlabelled``) has no tumour label: it gets no model input
     (:class:`StudyError` whose problem starts with :data:`TUMOURS_UNLABELLED`, which the manifest

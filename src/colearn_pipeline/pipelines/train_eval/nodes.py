@@ -31,18 +31,37 @@ from colearn_pipeline.evaluation.comparison import (
     study_level_table,
     study_table_markdown,
 )
+from colearn_pipeline.evaluation.lesions import (
+    LESION_METRICS,
+    model_input_lesion_metrics,
+)
 from colearn_pipeline.evaluation.metrics import METRICS, scored_slice_mask
-from colearn_pipeline.evaluation.tables import NET_LABELS, ROI_ORDER, format_table_ii
+from colearn_pipeline.evaluation.tables import (
+    NET_LABELS,
+    ROI_ORDER,
+    format_table_ii,
+    lesion_table_markdown,
+    scoring_comparison_markdown,
+)
 from colearn_pipeline.hooks import nested_run
 from colearn_pipeline.pipelines.train_eval.params import (
     EvaluationParams,
     FigureParams,
+    ProtocolParams,
     ReportingParams,
+    SamplingParams,
     SplitParams,
     net_overrides,
     strict,
 )
-from colearn_pipeline.training import assemble_slices, check_split, load_model, make_split, resolve_device
+from colearn_pipeline.training import (
+    assemble_slices,
+    check_split,
+    load_model,
+    make_split,
+    resolve_device,
+)
+from colearn_pipeline.training.data import training_slice_mask
 from colearn_pipeline.training.loop import TrainConfig, train_model
 from colearn_pipeline.training.split import make_kfold_split
 
@@ -102,8 +121,23 @@ def subset(slices: Mapping[str, np.ndarray], studies: list[str], mask: np.ndarra
 
 
 def test_set_of(all_slices: Mapping[str, np.ndarray], studies: list[str], evaluation: EvaluationParams) -> dict:
-    """The scored slices of some test studies (``evaluation.slices``: tumour or all_thorax)."""
-    return subset(all_slices, studies, scored_slice_mask(np.asarray(all_slices["y"]), evaluation.slices))
+    """The scored slices of some test studies (``evaluation.slices``: all_thorax or tumour)."""
+    return subset(all_slices, studies, scored_slice_mask(np.asarray(all_slices["y"]), evaluation.slices,
+                                                         has_tumour=all_slices.get("has_tumour")))
+
+
+def training_slices(train_set: Mapping[str, np.ndarray], sampling_params: Mapping[str, Any] | SamplingParams) -> dict:
+    """The slices of the training studies a net trains on (``params:sampling``): the tumour slices
+    (the paper) plus ``tumour_free_share`` tumour-free thorax slices per tumour slice."""
+    p = sampling_params if isinstance(sampling_params, SamplingParams) else strict(SamplingParams, sampling_params,
+                                                                                  "sampling")
+    keep = training_slice_mask(train_set["has_tumour"], p.tumour_free_share, p.seed)
+    if not keep.any():
+        raise ValueError("no training slice: the training studies hold no tumour slice and "
+                         "sampling.tumour_free_share is 0")
+    logger.info("training on %d of %d thorax slices (%d with tumour)", int(keep.sum()), len(keep),
+                int(np.count_nonzero(train_set["has_tumour"])))
+    return {k: np.asarray(v)[keep] for k, v in train_set.items()}
 
 
 def assemble_test_set(all_slices: Mapping[str, np.ndarray], split: Mapping[str, Any],
@@ -112,9 +146,17 @@ def assemble_test_set(all_slices: Mapping[str, np.ndarray], split: Mapping[str, 
     return test_set_of(all_slices, split["outer"][0]["test"], strict(EvaluationParams, evaluation_params, "evaluation"))
 
 
+#: Table II's baselines: always the paper's skip-less TB, TC and FS (the skip variant is the ablation's tb_skips).
+SKIPLESS_BASELINES = ("tb", "tc", "fs")
+
+
 def _net_settings(net: str, model_params: Mapping, training_params: Mapping, overrides: Mapping) -> tuple[dict, dict]:
     model_extra, training_extra = net_overrides(overrides, net)
-    return {**model_params, **model_extra}, {**training_params, **training_extra}
+    model = {**model_params, **model_extra}
+    if net in SKIPLESS_BASELINES and model.get("baseline_skips"):
+        raise ValueError(f"{net}: Table II's TB, TC and FS are the paper's skip-less baselines; model.baseline_skips "
+                         "(or net_overrides) must be false. The two-branch net with skips is the ablation's tb_skips")
+    return model, {**training_params, **training_extra}
 
 
 def _mlflow_epoch_logger():
@@ -159,21 +201,40 @@ def evaluate_bundle(bundle: Mapping[str, Any], test_set: Mapping[str, np.ndarray
     pred = predict_labels(load_model(bundle, device), test_set["x"], evaluation.batch_size, device)
     metrics = slice_metrics(pred, test_set["y"], test_set["study"], test_set["slice_index"],
                             overall_includes_background=evaluation.overall_includes_background)
+    if "has_tumour" in test_set:
+        metrics["has_tumour"] = np.asarray(test_set["has_tumour"], dtype=bool)[metrics["slice"].to_numpy()]
     return metrics, pred
 
 
-def _log_seed_metrics(metrics: pd.DataFrame) -> None:
+def _log_seed_metrics(metrics: pd.DataFrame, lesions: pd.DataFrame) -> None:
     import mlflow
 
     if mlflow.active_run() is None:
         return
     study = metrics.groupby(["roi", "study"])[list(METRICS)].mean().groupby("roi").mean()
-    mlflow.log_metrics({f"test_{roi}_{m}": float(v) for roi, row in study.iterrows()
-                        for m, v in row.items() if np.isfinite(v)})
+    values = {f"test_{roi}_{m}": float(v) for roi, row in study.iterrows() for m, v in row.items()}
+    values.update({f"test_lesion_{m}": float(v) for m, v in lesions[list(LESION_METRICS)].mean().items()})
+    mlflow.log_metrics({k: v for k, v in values.items() if np.isfinite(v)})
 
 
-def _one_run(net, part_index, part, seed, all_slices, model, training, evaluation):
+def study_lesions(pred: np.ndarray, test_set: Mapping[str, np.ndarray], model_input: Mapping[str, Any]) -> pd.DataFrame:
+    """Lesion-level metrics (:mod:`colearn_pipeline.evaluation.lesions`) of each study of a test set
+    that holds all of its thorax slices; one row per study."""
+    by_study = _by_study(model_input)
+    rows = []
+    for name in dict.fromkeys(test_set["study"]):
+        study = by_study[name]
+        study = study() if callable(study) else study
+        mine = np.asarray(test_set["study"]) == name
+        if not np.array_equal(np.asarray(test_set["slice_index"])[mine], np.asarray(study["slice_index"])):
+            raise ValueError(f"{name}: the test slices are not the model input's slices (slice_index differs)")
+        rows.append({"study": name, **model_input_lesion_metrics(pred[mine], study)})
+    return pd.DataFrame(rows, columns=["study", *LESION_METRICS])
+
+
+def _one_run(net, part_index, part, seed, all_slices, model_input, settings):
     """Train and evaluate one (partition, seed) in its own nested MLflow run."""
+    model, training, evaluation, sampling = settings
     cfg = {**training, "seed": int(seed)}
     name = f"{net} seed {seed}" + (f" fold {part_index + 1}" if part_index is not None else "")
     run_params = {"net": net, "seed": seed, "fold": part_index + 1 if part_index is not None else "holdout",
@@ -181,24 +242,33 @@ def _one_run(net, part_index, part, seed, all_slices, model, training, evaluatio
     with nested_run(name, run_params, {"net": net, "seed": str(seed)}):
         # checkpoints of every seed and partition under <root>/<net>/checkpoints/<fingerprint>:
         # the fingerprint covers seed and training data, and colearn-train writes the same path
-        bundle, history = train_net(subset(all_slices, part["train"]), model, cfg, net)
-        test = test_set_of(all_slices, part["test"], evaluation)
-        metrics, pred = evaluate_bundle(bundle, test, evaluation)
-        _log_seed_metrics(metrics)
+        bundle, history = train_net(training_slices(subset(all_slices, part["train"]), sampling), model, cfg, net)
+        thorax = subset(all_slices, part["test"])           # every thorax slice: the 3D lesion metrics
+        metrics, pred = evaluate_bundle(bundle, thorax, evaluation)
+        scored = scored_slice_mask(thorax["y"], evaluation.slices, has_tumour=thorax["has_tumour"])
+        metrics = metrics[scored[metrics["slice"].to_numpy()]]
+        lesions = study_lesions(pred, thorax, model_input)
+        _log_seed_metrics(metrics, lesions)
     fold = part_index + 1 if part_index is not None else 1
-    return bundle, history.assign(seed=seed, fold=fold), metrics.assign(net=net, seed=seed, fold=fold), pred
+    tags = {"net": net, "seed": seed, "fold": fold}
+    return bundle, history.assign(**{k: tags[k] for k in ("seed", "fold")}), metrics.assign(**tags), \
+        pred[scored], lesions.assign(**tags)
 
 
 def train_evaluate_net(
     all_slices: Mapping[str, np.ndarray],
     split: Mapping[str, Any],
+    model_input: Mapping[str, Any],
     model_params: Mapping[str, Any],
     training_params: Mapping[str, Any],
     evaluation_params: Mapping[str, Any],
+    protocol_params: Mapping[str, Any],
+    sampling_params: Mapping[str, Any],
     overrides: Mapping[str, Any],
     net: str,
-) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
-    """Train ``net`` once per seed and split partition; score every partition's test slices.
+) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict[str, np.ndarray], pd.DataFrame]:
+    """Train ``net`` once per seed (``protocol.seeds``) and split partition on the sampled training
+    slices; score every partition's test slices and each test study's lesions.
 
     Returns
     -------
@@ -207,21 +277,27 @@ def train_evaluate_net(
     history : pandas.DataFrame
         Per-epoch rows with ``seed`` and ``fold``.
     slice_metrics : pandas.DataFrame
-        Per-slice, per-ROI metrics of every seed and partition (``net``, ``seed``, ``fold``).
+        Per-slice, per-ROI metrics of every seed and partition (``net``, ``seed``, ``fold``,
+        ``has_tumour``) on the scored slices (``evaluation.slices``).
     test_predictions : dict
         Labels of the first seed on the first partition's scored test slices (Fig. 5).
+    lesion_metrics : pandas.DataFrame
+        One row per seed, partition and test study: :data:`LESION_METRICS` on all its thorax slices.
     """
     evaluation = strict(EvaluationParams, evaluation_params, "evaluation")
+    seeds = strict(ProtocolParams, protocol_params, "protocol").checked_seeds(training_params["seed"])
     model, training = _net_settings(net, model_params, training_params, overrides)
+    settings = (model, training, evaluation, strict(SamplingParams, sampling_params, "sampling"))
     kfold = split["mode"] == "kfold"
     results = [
-        _one_run(net, k if kfold else None, part, seed, all_slices, model, training, evaluation)
-        for k, part in enumerate(split["outer"]) for seed in evaluation.seeds
+        _one_run(net, k if kfold else None, part, seed, all_slices, model_input, settings)
+        for k, part in enumerate(split["outer"]) for seed in seeds
     ]
     first = results[0]
     history = pd.concat([r[1] for r in results], ignore_index=True)
     metrics = pd.concat([r[2] for r in results], ignore_index=True)
-    return first[0], history, metrics, {"labels": first[3]}
+    lesions = pd.concat([r[4] for r in results], ignore_index=True)
+    return first[0], history, metrics, {"labels": first[3]}, lesions
 
 
 def plot_training_curves(history: pd.DataFrame, net: str) -> Figure:
@@ -264,12 +340,15 @@ def build_ablation_table(per_slice: pd.DataFrame, evaluation_params: Mapping[str
 
 
 def build_paper_protocol_table(
-    per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any]
+    per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any], protocol_params: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, str]:
-    """The paper's protocol (slice-level two-sample t-tests, unadjusted) on the first seed."""
+    """The paper's protocol (slice-level two-sample t-tests, unadjusted) on the first seed and the
+    tumour slices only (the slices whose ground truth holds tumour), whatever ``evaluation.slices``."""
     evaluation = strict(EvaluationParams, evaluation_params, "evaluation")
+    first_seed = strict(ProtocolParams, protocol_params, "protocol").seeds[0]
     nets = [*evaluation.baselines, evaluation.reference]
-    first = per_slice[(per_slice["seed"] == evaluation.seeds[0]) & per_slice["net"].isin(nets)]
+    tumour = per_slice["has_tumour"].astype(bool) if "has_tumour" in per_slice else True
+    first = per_slice[(per_slice["seed"] == first_seed) & per_slice["net"].isin(nets) & tumour]
     by_net = {net: df for net, df in first.groupby("net")}
     summary = summarise(by_net, reference=evaluation.reference, alpha=evaluation.alpha,
                         equal_var=evaluation.equal_var)
@@ -277,7 +356,10 @@ def build_paper_protocol_table(
     n_slices = one[["study", "slice_index", "fold"]].drop_duplicates().shape[0]
     md = table_ii_markdown(summary, alpha=evaluation.alpha, n_slices=n_slices, n_studies=one["study"].nunique(),
                            overall_includes_background=evaluation.overall_includes_background)
-    md += f"Training seed {evaluation.seeds[0]} only (the paper trained once).\n"
+    md += (f"Training seed {first_seed} only (the paper trained once); scored on the tumour slices only "
+           "(the paper's protocol), not every thorax slice.\n")
+    if "has_tumour" in per_slice:
+        md += "\n" + scoring_comparison_markdown(per_slice, [*nets, *evaluation.ablation])
     table = pd.concat([format_table_ii(summary, alpha=evaluation.alpha), summary.drop(columns=["roi", "cnn"])], axis=1)
     return table, md
 
@@ -285,11 +367,30 @@ def build_paper_protocol_table(
 def write_answers(table_ii: pd.DataFrame, ablation: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> str:
     """One sentence per ROI: does the reference beat the best baseline, and tb_skips?"""
     e = strict(EvaluationParams, evaluation_params, "evaluation")
+    n_seeds = int(table_ii["n_seeds"].max())
     lines = answer_sentences(table_ii, ablation, ["lungs", "mediastinum", "tumours", "overall"], e.endpoint_metric,
                              list(e.baselines), e.ablation[0], NET_LABELS, e.reference)
-    head = (f"# Does co-learning help? ({e.endpoint_metric}, study-level, {len(e.seeds)} seed(s); "
+    head = (f"# Does co-learning help? ({e.endpoint_metric}, study-level, {n_seeds} seed(s); "
             f"Δ = {NET_LABELS.get(e.reference, e.reference)} − other, Holm-adjusted within each table)\n\n")
     return head + "\n".join(f"- {s}" for s in lines) + "\n"
+
+
+def collect_lesion_metrics(**lesion_metrics_by_net: pd.DataFrame) -> pd.DataFrame:
+    """``lesion_metrics.csv``: one row per net, seed, partition and test study."""
+    table = pd.concat(list(lesion_metrics_by_net.values()), ignore_index=True)
+    return table[["net", "seed", "fold", "study", *LESION_METRICS]]
+
+
+def build_lesion_table(lesions: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Study-level comparison of the lesion-level metrics: the reference net against every other net."""
+    e = strict(EvaluationParams, evaluation_params, "evaluation")
+    settings = _settings(e)
+    nets = [n for n in dict.fromkeys(lesions["net"]) if n != e.reference] + [e.reference]
+    long = lesions.assign(roi="lesions")
+    table = study_level_table(long, nets, ["lesions"], list(LESION_METRICS), settings)
+    title = ("Lesion-level and volume metrics per test study (autoPET: 3D Dice, FPV/FNV in mL at 18-connectivity; "
+             "detection; MTV, SUVmax)")
+    return table, lesion_table_markdown(table, title, NET_LABELS, e.reference, e.confidence)
 
 
 def plot_segmentations(
@@ -327,7 +428,8 @@ def report_results(table_ii_md: str, answers_md: str, reporting_params: Mapping[
     print(
         f"\n{table_ii_md}\n{answers_md}\n"
         f"Table II:  {r.folder}/table_ii.md (study-level), {r.folder}/table_ii_paper_protocol.md, "
-        f"{r.folder}/table_ablation.md, {r.folder}/answers.md (tables also as .csv)\n"
+        f"{r.folder}/table_ablation.md, {r.folder}/table_lesions.md, {r.folder}/answers.md (tables also as .csv)\n"
+        f"Lesions:   {r.folder}/lesion_metrics.csv (per net, seed and test study: 3D Dice, FPV, FNV, detection)\n"
         f"Figures:   {r.folder}/fig5_segmentations.png, {r.folder}/fig6_fusion_maps.png, "
         f"{r.folder}/<net>/training_curves.png\n"
         f"Models:    data/06_models/<net>/model.pt (colearn-predict --model ...)\n"

@@ -60,7 +60,6 @@ class EvaluationParams:
 
     device: str
     batch_size: int
-    seeds: list
     slices: str
     reference: str
     baselines: list
@@ -76,10 +75,45 @@ class EvaluationParams:
     def __post_init__(self) -> None:
         if self.slices not in SLICE_MODES:
             raise ValueError(f"params:evaluation.slices must be one of {SLICE_MODES}, got {self.slices!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolParams:
+    """``protocol``: the nets and the one list of training seeds that train_eval trains and evaluates
+    and ``colearn-train`` trains (the first seed is ``training.seed``)."""
+
+    nets: list
+    seeds: list
+    concurrent: bool
+    plan_steps: int
+    plan_warmup_steps: int
+    nominal_training_slices: int
+
+    def __post_init__(self) -> None:
         if not self.seeds:
-            raise ValueError("params:evaluation.seeds must list at least one training seed")
+            raise ValueError("params:protocol.seeds must list at least one training seed")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"params:evaluation.seeds has duplicates: {self.seeds}")
+            raise ValueError(f"params:protocol.seeds has duplicates: {self.seeds}")
+
+    def checked_seeds(self, training_seed: int) -> list[int]:
+        """The seeds, after checking that the first is ``training.seed`` (where colearn-train's
+        first-seed checkpoints and ``data/06_models/<net>/model.pt`` come from)."""
+        if int(self.seeds[0]) != int(training_seed):
+            raise ValueError(f"params:protocol.seeds starts with {self.seeds[0]} but training.seed is "
+                             f"{training_seed}: list training.seed first")
+        return [int(s) for s in self.seeds]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """``sampling``: which slices of the training studies a net trains on."""
+
+    tumour_free_share: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not float(self.tumour_free_share) >= 0:
+            raise ValueError(f"params:sampling.tumour_free_share must be >= 0, got {self.tumour_free_share}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Wiring of ``train_eval``: split -> slices -> per-net namespaces (train and evaluate every seed
 and partition, curves) -> per-slice metrics -> Table II (study-level), the paper-protocol table,
-the ablation table, the answers, Fig. 5, Fig. 6, report.
+the ablation table, the lesion-level metrics and their table, the answers, Fig. 5, Fig. 6, report.
 
 Each net's nodes live in the namespace of its name (``colearn.train_evaluate``, ...), so
 Kedro-Viz shows parallel node sets and ``kedro run --namespaces=tb`` runs one.
@@ -45,16 +45,18 @@ def net_pipeline(net: str) -> Pipeline:
     template = Pipeline(
         [
             Node(_bind(nodes.train_evaluate_net, net=net),
-                 ["all_slices", "split", "params:model", "params:training", "params:evaluation",
-                  "params:net_overrides"],
-                 ["model", "history", "slice_metrics", "test_predictions"], name="train_evaluate"),
+                 ["all_slices", "split", "model_input", "params:model", "params:training", "params:evaluation",
+                  "params:protocol", "params:sampling", "params:net_overrides"],
+                 ["model", "history", "slice_metrics", "test_predictions", "lesion_metrics"],
+                 name="train_evaluate"),
             Node(_bind(nodes.plot_training_curves, net=net), "history", "training_curves",
                  name="plot_training_curves"),
         ]
     )
     return Pipeline(
-        template, inputs={"all_slices", "split"},
-        parameters={"params:model", "params:training", "params:evaluation", "params:net_overrides"},
+        template, inputs={"all_slices", "split", "model_input"},
+        parameters={"params:model", "params:training", "params:evaluation", "params:protocol", "params:sampling",
+                    "params:net_overrides"},
         namespace=net,
     )
 
@@ -78,10 +80,14 @@ def _report_pipeline() -> Pipeline:
                  name="collect_slice_metrics"),
             Node(nodes.build_table_ii, ["test_slice_metrics", ev], ["table_ii_csv", "table_ii_md"],
                  name="build_table_ii"),
-            Node(nodes.build_paper_protocol_table, ["test_slice_metrics", ev],
+            Node(nodes.build_paper_protocol_table, ["test_slice_metrics", ev, "params:protocol"],
                  ["table_ii_paper_protocol_csv", "table_ii_paper_protocol_md"], name="build_paper_protocol_table"),
             Node(nodes.build_ablation_table, ["test_slice_metrics", ev], ["table_ablation_csv", "table_ablation_md"],
                  name="build_ablation_table"),
+            Node(nodes.collect_lesion_metrics, {n: f"{n}.lesion_metrics" for n in NETS}, "lesion_metrics",
+                 name="collect_lesion_metrics"),
+            Node(nodes.build_lesion_table, ["lesion_metrics", ev], ["table_lesions_csv", "table_lesions_md"],
+                 name="build_lesion_table"),
             Node(nodes.write_answers, ["table_ii_csv", "table_ablation_csv", ev], "answers_md", name="write_answers"),
             Node(nodes.plot_segmentations,
                  {"test_set": "test_set", "figure_params": "params:figures",
