@@ -107,7 +107,11 @@ def test_outputs_and_tables(trained_project):
     assert "Table II, paper protocol" in (rep / "table_ii_paper_protocol.md").read_text()
     ablation = pd.read_csv(rep / "table_ablation.csv")
     assert set(ablation["net"]) == {"colearn", "tb_skips", "tb_skips_conv"}
-    assert (rep / "answers.md").read_text().count("\n- ") == 4  # lungs, mediastinum, tumours, overall
+    answers = (rep / "answers.md").read_text()
+    assert "## Primary endpoint (pre-specified): tumours dice" in answers and "Power:" in answers
+    for label in ("TB (", "TC (", "FS (", "TB + skips (", "TB + skips + conv ("):
+        assert answers.count(f"- vs {label}") == 1, label  # each net once, TB and TB + skips apart
+    assert sum(line.startswith("- lungs:") for line in answers.splitlines()) == 1
     split = json.loads((root / "data" / "06_models" / "split.json").read_text())
     assert split["mode"] == "kfold" and len(split["outer"]) == 2
     per_slice = pd.read_csv(rep / "test_slice_metrics.csv")
@@ -137,14 +141,14 @@ def test_table_values_recomputed_from_the_per_slice_metrics(trained_project):
     assert row["mean"] == pytest.approx(tb.mean())
     assert row["sd_studies"] == pytest.approx(tb.std(ddof=1))
     assert row["difference"] == pytest.approx((ref - tb).mean())
-    assert row["p_ttest"] == pytest.approx(stats.ttest_rel(ref, tb).pvalue)
+    assert row["p_t_studies"] == pytest.approx(stats.ttest_rel(ref, tb).pvalue)
     assert row["ci_low"] <= row["difference"] <= row["ci_high"]
     paper = pd.read_csv(rep / "table_ii_paper_protocol.csv")
     first = lungs[lungs["seed"] == 1]
     p_paper = stats.ttest_ind(first.loc[first["net"] == "colearn", "dice"].dropna(),
                               first.loc[first["net"] == "tb", "dice"].dropna()).pvalue
     cell = paper[(paper["ROI"] == "lungs") & (paper["net"] == "tb")].iloc[0]
-    assert cell["dice_p"] == pytest.approx(p_paper)
+    assert cell["dice_p_slices"] == pytest.approx(p_paper)
 
 
 @pytest.mark.slow

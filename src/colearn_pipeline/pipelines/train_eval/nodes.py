@@ -25,9 +25,9 @@ from colearn_pipeline.evaluation import (
     table_ii_markdown,
     training_curves,
 )
+from colearn_pipeline.evaluation.answers import PowerTarget, answers_markdown
 from colearn_pipeline.evaluation.comparison import (
     ComparisonSettings,
-    answer_sentences,
     study_level_table,
     study_table_markdown,
 )
@@ -238,7 +238,8 @@ def collect_slice_metrics(**slice_metrics_by_net: pd.DataFrame) -> pd.DataFrame:
 def _settings(evaluation: EvaluationParams) -> ComparisonSettings:
     return ComparisonSettings(reference=evaluation.reference, alpha=evaluation.alpha,
                               n_bootstrap=evaluation.n_bootstrap, bootstrap_seed=evaluation.bootstrap_seed,
-                              confidence=evaluation.confidence)
+                              confidence=evaluation.confidence, primary_roi=evaluation.primary_endpoint["roi"],
+                              primary_metric=evaluation.primary_endpoint["metric"])
 
 
 def _study_table(per_slice: pd.DataFrame, nets: list[str], evaluation_params: Mapping, title: str):
@@ -253,7 +254,7 @@ def build_table_ii(per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any]
     """Table II, study-level primary analysis: the reference net against the baselines."""
     baselines = list(strict(EvaluationParams, evaluation_params, "evaluation").baselines)
     return _study_table(per_slice, baselines, evaluation_params,
-                        "Table II: comparison of CNNs (study-level, primary analysis)")
+                        "Table II: comparison of CNNs (study-level; primary endpoint, then secondary rows)")
 
 
 def build_ablation_table(per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
@@ -283,13 +284,12 @@ def build_paper_protocol_table(
 
 
 def write_answers(table_ii: pd.DataFrame, ablation: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> str:
-    """One sentence per ROI: does the reference beat the best baseline, and tb_skips?"""
+    """``answers.md``: the primary endpoint's effects, what survives Holm, power, ablation, secondary rows."""
     e = strict(EvaluationParams, evaluation_params, "evaluation")
-    lines = answer_sentences(table_ii, ablation, ["lungs", "mediastinum", "tumours", "overall"], e.endpoint_metric,
-                             list(e.baselines), e.ablation[0], NET_LABELS, e.reference)
-    head = (f"# Does co-learning help? ({e.endpoint_metric}, study-level, {len(e.seeds)} seed(s); "
-            f"Δ = {NET_LABELS.get(e.reference, e.reference)} − other, Holm-adjusted within each table)\n\n")
-    return head + "\n".join(f"- {s}" for s in lines) + "\n"
+    return answers_markdown(table_ii, ablation, _settings(e), NET_LABELS,
+                            PowerTarget(difference=float(e.power["difference"]), power=float(e.power["power"])),
+                            rois=["lungs", "mediastinum", "tumours", "overall"], n_seeds=len(e.seeds),
+                            slices=e.slices)
 
 
 def plot_segmentations(

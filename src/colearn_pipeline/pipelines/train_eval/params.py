@@ -65,7 +65,8 @@ class EvaluationParams:
     reference: str
     baselines: list
     ablation: list
-    endpoint_metric: str
+    primary_endpoint: dict
+    power: dict
     alpha: float
     equal_var: bool
     n_bootstrap: int
@@ -80,6 +81,11 @@ class EvaluationParams:
             raise ValueError("params:evaluation.seeds must list at least one training seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"params:evaluation.seeds has duplicates: {self.seeds}")
+        for block, keys in (("primary_endpoint", {"roi", "metric"}), ("power", {"difference", "power"})):
+            given = set(getattr(self, block) or {})
+            if given != keys:
+                raise ValueError(f"params:evaluation.{block} needs exactly the keys {sorted(keys)}, "
+                                 f"got {sorted(given)}")
 
 
 @dataclasses.dataclass(frozen=True)
