@@ -58,21 +58,40 @@ def _by_study(model_input: Mapping[str, Any]) -> dict[str, Any]:
     return {study_name(k): v for k, v in model_input.items()}
 
 
-def split_studies(model_input: Mapping[str, Any], split_params: Mapping[str, Any]) -> dict:
-    """Study-level split of the model input (``params:split``: holdout or K-fold).
+def study_patients(model_input: Mapping[str, Any]) -> dict[str, str]:
+    """Study pseudonym -> patient pseudonym, from the model-input records (preprocess writes ``patient``).
 
-    Only the partition names are used, so no study is loaded here.
+    A study whose record has none (model input of an older preprocess run, or plain NPZ files) is
+    a patient of its own; how many is logged.
+    """
+    out, missing = {}, 0
+    for key, part in model_input.items():
+        row = (getattr(part, "record", None) or {}).get("row") or {}
+        name = study_name(key)
+        out[name] = str(row.get("patient") or name)
+        missing += not row.get("patient")
+    if missing:
+        logger.warning("split: %d of %d studies carry no patient pseudonym (rerun preprocess): each is split as a "
+                       "patient of its own", missing, len(out))
+    return out
+
+
+def split_studies(model_input: Mapping[str, Any], split_params: Mapping[str, Any]) -> dict:
+    """Patient-level split of the model input (``params:split``: holdout or K-fold).
+
+    Only the partition names and records are used, so no study is loaded here.
     """
     p = strict(SplitParams, split_params, "split")
-    names = _by_study(model_input).keys()
+    patients = study_patients(model_input)
+    names = list(patients)
     if p.mode == "kfold":
-        split = make_kfold_split(names, k=p.k, n_folds=p.n_folds, seed=p.seed)
+        split = make_kfold_split(names, k=p.k, n_folds=p.n_folds, seed=p.seed, patients=patients)
     else:
-        split = make_split(names, test_fraction=p.test_fraction, n_folds=p.n_folds, seed=p.seed)
+        split = make_split(names, test_fraction=p.test_fraction, n_folds=p.n_folds, seed=p.seed, patients=patients)
     check_split(split)
     logger.info(
-        "split (%s): %d partition(s); test studies per partition %s",
-        p.mode, len(split["outer"]), [len(o["test"]) for o in split["outer"]],
+        "split (%s, by patient: %d studies of %d patients): %d partition(s); test studies per partition %s",
+        p.mode, len(names), len(set(patients.values())), len(split["outer"]), [len(o["test"]) for o in split["outer"]],
     )
     return split
 
