@@ -219,19 +219,23 @@ def test_predict_cli_writes_labels_on_the_ct_grid(trained_project, tmp_path):
 
 @pytest.mark.slow
 def test_validate_pipeline_chooses_settings_on_the_training_folds(tmp_path):
+    """K-fold (k = 2): nested, every outer partition chooses on its own training folds."""
     root = make_project(tmp_path / "p")
     kedro(root, "run", "--env", "test", "--pipeline", "validate")
     rep = root / "data" / "08_reporting"
     table = pd.read_csv(rep / "validation_scores.csv")
-    # colearn-type nets: 1 grid point; tb, tc, fs: 2 (baseline_skips true/false); 2 folds each
-    assert len(table) == (3 * 1 + 3 * 2) * 2 and set(table["fold"]) == {1, 2}
+    # colearn-type nets: 1 grid point; tb, tc, fs: 2 (baseline_skips true/false); 2 folds; 2 outer partitions
+    assert len(table) == (3 * 1 + 3 * 2) * 2 * 2 and set(table["fold"]) == {1, 2} and set(table["partition"]) == {1, 2}
     assert table["score"].between(0, 1).all()
     chosen = json.loads((rep / "validation_chosen_settings.json").read_text())
     assert set(chosen) == {"colearn", "tb", "tc", "fs", "tb_skips", "tb_skips_conv"}
     for net in ("tb", "tc", "fs"):
-        best = table[table["net"] == net].groupby("baseline_skips")["score"].mean().idxmax()
-        assert chosen[net]["model"]["baseline_skips"] == bool(best)
-    assert chosen["colearn"] == {"model": {}, "training": {"learning_rate": 0.02, "l2_lambda": 0.001}}
+        for k in (1, 2):
+            part = table[(table["net"] == net) & (table["partition"] == k)]
+            best = part.groupby("baseline_skips")["score"].mean().idxmax()
+            assert chosen[net]["partitions"][str(k)]["model"]["baseline_skips"] == bool(best)
+    assert chosen["colearn"]["partitions"]["1"] == {"model": {}, "training": {"learning_rate": 0.02, "l2_lambda": 0.001}}
     split = json.loads((root / "data" / "06_models" / "split.json").read_text())
-    assert "| colearn | 1 |" in (rep / "validation.md").read_text()
-    assert not set(split["test"]) & set(split["folds"][0] + split["folds"][1])
+    for part in split["outer"]:
+        assert not set(part["test"]) & set(part["folds"][0] + part["folds"][1])
+    assert "| colearn | 2 | 1 |" in (rep / "validation.md").read_text()

@@ -105,8 +105,13 @@ def assemble_set(model_input: Mapping[str, Any], split: Mapping[str, Any], which
         studies = split["folds"][int(which.removeprefix("fold_")) - 1]
     else:
         studies = split[which]
+    return assemble_slices_of(model_input, studies, which)
+
+
+def assemble_slices_of(model_input: Mapping[str, Any], studies: list[str], what: str) -> dict[str, np.ndarray]:
+    """Standardised slices of some studies of the model input (only those are loaded)."""
     data = assemble_slices(_by_study(model_input), studies)
-    logger.info("%s set: %d slices from %d studies", which, len(data["x"]), len(studies))
+    logger.info("%s set: %d slices from %d studies", what, len(data["x"]), len(studies))
     return data
 
 
@@ -131,8 +136,9 @@ def assemble_test_set(all_slices: Mapping[str, np.ndarray], split: Mapping[str, 
     return test_set_of(all_slices, split["outer"][0]["test"], strict(EvaluationParams, evaluation_params, "evaluation"))
 
 
-def _net_settings(net: str, model_params: Mapping, training_params: Mapping, overrides: Mapping) -> tuple[dict, dict]:
-    model_extra, training_extra = net_overrides(overrides, net)
+def _net_settings(net: str, model_params: Mapping, training_params: Mapping, overrides: Mapping,
+                  partition: int | None = None) -> tuple[dict, dict]:
+    model_extra, training_extra = net_overrides(overrides, net, partition)
     return {**model_params, **model_extra}, {**training_params, **training_extra}
 
 
@@ -231,10 +237,10 @@ def train_evaluate_net(
         Labels of the first seed on the first partition's scored test slices (Fig. 5).
     """
     evaluation = strict(EvaluationParams, evaluation_params, "evaluation")
-    model, training = _net_settings(net, model_params, training_params, overrides)
     kfold = split["mode"] == "kfold"
     results = [
-        _one_run(net, k if kfold else None, part, seed, all_slices, model, training, evaluation)
+        _one_run(net, k if kfold else None, part, seed, all_slices,
+                 *_net_settings(net, model_params, training_params, overrides, k + 1), evaluation)
         for k, part in enumerate(split["outer"]) for seed in evaluation.seeds
     ]
     first = results[0]
