@@ -313,8 +313,8 @@ def write_answers(table_ii: pd.DataFrame, ablation: pd.DataFrame, evaluation_par
     e = strict(EvaluationParams, evaluation_params, "evaluation")
     return answers_markdown(table_ii, ablation, _settings(e), NET_LABELS,
                             PowerTarget(difference=float(e.power["difference"]), power=float(e.power["power"])),
-                            rois=["lungs", "mediastinum", "tumours", "overall"], n_seeds=len(e.seeds),
-                            slices=e.slices)
+                            rois=["lungs", "mediastinum", "tumours", "overall"],
+                            n_seeds=int(table_ii["n_seeds"].max()) if len(table_ii) else 0, slices=e.slices)
 
 
 def plot_segmentations(
