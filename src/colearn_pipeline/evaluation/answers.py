@@ -110,7 +110,7 @@ def power_line(table: pd.DataFrame, labels: Mapping[str, str], settings: Compari
 
 
 def secondary_lines(table: pd.DataFrame, rois: Sequence[str], metric: str, labels: Mapping[str, str],
-                    reference: str) -> list[str]:
+                    reference: str, alpha: float) -> list[str]:
     """The endpoint metric on every ROI against every net: Δ [CI], n, unadjusted p (descriptive)."""
     lines = []
     for roi in rois:
@@ -122,8 +122,8 @@ def secondary_lines(table: pd.DataFrame, rois: Sequence[str], metric: str, label
             lines.append(f"- {roi}: " + "; ".join(parts) + ".")
     tested = table[(table["net"] != reference) & table["p_t_studies"].notna()]
     if len(tested):
-        lines.append(f"- Of all {len(tested)} comparisons of the table, {int((tested['p_t_studies'] < 0.05).sum())} "
-                     f"have an unadjusted p < 0.05 (about {0.05 * len(tested):.0f} expected by chance alone).")
+        lines.append(f"- Of all {len(tested)} comparisons of the table, {int((tested['p_t_studies'] < alpha).sum())} "
+                     f"have an unadjusted p < {alpha:g} (about {alpha * len(tested):.0f} expected by chance alone).")
     return lines
 
 
@@ -131,8 +131,9 @@ def _same_net_note(table_ii: pd.DataFrame, ablation: pd.DataFrame | None, labels
     """A warning where Table II's TB and the ablation's tb_skips gave identical numbers (one net twice)."""
     if ablation is None or "tb" not in set(table_ii["net"]) or "tb_skips" not in set(ablation["net"]):
         return []
-    a = table_ii[table_ii["net"] == "tb"].set_index(["roi", "metric"])["mean"]
-    b = ablation[ablation["net"] == "tb_skips"].set_index(["roi", "metric"])["mean"]
+    columns = ["mean", "sd_studies", "difference", "sd_differences"]
+    a = table_ii[table_ii["net"] == "tb"].set_index(["roi", "metric"])[columns]
+    b = ablation[ablation["net"] == "tb_skips"].set_index(["roi", "metric"])[columns]
     common = a.index.intersection(b.index)
     if len(common) and a.loc[common].equals(b.loc[common]):
         return [f"- Note: {_label(labels, 'tb')} and {_label(labels, 'tb_skips')} gave identical numbers: here they "
@@ -160,7 +161,8 @@ def answers_markdown(
         "each net of Table II",
         "",
         f"Per test study the mean over its scored slices and the {n_seeds} seed(s); Δ = {ref} − other, in "
-        f"{settings.primary_metric} points; t interval of the per-study differences; Holm over this family only.",
+        f"{settings.primary_metric.capitalize()} points; t interval of the per-study differences; Holm over this "
+        "family only.",
         "",
         *family_lines(table_ii, labels, settings),
         power_line(table_ii, labels, settings, target),
@@ -171,5 +173,5 @@ def answers_markdown(
                   *_same_net_note(table_ii, ablation, labels)]
     lines += ["", f"## Secondary and descriptive: {settings.primary_metric} on every ROI (Table II; unadjusted, "
               "not for inference)", "",
-              *secondary_lines(table_ii, rois, settings.primary_metric, labels, settings.reference)]
+              *secondary_lines(table_ii, rois, settings.primary_metric, labels, settings.reference, settings.alpha)]
     return "\n".join(lines) + "\n"
