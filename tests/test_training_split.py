@@ -134,3 +134,19 @@ def test_patient_pseudonym_keyed_and_falls_back_to_the_study():
     assert patient_pseudonym("PH7654321", study) != a
     assert patient_pseudonym(None, study) == study and patient_pseudonym("  ", study) == study
     assert patient_pseudonym("1.2.3.4", study)[len("patient-"):] != study[len("study-"):]  # hashes kept apart
+
+
+def test_a_patient_too_big_for_a_partition_is_an_error_not_an_empty_test_set():
+    names = _names(12)
+    patients = {s: "patient-big" if i < 9 else f"patient-{i}" for i, s in enumerate(names)}
+    raised = 0
+    for seed in range(12):
+        try:
+            split = make_kfold_split(names, k=3, n_folds=1, seed=seed, patients=patients)
+        except ValueError as exc:
+            assert "non-empty groups" in str(exc)
+            raised += 1
+            continue
+        check_split(split)
+        assert all(part["test"] and part["train"] for part in split["outer"])
+    assert 0 < raised < 12  # where the big patient comes first or last in the permutation

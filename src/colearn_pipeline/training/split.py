@@ -16,6 +16,7 @@ patient on both sides. With one study per patient the split is the study-level s
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -46,7 +47,10 @@ def _cut(units: Sequence[Sequence[str]], order: Sequence[int], parts: int) -> li
     targets = np.cumsum([len(c) for c in np.array_split(np.arange(bounds[-1]), parts)])[:-1]
     cuts = [int(np.abs(bounds - t).argmin()) for t in targets]
     edges = [0, *cuts, len(order)]
-    return [sorted(s for i in order[a:b] for s in units[i]) for a, b in zip(edges[:-1], edges[1:])]
+    if any(a >= b for a, b in itertools.pairwise(edges)):
+        raise ValueError(f"cannot cut {len(order)} patients ({bounds[-1]} studies) into {parts} non-empty groups: "
+                         "a patient's studies outweigh a group")
+    return [sorted(s for i in order[a:b] for s in units[i]) for a, b in itertools.pairwise(edges)]
 
 
 def make_split(

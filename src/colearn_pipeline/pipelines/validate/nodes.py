@@ -95,7 +95,7 @@ def validate_grid(
             for fold, (train, val) in {1: (f1, f2), 2: (f2, f1)}.items():
                 where = f"partition_{k}/" if nested else ""
                 label = f"validate/{net}/{where}grid_{g}/fold_{fold}"
-                name = f"{net} {'partition %d ' % k if nested else ''}grid {g} fold {fold}"
+                name = f"{net} {f'partition {k} ' if nested else ''}grid {g} fold {fold}"
                 with nested_run(name, {"net": net, "partition": k, "fold": fold, "grid_point": g, "model": model,
                                        "training": training}, {"net": net}):
                     bundle, history = train_net(train, model, training, net, run_label=label, val_set=val)
