@@ -81,15 +81,15 @@ def test_summary_ttest_marks_significant_baselines():
     s = summarise(per_net)
     assert list(s["cnn"][:4]) == ["TB", "TC", "FS", "our method"]
     lung = s[s["roi"] == "lungs"].set_index("net")
-    assert lung.loc["tb", "accuracy_p"] < 1e-6 and lung.loc["tb", "accuracy_significant"]
-    assert math.isnan(lung.loc["colearn", "accuracy_p"])
+    assert lung.loc["tb", "accuracy_p_slices"] < 1e-6 and lung.loc["tb", "accuracy_significant"]
+    assert math.isnan(lung.loc["colearn", "accuracy_p_slices"])
     tumour = s[s["roi"] == "tumours"].set_index("net")
-    assert tumour.loc["colearn", "dice_n"] == 19  # the NaN slice is left out
+    assert tumour.loc["colearn", "dice_n_slices"] == 19  # the NaN slice is left out
     t = format_table_ii(s)
     cell = t[(t["ROI"] == "lungs") & (t["CNN"] == "TB")]["Accuracy"].iloc[0]
     mean, sd = (float(v) for v in cell.rstrip("*").split(" ± "))
     assert cell.endswith("*") and mean == pytest.approx(100 * lung.loc["tb", "accuracy_mean"], abs=0.006)
-    assert sd == pytest.approx(100 * lung.loc["tb", "accuracy_sd"], abs=0.006)
+    assert sd == pytest.approx(100 * lung.loc["tb", "accuracy_sd_slices"], abs=0.006)
     md = table_ii_markdown(s, n_slices=20, n_studies=2)
     assert "| lungs | TB |" in md and md.count("| lungs |") == 1 and "p < 0.05" in md
 
@@ -105,3 +105,13 @@ def test_scored_slices_tumour_or_all_thorax():
     np.testing.assert_array_equal(scored_slice_mask(y, "all_thorax"), [True, True, False, False])
     with pytest.raises(ValueError, match="all_thorax"):
         scored_slice_mask(y, "everything")
+
+
+def test_slice_level_sd_is_the_sample_sd():
+    """SD over slices with ddof 1: values 0.2, 0.4, 0.9 give sqrt(0.26 / 2) = 0.36056 (ddof 0: 0.29439)."""
+    per_net = {net: _fake(np.array([0.2, 0.4, 0.9]) + shift) for net, shift in (("colearn", 0.0), ("tb", 0.05))}
+    s = summarise(per_net).set_index(["roi", "net"])
+    assert s.loc[("lungs", "tb"), "dice_sd_slices"] == pytest.approx(0.360555, abs=1e-6)
+    assert s.loc[("lungs", "colearn"), "accuracy_sd_slices"] == pytest.approx(0.360555, abs=1e-6)
+    assert s.loc[("tumours", "tb"), "dice_sd_slices"] == pytest.approx(np.std([0.45, 0.95], ddof=1))  # NaN dropped
+    assert s.loc[("lungs", "tb"), "dice_n_slices"] == 3

@@ -62,3 +62,50 @@ def test_grid_points_use_baseline_skips_only_where_the_net_has_it():
                                            {"learning_rate": 0.1, "l2_lambda": 0.001}]
     assert net_overrides({"tb": {"model": {"baseline_skips": True}}}, "tb") == ({"baseline_skips": True}, {})
     assert net_overrides({}, "colearn") == ({}, {})
+
+
+def test_net_overrides_per_outer_partition():
+    """Nested K-fold: validate's per-partition choice overrides the net's keys in that partition only."""
+    over = {"tb": {"training": {"learning_rate": 0.1}, "partitions": {"2": {"training": {"learning_rate": 0.05}},
+                                                                      1: {"model": {"baseline_skips": True}}}}}
+    assert net_overrides(over, "tb") == ({}, {"learning_rate": 0.1})
+    assert net_overrides(over, "tb", 1) == ({"baseline_skips": True}, {"learning_rate": 0.1})
+    assert net_overrides(over, "tb", 2) == ({}, {"learning_rate": 0.05})  # JSON keys are strings
+    assert net_overrides(over, "tb", 3) == ({}, {"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="partitions.1"):
+        net_overrides({"tb": {"partitions": {1: {"optimiser": {}}}}}, "tb", 1)
+
+
+def _scores(net, partition, lrs, means):
+    import pandas as pd
+
+    return pd.DataFrame([{"net": net, "partition": partition, "grid_point": g, "learning_rate": lr,
+                          "l2_lambda": 0.001, "fold": f, "score": m + (0.01 if f == 1 else -0.01)}
+                         for g, (lr, m) in enumerate(zip(lrs, means), start=1) for f in (1, 2)])
+
+
+def test_choose_settings_nested_per_partition_and_flags_the_grid_edge():
+    import pandas as pd
+
+    from colearn_pipeline.pipelines.validate.nodes import choose_settings, validation_markdown
+
+    lrs = [0.05, 0.1, 0.2]
+    scores = pd.concat([_scores("colearn", 1, lrs, [0.5, 0.7, 0.6]), _scores("colearn", 2, lrs, [0.5, 0.6, 0.8])])
+    table, chosen = choose_settings(BASE["validation"], colearn=scores)
+    assert chosen["colearn"]["partitions"] == {1: {"model": {}, "training": {"learning_rate": 0.1, "l2_lambda": 0.001}},
+                                               2: {"model": {}, "training": {"learning_rate": 0.2, "l2_lambda": 0.001}}}
+    picked = table[table["chosen"]].drop_duplicates(["partition"]).set_index("partition")["on_edge"]
+    assert picked[1] == "" and picked[2] == "learning_rate"  # 0.2 is the grid's upper edge
+    assert "on the grid's edge: learning_rate" in validation_markdown(table, BASE["validation"])
+    holdout, one = choose_settings(BASE["validation"], colearn=_scores("colearn", 1, lrs, [0.5, 0.7, 0.6]))
+    assert one == {"colearn": {"model": {}, "training": {"learning_rate": 0.1, "l2_lambda": 0.001}}}
+
+
+def test_validation_loads_training_studies_only():
+    from colearn_pipeline.pipelines.validate.nodes import training_studies
+    from colearn_pipeline.training.split import make_kfold_split, make_split
+
+    names = [f"study-{i:010x}" for i in range(12)]
+    holdout = make_split(names, seed=1)
+    assert training_studies(holdout) == holdout["train"] and not set(training_studies(holdout)) & set(holdout["test"])
+    assert training_studies(make_kfold_split(names, k=3, seed=1)) == names  # nested: each is trained on somewhere

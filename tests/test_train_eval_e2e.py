@@ -108,7 +108,11 @@ def test_outputs_and_tables(trained_project):
     assert "Table II, paper protocol" in (rep / "table_ii_paper_protocol.md").read_text()
     ablation = pd.read_csv(rep / "table_ablation.csv")
     assert set(ablation["net"]) == {"colearn", "tb_skips", "tb_skips_conv"}
-    assert (rep / "answers.md").read_text().count("\n- ") == 4  # lungs, mediastinum, tumours, overall
+    answers = (rep / "answers.md").read_text()
+    assert "## Primary endpoint (pre-specified): tumours dice" in answers and "Power:" in answers
+    for label in ("TB (", "TC (", "FS (", "TB + skips (", "TB + skips + conv ("):
+        assert answers.count(f"- vs {label}") == 1, label  # each net once, TB and TB + skips apart
+    assert sum(line.startswith("- lungs:") for line in answers.splitlines()) == 1
     split = json.loads((root / "data" / "06_models" / "split.json").read_text())
     assert split["mode"] == "kfold" and len(split["outer"]) == 2
     per_slice = pd.read_csv(rep / "test_slice_metrics.csv")
@@ -148,14 +152,14 @@ def test_table_values_recomputed_from_the_per_slice_metrics(trained_project):
     assert row["mean"] == pytest.approx(tb.mean())
     assert row["sd_studies"] == pytest.approx(tb.std(ddof=1))
     assert row["difference"] == pytest.approx((ref - tb).mean())
-    assert row["p_ttest"] == pytest.approx(stats.ttest_rel(ref, tb).pvalue)
+    assert row["p_t_studies"] == pytest.approx(stats.ttest_rel(ref, tb).pvalue)
     assert row["ci_low"] <= row["difference"] <= row["ci_high"]
     paper = pd.read_csv(rep / "table_ii_paper_protocol.csv")
     first = lungs[lungs["seed"] == 1]
     p_paper = stats.ttest_ind(first.loc[first["net"] == "colearn", "dice"].dropna(),
                               first.loc[first["net"] == "tb", "dice"].dropna()).pvalue
     cell = paper[(paper["ROI"] == "lungs") & (paper["net"] == "tb")].iloc[0]
-    assert cell["dice_p"] == pytest.approx(p_paper)
+    assert cell["dice_p_slices"] == pytest.approx(p_paper)
 
 
 @pytest.mark.slow
@@ -226,19 +230,23 @@ def test_predict_cli_writes_labels_on_the_ct_grid(trained_project, tmp_path):
 
 @pytest.mark.slow
 def test_validate_pipeline_chooses_settings_on_the_training_folds(tmp_path):
+    """K-fold (k = 2): nested, every outer partition chooses on its own training folds."""
     root = make_project(tmp_path / "p")
     kedro(root, "run", "--env", "test", "--pipeline", "validate")
     rep = root / "data" / "08_reporting"
     table = pd.read_csv(rep / "validation_scores.csv")
-    # colearn-type nets: 1 grid point; tb, tc, fs: 2 (baseline_skips true/false); 2 folds each
-    assert len(table) == (3 * 1 + 3 * 2) * 2 and set(table["fold"]) == {1, 2}
+    # colearn-type nets: 1 grid point; tb, tc, fs: 2 (baseline_skips true/false); 2 folds; 2 outer partitions
+    assert len(table) == (3 * 1 + 3 * 2) * 2 * 2 and set(table["fold"]) == {1, 2} and set(table["partition"]) == {1, 2}
     assert table["score"].between(0, 1).all()
     chosen = json.loads((rep / "validation_chosen_settings.json").read_text())
     assert set(chosen) == {"colearn", "tb", "tc", "fs", "tb_skips", "tb_skips_conv"}
     for net in ("tb", "tc", "fs"):
-        best = table[table["net"] == net].groupby("baseline_skips")["score"].mean().idxmax()
-        assert chosen[net]["model"]["baseline_skips"] == bool(best)
-    assert chosen["colearn"] == {"model": {}, "training": {"learning_rate": 0.02, "l2_lambda": 0.001}}
+        for k in (1, 2):
+            part = table[(table["net"] == net) & (table["partition"] == k)]
+            best = part.groupby("baseline_skips")["score"].mean().idxmax()
+            assert chosen[net]["partitions"][str(k)]["model"]["baseline_skips"] == bool(best)
+    assert chosen["colearn"]["partitions"]["1"] == {"model": {}, "training": {"learning_rate": 0.02, "l2_lambda": 0.001}}
     split = json.loads((root / "data" / "06_models" / "split.json").read_text())
-    assert "| colearn | 1 |" in (rep / "validation.md").read_text()
-    assert not set(split["test"]) & set(split["folds"][0] + split["folds"][1])
+    for part in split["outer"]:
+        assert not set(part["test"]) & set(part["folds"][0] + part["folds"][1])
+    assert "| colearn | 2 | 1 |" in (rep / "validation.md").read_text()

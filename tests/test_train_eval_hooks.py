@@ -45,7 +45,7 @@ def test_validate_runs_a_grid_per_net_on_the_training_folds():
     for net in NETS:
         assert f"validate.{net}.validate_grid" in names
     grid = next(n for n in p.nodes if n.name == "validate.colearn.validate_grid")
-    assert grid.inputs[:2] == ["validate.fold_1_set", "validate.fold_2_set"]
+    assert grid.inputs[:2] == ["validate.training_slices", "split"]
     assert "test_set" not in {i for n in p.nodes for i in n.inputs}  # never sees the test studies
     # the split node is the same as train_eval's, so the two pipelines can be combined
     assert len((p + create_pipeline()).nodes) == len(p.nodes) + len(create_pipeline().nodes) - 1

@@ -477,7 +477,9 @@ class MlflowHooks:
 
         now = int(time.time() * 1000)
         for net, rows in table.groupby("net"):
-            metrics = [Metric(f"grid_{int(r['grid_point'])}_fold_{int(r['fold'])}_score", float(r["score"]), now, 0)
+            nested = "partition" in rows and rows["partition"].nunique() > 1  # K-fold: one choice per partition
+            metrics = [Metric(("partition_%d_" % int(r["partition"]) if nested else "")
+                              + f"grid_{int(r['grid_point'])}_fold_{int(r['fold'])}_score", float(r["score"]), now, 0)
                        for _, r in rows.iterrows() if math.isfinite(float(r["score"]))]
             if metrics:
                 self._client.log_batch(self._child(f"validate.{net}"), metrics=metrics)

@@ -1,8 +1,8 @@
 """Metrics, study-level statistics, Table II and figures (see docs/train_eval.md, "Evaluation")."""
 
+from colearn_pipeline.evaluation.answers import PowerTarget, answers_markdown
 from colearn_pipeline.evaluation.comparison import (
     ComparisonSettings,
-    answer_sentences,
     study_level_table,
     study_means,
     study_table_markdown,
@@ -10,7 +10,11 @@ from colearn_pipeline.evaluation.comparison import (
 from colearn_pipeline.evaluation.statistics import (
     bootstrap_mean_ci,
     holm_adjust,
+    paired_t_n_for_power,
+    paired_t_power,
     paired_t_pvalues,
+    slice_two_sample_t_pvalue,
+    t_mean_ci,
     wilcoxon_pvalues,
 )
 from colearn_pipeline.evaluation.figures import (
@@ -41,9 +45,14 @@ from colearn_pipeline.evaluation.tables import (
 
 __all__ = [
     "ComparisonSettings",
-    "answer_sentences",
+    "PowerTarget",
+    "answers_markdown",
     "bootstrap_mean_ci",
     "holm_adjust",
+    "paired_t_n_for_power",
+    "paired_t_power",
+    "slice_two_sample_t_pvalue",
+    "t_mean_ci",
     "overall_from_rois",
     "paired_t_pvalues",
     "scored_slice_mask",

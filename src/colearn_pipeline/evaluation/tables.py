@@ -1,19 +1,23 @@
-"""Mean ± SD over slices, two-sample t-tests against the co-learning net, Table II layout."""
+"""The paper's protocol: mean ± SD over test *slices*, slice-level two-sample t-tests against the
+co-learning net, Table II layout. The unit of analysis here is the slice (as in the paper); the
+study-level primary analysis is :mod:`colearn_pipeline.evaluation.comparison`. Both run their
+tests through :mod:`colearn_pipeline.evaluation.statistics`."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from colearn_pipeline.evaluation.metrics import METRICS
+from colearn_pipeline.evaluation.statistics import slice_two_sample_t_pvalue
 
-#: Display names of the nets, in the paper's row order (baselines first, ours last).
-NET_LABELS: dict[str, str] = {"tb": "TB", "tc": "TC", "fs": "FS", "colearn": "our method"}
+#: Display names of the nets, in the paper's row order (baselines first, ours last), then the
+#: ablation nets (TB and tb_skips are different nets: the paper's TB has no skip inputs).
+NET_LABELS: dict[str, str] = {"tb": "TB", "tc": "TC", "fs": "FS", "colearn": "our method",
+                              "tb_skips": "TB + skips", "tb_skips_conv": "TB + skips + conv"}
 ROI_ORDER: tuple[str, ...] = ("lungs", "mediastinum", "tumours", "background", "overall")
 
 
@@ -30,7 +34,7 @@ def summarise(
     metrics: Sequence[str] = METRICS,
     roi_order: Sequence[str] = ROI_ORDER,
 ) -> pd.DataFrame:
-    """Mean, SD (ddof 1), slice count and t-test p-value per ROI, net and metric.
+    """Mean, SD over slices (ddof 1), slice count and slice-level t-test p per ROI, net and metric.
 
     Parameters
     ----------
@@ -51,8 +55,8 @@ def summarise(
     -------
     pandas.DataFrame
         One row per (roi, net) in Table II order; columns ``roi``, ``net``, ``cnn`` (display
-        name) and for each metric ``<m>_mean``, ``<m>_sd``, ``<m>_n``, ``<m>_p``,
-        ``<m>_significant`` (fractions, not percent).
+        name) and for each metric ``<m>_mean``, ``<m>_sd_slices``, ``<m>_n_slices``,
+        ``<m>_p_slices`` (two-sample t over slices), ``<m>_significant`` (fractions, not percent).
     """
     nets = [n for n in NET_LABELS if n in per_net] + [n for n in per_net if n not in NET_LABELS]
     if reference in nets:
@@ -64,16 +68,12 @@ def summarise(
             for m in metrics:
                 v = _values(per_net[net], roi, m)
                 row[f"{m}_mean"] = float(v.mean()) if v.size else math.nan
-                row[f"{m}_sd"] = float(v.std(ddof=1)) if v.size > 1 else math.nan
-                row[f"{m}_n"] = int(v.size)
+                row[f"{m}_sd_slices"] = float(v.std(ddof=1)) if v.size > 1 else math.nan
+                row[f"{m}_n_slices"] = int(v.size)
                 p = math.nan
                 if net != reference and reference in per_net:
-                    r = _values(per_net[reference], roi, m)
-                    if r.size > 1 and v.size > 1:
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", RuntimeWarning)  # identical constant samples
-                            p = float(stats.ttest_ind(r, v, equal_var=equal_var).pvalue)
-                row[f"{m}_p"] = p
+                    p = slice_two_sample_t_pvalue(_values(per_net[reference], roi, m), v, equal_var)
+                row[f"{m}_p_slices"] = p
                 row[f"{m}_significant"] = bool(p < alpha) if not math.isnan(p) else False
             rows.append(row)
     return pd.DataFrame(rows)
@@ -91,7 +91,7 @@ def format_table_ii(summary: pd.DataFrame, metrics: Sequence[str] = METRICS, alp
     for m in metrics:
         cells = []
         for _, r in summary.iterrows():
-            mean, sd = r[f"{m}_mean"], r[f"{m}_sd"]
+            mean, sd = r[f"{m}_mean"], r[f"{m}_sd_slices"]
             if math.isnan(mean):
                 cells.append("n/a")
                 continue
@@ -148,8 +148,8 @@ def flat_metrics(summary: pd.DataFrame, net: str, metrics: Sequence[str] = METRI
     out = {}
     for _, r in summary[summary["net"] == net].iterrows():
         for m in metrics:
-            for stat in ("mean", "sd"):
-                v = r[f"{m}_{stat}"]
+            for stat, col in (("mean", f"{m}_mean"), ("sd", f"{m}_sd_slices")):
+                v = r[col]
                 if not math.isnan(v):
                     out[f"test_{r['roi']}_{m}_{stat}"] = float(v)
     return out

@@ -39,7 +39,7 @@ EXPERT_COLUMNS = [*EXPERT_LIST_COLUMNS, "expert_notes",
                   *[f"expert_{m}_{n}" for n, v in LABELS.items() if v for m in ("dice", "volume_ratio", "msd_mm")]]
 #: Manifest columns, in CSV order (lists are written as space-separated text in the CSV).
 MANIFEST_COLUMNS = [
-    "pseudonym", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
+    "pseudonym", "patient", "status", "reason", "file", "stage", "scanner_convention", "suv_type", "suv_units",
     "decay_correction", "reference_time_source", "suv_factor", "suv_factor_min", "suv_factor_max", "suv_notes",
     "series_selection", "ct_series", "pet_series", "n_skipped_files", "n_corrupt_files", "ct_shape_zyx", "pet_shape_zyx", "ct_spacing_xyz_mm", "pet_spacing_xyz_mm", "n_findings",
     "thorax_extent", "pet_covered_slices", "ct_slices_without_pet", "series_notes", "n_findings_not_followed",

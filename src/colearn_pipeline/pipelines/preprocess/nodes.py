@@ -21,7 +21,7 @@ from colearn_pipeline.datasets.study_partitions import OK, QUARANTINED, StudyOut
 from colearn_pipeline.dicom.discovery import Discovery, SeriesInfo, StudyFiles, select_ct_pet
 from colearn_pipeline.dicom.selection import SeriesChoice, choose_series
 from colearn_pipeline.dicom.errors import DicomSeriesError
-from colearn_pipeline.dicom.pseudonym import short_hash
+from colearn_pipeline.dicom.pseudonym import patient_pseudonym, short_hash
 from colearn_pipeline.groundtruth.expert import find_expert_objects
 from colearn_pipeline.pipelines.preprocess import study
 from colearn_pipeline.pipelines.preprocess.params import (
@@ -99,6 +99,16 @@ def _finding(finding: Any) -> Any:
     return out
 
 
+def _patient_id(path: str) -> str | None:
+    """PatientID of one DICOM file (kept in memory only: it becomes the patient pseudonym)."""
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID") or "")
+    except Exception:  # unreadable here means no PatientID: the study is a patient of its own
+        return None
+
+
 def _discover_one(found: Discovery, files: StudyFiles, findings, identity: dict, params: DiscoverParams) -> StudyOutput:
     """One study's discovery record: series chosen (with every candidate's reason), problem files, findings."""
     problems = _problem_files(found, files)
@@ -108,7 +118,8 @@ def _discover_one(found: Discovery, files: StudyFiles, findings, identity: dict,
         return StudyOutput(QUARANTINED, digest(identity), exc.problem, exc.file, problems)
     identity["files"] = _file_identity(found.root, choice.ct.files + choice.pet.files)
     row = {**_selection_row(files, choice), **problems, "n_findings": None if findings is None else len(findings),
-           "has_report": findings is not None}  # without report: converted, tumours_unlabelled
+           "has_report": findings is not None,  # without report: converted, tumours_unlabelled
+           "patient": patient_pseudonym(_patient_id(choice.ct.files[0]), files.pseudonym, params.pseudonym_key)}
     if findings == []:
         return StudyOutput(QUARANTINED, digest(identity), "the report lists no findings: no tumour seeds",
                            "reports/", row)
@@ -392,10 +403,11 @@ def build_model_input(studies: StudyPartitions, series: StudyPartitions, suv: St
     def plan(pseudonym, parts):
         expert_tumour = "tumour" in (parts["labels"].record["row"].get("expert_classes") or [])
         unlabelled = not parts["studies"].record["row"].get("has_report", True) and not expert_tumour
+        patient = parts["studies"].record["row"].get("patient") or pseudonym  # the split's unit
         kwargs = dict(pseudonym=pseudonym, ct_hu=parts["series"], suv=parts["suv"], labels=parts["labels"],
                       geometry=parts["series"].record["row"]["ct_geometry"], tumours_unlabelled=unlabelled,
-                      **asdict(params))
-        return [asdict(params), unlabelled], study.model_input_stage, kwargs
+                      patient=patient, **asdict(params))
+        return [asdict(params), unlabelled, patient], study.model_input_stage, kwargs
 
     inputs = {"labels": labels, "studies": studies, "series": series, "suv": suv}
     return run_stage("model_input", inputs, stored, plan, _executor(executor))

@@ -601,7 +601,8 @@ def build_model_input(ct_hu: np.ndarray, suv: np.ndarray, labels: np.ndarray, sl
 def model_input_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition, suv: StudyPartition,
                       labels: StudyPartition, geometry: Mapping, model_size: Sequence[int], compress: bool,
                       slice_classes: Sequence[str], slice_min_voxels: int, tumours_unlabelled: bool = False,
-                      include_tumours_unlabelled: bool = False, unlabelled_slice_classes: Sequence[str] = ()) -> dict:
+                      include_tumours_unlabelled: bool = False, unlabelled_slice_classes: Sequence[str] = (),
+                      patient: str | None = None) -> dict:
     """Slice selection (every thorax slice: lung or tumour) and the per-study model input (NPZ).
 
     A study without report (``tumours_unlabelled``) has no tumour label: it gets no model input
@@ -624,5 +625,6 @@ def model_input_stage(*, staging_dir: str, pseudonym: str, ct_hu: StudyPartition
                                label_array, slice_index, model_size, geometry, pseudonym, z_offset=z_start)
     path = str(Path(staging_dir) / "model_input.npz")
     NpzDataset(path, compress=bool(compress)).save(arrays)
-    return {"row": {"slices_kept": int(slice_index.size), "slice_index": [int(i) for i in slice_index]},
-            "staged": {"model_input": path}}
+    row = {"slices_kept": int(slice_index.size), "slice_index": [int(i) for i in slice_index],
+           "patient": patient or pseudonym}  # patient pseudonym: the unit the split keeps on one side
+    return {"row": row, "staged": {"model_input": path}}

@@ -25,9 +25,9 @@ from colearn_pipeline.evaluation import (
     table_ii_markdown,
     training_curves,
 )
+from colearn_pipeline.evaluation.answers import PowerTarget, answers_markdown
 from colearn_pipeline.evaluation.comparison import (
     ComparisonSettings,
-    answer_sentences,
     study_level_table,
     study_table_markdown,
 )
@@ -77,21 +77,40 @@ def _by_study(model_input: Mapping[str, Any]) -> dict[str, Any]:
     return {study_name(k): v for k, v in model_input.items()}
 
 
-def split_studies(model_input: Mapping[str, Any], split_params: Mapping[str, Any]) -> dict:
-    """Study-level split of the model input (``params:split``: holdout or K-fold).
+def study_patients(model_input: Mapping[str, Any]) -> dict[str, str]:
+    """Study pseudonym -> patient pseudonym, from the model-input records (preprocess writes ``patient``).
 
-    Only the partition names are used, so no study is loaded here.
+    A study whose record has none (model input of an older preprocess run, or plain NPZ files) is
+    a patient of its own; how many is logged.
+    """
+    out, missing = {}, 0
+    for key, part in model_input.items():
+        row = (getattr(part, "record", None) or {}).get("row") or {}
+        name = study_name(key)
+        out[name] = str(row.get("patient") or name)
+        missing += not row.get("patient")
+    if missing:
+        logger.warning("split: %d of %d studies carry no patient pseudonym (rerun preprocess): each is split as a "
+                       "patient of its own", missing, len(out))
+    return out
+
+
+def split_studies(model_input: Mapping[str, Any], split_params: Mapping[str, Any]) -> dict:
+    """Patient-level split of the model input (``params:split``: holdout or K-fold).
+
+    Only the partition names and records are used, so no study is loaded here.
     """
     p = strict(SplitParams, split_params, "split")
-    names = _by_study(model_input).keys()
+    patients = study_patients(model_input)
+    names = list(patients)
     if p.mode == "kfold":
-        split = make_kfold_split(names, k=p.k, n_folds=p.n_folds, seed=p.seed)
+        split = make_kfold_split(names, k=p.k, n_folds=p.n_folds, seed=p.seed, patients=patients)
     else:
-        split = make_split(names, test_fraction=p.test_fraction, n_folds=p.n_folds, seed=p.seed)
+        split = make_split(names, test_fraction=p.test_fraction, n_folds=p.n_folds, seed=p.seed, patients=patients)
     check_split(split)
     logger.info(
-        "split (%s): %d partition(s); test studies per partition %s",
-        p.mode, len(split["outer"]), [len(o["test"]) for o in split["outer"]],
+        "split (%s, by patient: %d studies of %d patients): %d partition(s); test studies per partition %s",
+        p.mode, len(names), len(set(patients.values())), len(split["outer"]), [len(o["test"]) for o in split["outer"]],
     )
     return split
 
@@ -105,8 +124,13 @@ def assemble_set(model_input: Mapping[str, Any], split: Mapping[str, Any], which
         studies = split["folds"][int(which.removeprefix("fold_")) - 1]
     else:
         studies = split[which]
+    return assemble_slices_of(model_input, studies, which)
+
+
+def assemble_slices_of(model_input: Mapping[str, Any], studies: list[str], what: str) -> dict[str, np.ndarray]:
+    """Standardised slices of some studies of the model input (only those are loaded)."""
     data = assemble_slices(_by_study(model_input), studies)
-    logger.info("%s set: %d slices from %d studies", which, len(data["x"]), len(studies))
+    logger.info("%s set: %d slices from %d studies", what, len(data["x"]), len(studies))
     return data
 
 
@@ -150,8 +174,9 @@ def assemble_test_set(all_slices: Mapping[str, np.ndarray], split: Mapping[str, 
 SKIPLESS_BASELINES = ("tb", "tc", "fs")
 
 
-def _net_settings(net: str, model_params: Mapping, training_params: Mapping, overrides: Mapping) -> tuple[dict, dict]:
-    model_extra, training_extra = net_overrides(overrides, net)
+def _net_settings(net: str, model_params: Mapping, training_params: Mapping, overrides: Mapping,
+                  partition: int | None = None) -> tuple[dict, dict]:
+    model_extra, training_extra = net_overrides(overrides, net, partition)
     model = {**model_params, **model_extra}
     if net in SKIPLESS_BASELINES and model.get("baseline_skips"):
         raise ValueError(f"{net}: Table II's TB, TC and FS are the paper's skip-less baselines; model.baseline_skips "
@@ -286,13 +311,13 @@ def train_evaluate_net(
     """
     evaluation = strict(EvaluationParams, evaluation_params, "evaluation")
     seeds = strict(ProtocolParams, protocol_params, "protocol").checked_seeds(training_params["seed"])
-    model, training = _net_settings(net, model_params, training_params, overrides)
-    settings = (model, training, evaluation, strict(SamplingParams, sampling_params, "sampling"))
+    sampling = strict(SamplingParams, sampling_params, "sampling")
     kfold = split["mode"] == "kfold"
-    results = [
-        _one_run(net, k if kfold else None, part, seed, all_slices, model_input, settings)
-        for k, part in enumerate(split["outer"]) for seed in seeds
-    ]
+    results = []
+    for k, part in enumerate(split["outer"]):  # settings per outer partition: nested validation's choice
+        settings = (*_net_settings(net, model_params, training_params, overrides, k + 1), evaluation, sampling)
+        results += [_one_run(net, k if kfold else None, part, seed, all_slices, model_input, settings)
+                    for seed in seeds]
     first = results[0]
     history = pd.concat([r[1] for r in results], ignore_index=True)
     metrics = pd.concat([r[2] for r in results], ignore_index=True)
@@ -314,7 +339,8 @@ def collect_slice_metrics(**slice_metrics_by_net: pd.DataFrame) -> pd.DataFrame:
 def _settings(evaluation: EvaluationParams) -> ComparisonSettings:
     return ComparisonSettings(reference=evaluation.reference, alpha=evaluation.alpha,
                               n_bootstrap=evaluation.n_bootstrap, bootstrap_seed=evaluation.bootstrap_seed,
-                              confidence=evaluation.confidence)
+                              confidence=evaluation.confidence, primary_roi=evaluation.primary_endpoint["roi"],
+                              primary_metric=evaluation.primary_endpoint["metric"])
 
 
 def _study_table(per_slice: pd.DataFrame, nets: list[str], evaluation_params: Mapping, title: str):
@@ -329,7 +355,7 @@ def build_table_ii(per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any]
     """Table II, study-level primary analysis: the reference net against the baselines."""
     baselines = list(strict(EvaluationParams, evaluation_params, "evaluation").baselines)
     return _study_table(per_slice, baselines, evaluation_params,
-                        "Table II: comparison of CNNs (study-level, primary analysis)")
+                        "Table II: comparison of CNNs (study-level; primary endpoint, then secondary rows)")
 
 
 def build_ablation_table(per_slice: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
@@ -365,14 +391,12 @@ def build_paper_protocol_table(
 
 
 def write_answers(table_ii: pd.DataFrame, ablation: pd.DataFrame, evaluation_params: Mapping[str, Any]) -> str:
-    """One sentence per ROI: does the reference beat the best baseline, and tb_skips?"""
+    """``answers.md``: the primary endpoint's effects, what survives Holm, power, ablation, secondary rows."""
     e = strict(EvaluationParams, evaluation_params, "evaluation")
-    n_seeds = int(table_ii["n_seeds"].max())
-    lines = answer_sentences(table_ii, ablation, ["lungs", "mediastinum", "tumours", "overall"], e.endpoint_metric,
-                             list(e.baselines), e.ablation[0], NET_LABELS, e.reference)
-    head = (f"# Does co-learning help? ({e.endpoint_metric}, study-level, {n_seeds} seed(s); "
-            f"Δ = {NET_LABELS.get(e.reference, e.reference)} − other, Holm-adjusted within each table)\n\n")
-    return head + "\n".join(f"- {s}" for s in lines) + "\n"
+    return answers_markdown(table_ii, ablation, _settings(e), NET_LABELS,
+                            PowerTarget(difference=float(e.power["difference"]), power=float(e.power["power"])),
+                            rois=["lungs", "mediastinum", "tumours", "overall"],
+                            n_seeds=int(table_ii["n_seeds"].max()) if len(table_ii) else 0, slices=e.slices)
 
 
 def collect_lesion_metrics(**lesion_metrics_by_net: pd.DataFrame) -> pd.DataFrame:

@@ -64,7 +64,8 @@ class EvaluationParams:
     reference: str
     baselines: list
     ablation: list
-    endpoint_metric: str
+    primary_endpoint: dict
+    power: dict
     alpha: float
     equal_var: bool
     n_bootstrap: int
@@ -75,6 +76,11 @@ class EvaluationParams:
     def __post_init__(self) -> None:
         if self.slices not in SLICE_MODES:
             raise ValueError(f"params:evaluation.slices must be one of {SLICE_MODES}, got {self.slices!r}")
+        for block, keys in (("primary_endpoint", {"roi", "metric"}), ("power", {"difference", "power"})):
+            given = set(getattr(self, block) or {})
+            if given != keys:
+                raise ValueError(f"params:evaluation.{block} needs exactly the keys {sorted(keys)}, "
+                                 f"got {sorted(given)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,14 +157,27 @@ class ValidationParams:
             raise ValueError(f"params:validation.score must be val_accuracy or val_dice, got {self.score!r}")
 
 
-def net_overrides(overrides: Mapping[str, Any], net: str) -> tuple[dict, dict]:
-    """``(model, training)`` overrides of one net from ``params:net_overrides``.
+def net_overrides(overrides: Mapping[str, Any], net: str, partition: int | None = None) -> tuple[dict, dict]:
+    """``(model, training)`` overrides of one net (and one outer partition) from ``params:net_overrides``.
 
     ``net_overrides: {tb: {model: {baseline_skips: true}, training: {learning_rate: 0.05}}}``;
-    a net not listed gets none. Only the keys ``model`` and ``training`` are accepted.
+    a net not listed gets none. ``partitions: {1: {training: {...}}, 2: ...}`` (1-based outer
+    partitions of a K-fold split, as the nested ``validate`` writes them) override the net's
+    keys for that partition only. Only the keys ``model``, ``training`` and ``partitions`` are accepted.
     """
     entry = dict((overrides or {}).get(net) or {})
-    unknown = sorted(set(entry) - {"model", "training"})
+    unknown = sorted(set(entry) - {"model", "training", "partitions"})
     if unknown:
-        raise ValueError(f"params:net_overrides.{net}: unknown key(s) {unknown} (accepted: ['model', 'training'])")
-    return dict(entry.get("model") or {}), dict(entry.get("training") or {})
+        raise ValueError(f"params:net_overrides.{net}: unknown key(s) {unknown} "
+                         "(accepted: ['model', 'partitions', 'training'])")
+    model, training = dict(entry.get("model") or {}), dict(entry.get("training") or {})
+    parts = {int(k): v for k, v in (entry.get("partitions") or {}).items()}
+    if partition is not None and partition in parts:
+        extra = dict(parts[partition] or {})
+        bad = sorted(set(extra) - {"model", "training"})
+        if bad:
+            raise ValueError(f"params:net_overrides.{net}.partitions.{partition}: unknown key(s) {bad} "
+                             "(accepted: ['model', 'training'])")
+        model.update(extra.get("model") or {})
+        training.update(extra.get("training") or {})
+    return model, training
