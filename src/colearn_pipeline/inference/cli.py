@@ -41,6 +41,9 @@ BUILTIN_PARAMS: dict = {
     "pet_outside_value": 0.0,
     "thorax": {"margin_mm": 20.0, "lungs": {}},
     "seg": {"series_number": 9901, "series_description": "colearn-pipeline segmentation", "content_label": "COLEARN"},
+    "formats": ["seg"],
+    "rtstruct": {"series_number": 9903, "series_description": "colearn-pipeline contours", "label": "COLEARN"},
+    "sr": {"series_number": 9902, "series_description": "colearn-pipeline PET measurements"},
 }
 
 

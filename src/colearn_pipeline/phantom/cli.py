@@ -41,6 +41,9 @@ BUILTIN_PARAMS: dict[str, Any] = {
         "pet_length_difference_beds": 1,
         "non_thorax_every": 13,
         "non_thorax_body_part": "PELVIS",
+        "large_primary_every": 7,
+        "consolidation_every": 8,
+        "effusion_every": 11,
     },
 }
 

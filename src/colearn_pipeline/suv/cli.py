@@ -60,6 +60,9 @@ BUILTIN_PARAMS: dict = {
     },
     "suv_range": [-5.0, 500.0],
     "body_median_suv": [0.2, 5.0],
+    "slice_ratio_max": 3.0,
+    "slice_window": 2,
+    "slice_min_body_fraction": 0.1,
     "body_threshold_fraction_of_mean": 0.5,
 }
 
