@@ -1,9 +1,11 @@
 """``colearn-predict``: segment PET-CT studies from their DICOM files with a trained net.
 
-``colearn-predict STUDY_DIR_OR_FILES --model MODEL --out OUT_DIR`` reads every study found in
-the folder (or the files) by its tags, segments every thorax slice and writes, per study named
-by its pseudonym, the labels on the CT grid (NIfTI), a DICOM SEG and a JSON + CSV summary.
-MODEL is a bundle file or an MLflow model URI (``runs:/<id>/model``, ``models:/<name>/<version>``).
+``colearn-predict STUDY_DIR_OR_FILES --model MODEL [MODEL ...] --out OUT_DIR`` reads every study
+found in the folder (or the files) by its tags, segments every thorax slice and writes, per study
+named by its pseudonym, the labels on the CT grid (NIfTI), a DICOM SEG, the uncertainty maps
+(NIfTI) and a JSON + CSV summary. MODEL is a bundle file or an MLflow model URI
+(``runs:/<id>/model``, ``models:/<name>/<version>``); several MODELs are an ensemble whose
+softmax outputs are averaged, ``--tta flip`` adds flipped views of every slice.
 The exit status is 0 when every study was segmented, 1 when a study was set aside (the reason is
 printed), 2 for a bad model or bad arguments.
 
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from colearn_pipeline.inference.segment import TTA_VIEWS
 
 #: Where the default parameters are looked for (the working directory, then this checkout).
 PARAMS_FILE = Path("conf") / "base" / "parameters_predict.yml"
@@ -56,9 +60,17 @@ def _input_root(inputs: Sequence[str], stack) -> str:
     return tmp
 
 
-def _predict_npz(args, model, bundle) -> int:
-    from colearn_pipeline.inference.segment import labels_to_ct_volume, predict_model_input, write_label_nifti
+def _predict_npz(args, ensemble) -> int:
+    from colearn_pipeline.inference.segment import (
+        labels_to_ct_volume,
+        predict_model_input,
+        write_label_nifti,
+    )
 
+    if len(ensemble.models) != 1:
+        print("colearn-predict: error: --study takes one --model", file=sys.stderr)
+        return 2
+    model, bundle = ensemble.models[0], ensemble.bundle
     with np.load(args.study, allow_pickle=False) as npz:
         study = {k: npz[k] for k in npz.files}
     labels = predict_model_input(model, study, args._device, args.batch_size)
@@ -73,12 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="colearn-predict", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="STUDY_DIR_OR_FILES", help="a study folder (any layout) or DICOM files")
-    p.add_argument("--model", required=True, help="bundle file, runs:/<id>/model or models:/<name>/<version>")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="bundle file, runs:/<id>/model or models:/<name>/<version>; several: an ensemble")
     p.add_argument("--out", required=True, help="output folder (or the output NIfTI with --study)")
     p.add_argument("--study", help="a model-input NPZ instead of DICOM (labels of its slices only)")
     p.add_argument("--params", help=f"parameters YAML with a 'predict' section (default {PARAMS_FILE})")
     p.add_argument("--device", default=None, help="auto (CUDA if available), cpu, cuda:0, ... (default: params)")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: params)")
+    p.add_argument("--tta", choices=sorted(TTA_VIEWS), default=None,
+                   help="test-time augmentation: flip averages the flipped views of each slice (default: params)")
     return p
 
 
@@ -88,7 +103,8 @@ def _report(rows: list[dict], out: Path) -> None:
             paths = r["_paths"]
             print(f"{r['pseudonym']}: thorax slices {r['thorax_slices']}, {r['n_tumours']} tumour component(s), "
                   f"{r['tumour_ml']} mL\n  SEG:     {paths['seg']}\n  summary: {paths['summary_json']} "
-                  f"({paths['summary_csv'].name})\n  labels:  {paths['labels']}")
+                  f"({paths['summary_csv'].name})\n  labels:  {paths['labels']}\n"
+                  f"  uncertainty: {paths['uncertainty']} ({paths['disagreement'].name})")
         else:
             print(f"colearn-predict: {r['pseudonym']}: {r['file']}: {r['reason']}", file=sys.stderr)
     print(f"manifest: {out / 'manifest.csv'}")
@@ -101,8 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from colearn_pipeline.datasets._atomic import atomic_write
     from colearn_pipeline.inference.cohort import manifest_table, predict_folder
-    from colearn_pipeline.inference.models import ModelLoadError, load_bundle
-    from colearn_pipeline.training.loop import load_model, resolve_device
+    from colearn_pipeline.inference.models import ModelLoadError, load_ensemble
+    from colearn_pipeline.inference.segment import (
+        InferenceOptions,
+        apply_threads,
+        prepare_model,
+    )
+    from colearn_pipeline.training.loop import resolve_device
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -111,17 +132,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         params = read_params(args.params)
-        bundle, provenance = load_bundle(args.model)
+        options = InferenceOptions.from_mapping(params.get("inference"), tta=args.tta,
+                                                batch_size=args.batch_size or params.get("batch_size"))
+        apply_threads(options)
         device = resolve_device(args.device or params.get("device", "auto"))
-        model = load_model(bundle, device)
+        ensemble = load_ensemble(args.model, device, lambda m: prepare_model(m, options))
     except (FileNotFoundError, ModelLoadError, ValueError, RuntimeError, KeyError) as exc:
         print(f"colearn-predict: error: {exc}", file=sys.stderr)
         return 2
     args._device = device
-    args.batch_size = args.batch_size or int(params.get("batch_size", 8))
+    args.batch_size = options.batch_size
     if args.study:
-        return _predict_npz(args, model, bundle)
-    params = {**params, "batch_size": args.batch_size, "_device": device}
+        return _predict_npz(args, ensemble)
+    inference = {**dict(params.get("inference") or {}), "tta": options.tta}
+    params = {**params, "batch_size": args.batch_size, "inference": inference, "_device": device}
     out = Path(args.out)
     with contextlib.ExitStack() as stack:
         try:
@@ -129,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FileNotFoundError as exc:
             print(f"colearn-predict: error: {exc}", file=sys.stderr)
             return 2
-        rows, found = predict_folder(root, model, bundle, provenance, params, out)
+        rows, found = predict_folder(root, ensemble, params, out)
     if not rows:
         why = f"; {len(found.skipped)} files skipped, e.g. {found.skipped[0][1]}" if found.skipped else ""
         print(f"colearn-predict: error: no DICOM study found in the input{why}", file=sys.stderr)

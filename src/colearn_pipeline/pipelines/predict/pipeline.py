@@ -5,7 +5,8 @@ from kedro.pipeline import Node, Pipeline
 from colearn_pipeline.pipelines.predict.nodes import predict_cohort
 
 #: Outputs, in the order :func:`predict_cohort` returns them (declared in catalog_predict.yml).
-OUTPUTS = ["predict_labels", "predict_seg", "predict_summary", "predict_summary_table", "predict_manifest"]
+OUTPUTS = ["predict_labels", "predict_seg", "predict_summary", "predict_summary_table", "predict_manifest",
+           "predict_uncertainty", "predict_disagreement"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
