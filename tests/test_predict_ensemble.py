@@ -23,6 +23,7 @@ from colearn_pipeline.inference.ensemble import (
 from colearn_pipeline.inference.models import ModelLoadError, load_ensemble
 from colearn_pipeline.inference.segment import (
     InferenceOptions,
+    OnnxNet,
     model_input,
     prepare_model,
     segment_volume_ensemble,
@@ -69,6 +70,19 @@ def test_ensemble_of_one_is_the_single_net(volume):
     with torch.no_grad():
         expected = torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_onnxruntime_engine_gives_the_torch_net_labels(volume):
+    ct, suv = volume
+    net = _net(5)
+    options = InferenceOptions(engine="onnxruntime", batch_size=3)
+    fast = prepare_model(copy.deepcopy(net), options, (16, 16))
+    assert isinstance(fast, OnnxNet)
+    out = segment_volume_ensemble([fast], ct, suv, SLICES, (16, 16), options)
+    np.testing.assert_array_equal(out.labels, segment_volume_reference(net, ct, suv, SLICES, (16, 16)))
+    x = model_input(ct, suv, np.array(SLICES), (16, 16))
+    with torch.no_grad():
+        np.testing.assert_allclose(fast(torch.from_numpy(x)).numpy(), net(torch.from_numpy(x)).numpy(), atol=1e-4)
 
 
 def test_identical_members_do_not_disagree_and_different_ones_do(volume):

@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 batch_size=args.batch_size or params.get("batch_size"))
         apply_threads(options)
         device = resolve_device(args.device or params.get("device", "auto"))
-        ensemble = load_ensemble(args.model, device, lambda m: prepare_model(m, options))
+        ensemble = load_ensemble(args.model, device, lambda m, b: prepare_model(m, options, b["input_hw"], device))
     except (FileNotFoundError, ModelLoadError, ValueError, RuntimeError, KeyError) as exc:
         print(f"colearn-predict: error: {exc}", file=sys.stderr)
         return 2

@@ -155,7 +155,7 @@ class ModelEnsemble:
 
 
 def load_ensemble(refs: str | os.PathLike | Sequence[str | os.PathLike], device: str | torch.device,
-                  prepare: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> ModelEnsemble:
+                  prepare: Callable[[torch.nn.Module, dict[str, Any]], torch.nn.Module] | None = None) -> ModelEnsemble:
     """Load every model reference (:func:`load_bundle`) and build its net on ``device``.
 
     Parameters
@@ -165,7 +165,8 @@ def load_ensemble(refs: str | os.PathLike | Sequence[str | os.PathLike], device:
         reference.
     device : str or torch.device
     prepare : callable, optional
-        Applied to each net after loading (e.g. :func:`colearn_pipeline.inference.segment.prepare_model`).
+        ``prepare(net, bundle)``, applied to each net after loading (e.g. a wrapper of
+        :func:`colearn_pipeline.inference.segment.prepare_model`).
 
     Returns
     -------
@@ -195,5 +196,5 @@ def load_ensemble(refs: str | os.PathLike | Sequence[str | os.PathLike], device:
         model = load_model(bundle, device)
         bundles.append(bundle)
         provenances.append(provenance)
-        models.append(prepare(model) if prepare else model)
+        models.append(prepare(model, bundle) if prepare else model)
     return ModelEnsemble(models, bundles, provenances)

@@ -50,7 +50,7 @@ def predict_cohort(params: dict[str, Any]):
     options = InferenceOptions.from_mapping(params.get("inference"), batch_size=params.get("batch_size"))
     apply_threads(options)
     device = resolve_device(params.get("device", "auto"))
-    ensemble = load_ensemble(params["model"], device, lambda m: prepare_model(m, options))
+    ensemble = load_ensemble(params["model"], device, lambda m, b: prepare_model(m, options, b["input_hw"], device))
     staging_parent = Path(str(params.get("staging_dir") or tempfile.gettempdir()))
     staging_parent.mkdir(parents=True, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".predict-staging-", dir=staging_parent)
