@@ -104,9 +104,8 @@ def tumour_components(labels: np.ndarray, tumour_label: int) -> tuple[np.ndarray
     components, n = ndi.label(np.asarray(labels) == tumour_label, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return components, []
-    ids = np.arange(1, n + 1)
-    sizes = ndi.sum_labels(np.ones(components.shape, np.int64), components, ids)
-    return components, [int(ids[i]) for i in np.argsort(-sizes, kind="stable")]
+    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+    return components, [int(i) + 1 for i in np.argsort(-sizes, kind="stable")]
 
 
 def component_uncertainty(
@@ -139,11 +138,14 @@ def component_uncertainty(
     out: list[dict[str, Any]] = [{} for _ in ids]
     if ids.size == 0:
         return out
+    inside = components > 0  # only the components' voxels: scipy's maximum sorts what it is given
+    labels_inside = components[inside]
     for name, values in maps.items():
         if np.shape(values) != components.shape:
             raise ValueError(f"uncertainty map {name} {np.shape(values)} is not on the grid {components.shape}")
-        means = ndi.mean(values, components, ids)
-        maxima = ndi.maximum(values, components, ids)
+        values_inside = np.asarray(values)[inside]
+        means = ndi.mean(values_inside, labels_inside, ids)
+        maxima = ndi.maximum(values_inside, labels_inside, ids)
         for row, mean, peak in zip(out, np.atleast_1d(means), np.atleast_1d(maxima), strict=True):
             row[f"{name}_mean"] = round(float(mean), ROUND_DECIMALS)
             row[f"{name}_max"] = round(float(peak), ROUND_DECIMALS)
