@@ -30,10 +30,12 @@ demo: $(STAMP)
 	$(VENV)/bin/kedro run --env demo --pipeline predict
 	@echo
 	@echo "Held-back study segmented from its DICOM (no report) by the colearn net:"
-	@echo "  DICOM SEG: $$(ls data/07_model_output/predict/seg/*.seg.dcm)"
-	@echo "  DICOM SR:  $$(ls data/07_model_output/predict/sr/*.sr.dcm)"
-	@echo "  summary:   $$(ls data/07_model_output/predict/summary/*.json)"
-	@echo "  manifest:  data/07_model_output/predict/manifest.csv"
+	@echo "  DICOM SEG:       $$(ls data/07_model_output/predict/seg/*.seg.dcm)"
+	@echo "  DICOM SR:        $$(ls data/07_model_output/predict/sr/*.sr.dcm)  (TID 1500: MTV, SUVmax, SUVpeak, SUVmean, TLG)"
+	@echo "  uncertainty map: $$(ls data/07_model_output/predict/uncertainty/*.nii.gz)  (entropy of the mean / ln 4, on the CT grid)"
+	@echo "  disagreement:    $$(ls data/07_model_output/predict/disagreement/*.nii.gz)"
+	@echo "  summary:         $$(ls data/07_model_output/predict/summary/*.json)  (per tumour: uncertainty, low_confidence)"
+	@echo "  manifest:        data/07_model_output/predict/manifest.csv"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests

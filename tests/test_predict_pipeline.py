@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
+import SimpleITK as sitk
 import torch
 
 from colearn_pipeline.dicom.discovery import discover, select_ct_pet
@@ -55,7 +56,12 @@ def test_predict_pipeline_segments_and_quarantines(tmp_path):
     assert manifest.loc[good, "status"] == "ok"
     assert manifest.loc[bad, "status"] == "quarantined" and "no PET series" in manifest.loc[bad, "reason"]
     assert (out / "labels" / f"{good}.nii.gz").is_file() and (out / "summary" / f"{good}.json").is_file()
+    labels = sitk.ReadImage(str(out / "labels" / f"{good}.nii.gz"))
     assert (out / "summary" / f"{good}.csv").is_file()
+    for name in ("uncertainty", "disagreement"):  # the uncertainty maps, on the labels' grid
+        image = sitk.ReadImage(str(out / name / f"{good}.nii.gz"))
+        assert image.GetPixelID() == sitk.sitkFloat32 and image.GetSize() == labels.GetSize()
+        assert image.GetOrigin() == labels.GetOrigin() and image.GetDirection() == labels.GetDirection()
     assert pydicom.dcmread(out / "seg" / f"{good}.seg.dcm").Modality == "SEG"
     assert pydicom.dcmread(out / "sr" / f"{good}.sr.dcm").Modality == "SR"
     assert not any(out.rglob(f"{bad}*")) and not list(out.glob(".predict-staging-*/*"))

@@ -1,10 +1,12 @@
 """``colearn-predict``: segment PET-CT studies from their DICOM files with a trained net.
 
-``colearn-predict STUDY_DIR_OR_FILES --model MODEL --out OUT_DIR`` reads every study found in
-the folder (or the files) by its tags, segments every thorax slice and writes, per study named
-by its pseudonym, the labels on the CT grid (NIfTI), a DICOM SEG (``--rtstruct``: also an RT
-Structure Set) and a JSON + CSV summary.
-MODEL is a bundle file or an MLflow model URI (``runs:/<id>/model``, ``models:/<name>/<version>``).
+``colearn-predict STUDY_DIR_OR_FILES --model MODEL [MODEL ...] --out OUT_DIR`` reads every study
+found in the folder (or the files) by its tags, segments every thorax slice and writes, per study
+named by its pseudonym, the labels on the CT grid (NIfTI), a DICOM SEG, a DICOM SR of the tumours'
+PET figures (``--rtstruct``: also an RT Structure Set), the uncertainty maps (NIfTI) and a JSON +
+CSV summary. MODEL is a bundle file or an MLflow model URI (``runs:/<id>/model``,
+``models:/<name>/<version>``); several MODELs are an ensemble whose softmax outputs are averaged,
+``--tta flip`` adds flipped views of every slice.
 The exit status is 0 when every study was segmented, 1 when a study was set aside (the reason is
 printed), 2 for a bad model or bad arguments.
 
@@ -25,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from colearn_pipeline.inference.segment import TTA_VIEWS
+
 #: The ``predict`` section used when ``--params`` is not given: equal to conf/base/parameters_predict.yml
 #: (tests/test_cli_defaults.py compares them), so the command works from any folder.
 BUILTIN_PARAMS: dict = {
@@ -44,6 +48,9 @@ BUILTIN_PARAMS: dict = {
     "formats": ["seg"],
     "rtstruct": {"series_number": 9903, "series_description": "colearn-pipeline contours", "label": "COLEARN"},
     "sr": {"series_number": 9902, "series_description": "colearn-pipeline PET measurements"},
+    "inference": {"engine": "onnxruntime", "channels_last": True, "bf16": False, "tta": "none", "chunk_slices": 32,
+                  "num_threads": None},
+    "uncertainty": {"low_confidence_entropy": 0.5},
 }
 
 
@@ -70,9 +77,17 @@ def _input_root(inputs: Sequence[str], stack) -> str:
     return tmp
 
 
-def _predict_npz(args, model, bundle) -> int:
-    from colearn_pipeline.inference.segment import labels_to_ct_volume, predict_model_input, write_label_nifti
+def _predict_npz(args, ensemble) -> int:
+    from colearn_pipeline.inference.segment import (
+        labels_to_ct_volume,
+        predict_model_input,
+        write_label_nifti,
+    )
 
+    if len(ensemble.models) != 1:
+        print("colearn-predict: error: --study takes one --model", file=sys.stderr)
+        return 2
+    model, bundle = ensemble.models[0], ensemble.bundle
     with np.load(args.study, allow_pickle=False) as npz:
         study = {k: npz[k] for k in npz.files}
     labels = predict_model_input(model, study, args._device, args.batch_size)
@@ -87,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="colearn-predict", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="STUDY_DIR_OR_FILES", help="a study folder (any layout) or DICOM files")
-    p.add_argument("--model", required=True, help="bundle file, runs:/<id>/model or models:/<name>/<version>")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="bundle file, runs:/<id>/model or models:/<name>/<version>; several: an ensemble")
     p.add_argument("--out", required=True, help="output folder (or the output NIfTI with --study)")
     p.add_argument("--study", help="a model-input NPZ instead of DICOM (labels of its slices only)")
     p.add_argument("--params", help="parameters YAML with a 'predict' section (default: built-in, as conf/base)")
@@ -95,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: params)")
     p.add_argument("--rtstruct", action="store_true",
                    help="also write an RT Structure Set (one ROI per class and per tumour component) beside the SEG")
+    p.add_argument("--tta", choices=sorted(TTA_VIEWS), default=None,
+                   help="test-time augmentation: flip averages the flipped views of each slice (default: params)")
     return p
 
 
@@ -107,7 +125,8 @@ def _report(rows: list[dict], out: Path) -> None:
                             if key in paths)
             print(f"{r['pseudonym']}: thorax slices {r['thorax_slices']}, {r['n_tumours']} tumour component(s), "
                   f"{r['tumour_ml']} mL{dicom}\n  summary: {paths['summary_json']} "
-                  f"({paths['summary_csv'].name})\n  labels:  {paths['labels']}")
+                  f"({paths['summary_csv'].name})\n  labels:  {paths['labels']}\n"
+                  f"  uncertainty: {paths['uncertainty']} ({paths['disagreement'].name})")
         else:
             print(f"colearn-predict: {r['pseudonym']}: {r['file']}: {r['reason']}", file=sys.stderr)
     print(f"manifest: {out / 'manifest.csv'}")
@@ -120,8 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from colearn_pipeline.datasets._atomic import atomic_write
     from colearn_pipeline.inference.cohort import manifest_table, predict_folder
-    from colearn_pipeline.inference.models import ModelLoadError, load_bundle
-    from colearn_pipeline.training.loop import load_model, resolve_device
+    from colearn_pipeline.inference.models import ModelLoadError, load_ensemble
+    from colearn_pipeline.inference.segment import (
+        InferenceOptions,
+        apply_threads,
+        prepare_model,
+    )
+    from colearn_pipeline.training.loop import resolve_device
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -130,18 +154,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         params = read_params(args.params)
-        bundle, provenance = load_bundle(args.model)
+        options = InferenceOptions.from_mapping(params.get("inference"), tta=args.tta,
+                                                batch_size=args.batch_size or params.get("batch_size"))
+        apply_threads(options)
         device = resolve_device(args.device or params.get("device", "auto"))
-        model = load_model(bundle, device)
+        ensemble = load_ensemble(args.model, device, lambda m, b: prepare_model(m, options, b["input_hw"], device))
     except (FileNotFoundError, ModelLoadError, ValueError, RuntimeError, KeyError) as exc:
         print(f"colearn-predict: error: {exc}", file=sys.stderr)
         return 2
     args._device = device
-    args.batch_size = args.batch_size or int(params.get("batch_size", 8))
+    args.batch_size = options.batch_size
     if args.study:
-        return _predict_npz(args, model, bundle)
+        return _predict_npz(args, ensemble)
     formats = list(params.get("formats") or ["seg"])
-    params = {**params, "batch_size": args.batch_size, "_device": device,
+    inference = {**dict(params.get("inference") or {}), "tta": options.tta}
+    params = {**params, "batch_size": args.batch_size, "inference": inference, "_device": device,
               "formats": formats + ["rtstruct"] if args.rtstruct and "rtstruct" not in formats else formats}
     out = Path(args.out)
     with contextlib.ExitStack() as stack:
@@ -151,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"colearn-predict: error: {exc}", file=sys.stderr)
             return 2
         try:
-            rows, found = predict_folder(root, model, bundle, provenance, params, out)
+            rows, found = predict_folder(root, ensemble, params, out)
         except ValueError as exc:  # a bad predict.formats
             print(f"colearn-predict: error: {exc}", file=sys.stderr)
             return 2

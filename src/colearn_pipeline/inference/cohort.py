@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from colearn_pipeline import __version__
 from colearn_pipeline.datasets._atomic import atomic_write
@@ -29,9 +28,11 @@ from colearn_pipeline.dicom.errors import DicomSeriesError
 from colearn_pipeline.dicom.pseudonym import DEFAULT_PSEUDONYM_KEY
 from colearn_pipeline.groundtruth import LABELS
 from colearn_pipeline.inference.dicom_headers import HeaderError
+from colearn_pipeline.inference.ensemble import component_uncertainty, tumour_components
+from colearn_pipeline.inference.models import ModelEnsemble
 from colearn_pipeline.inference.rtstruct import label_map_rtstruct
 from colearn_pipeline.inference.seg import LabelMapError, build_seg, seg_sources, write_seg
-from colearn_pipeline.inference.segment import segment_volume
+from colearn_pipeline.inference.segment import InferenceOptions, segment_volume_ensemble
 from colearn_pipeline.inference.sr import build_sr
 from colearn_pipeline.inference.study import load_study
 from colearn_pipeline.inference.summary import summarise_labels, summary_table
@@ -40,11 +41,14 @@ logger = logging.getLogger(__name__)
 
 #: Output file suffixes, per output.
 OUTPUT_SUFFIXES = {"labels": ".nii.gz", "seg": ".seg.dcm", "sr": ".sr.dcm", "summary_json": ".summary.json",
-                   "summary_csv": ".summary.csv"}
+                   "summary_csv": ".summary.csv", "uncertainty": ".uncertainty.nii.gz",
+                   "disagreement": ".disagreement.nii.gz"}
 #: The RT Structure Set's suffix, written when ``predict.formats`` names ``rtstruct``.
 RTSTRUCT_SUFFIX = ".rtstruct.dcm"
 #: What ``predict.formats`` may name; the SEG is always written (the default).
 DICOM_FORMATS = ("seg", "rtstruct")
+#: Default of ``predict.uncertainty.low_confidence_entropy`` (conf/base/parameters_predict.yml).
+LOW_CONFIDENCE_ENTROPY = 0.5
 #: Manifest columns.
 MANIFEST_COLUMNS = ["pseudonym", "status", "reason", "file", "series_selection", "suv_convention",
                     "ct_shape_zyx", "thorax_slices", "n_tumours", "tumour_ml", "seconds"]
@@ -63,22 +67,39 @@ def algorithm_identification(bundle: Mapping[str, Any], provenance: Mapping[str,
             "model_uri": source if source.startswith(("runs:/", "models:/")) else "-",
             "epochs": bundle.get("epochs", "-"),
             "input_hw": "x".join(str(v) for v in bundle["input_hw"]),
+            "ensemble_members": provenance.get("members", 1),
+            "tta": provenance.get("tta", "none"),
         },
     }
 
 
-def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: Mapping[str, Any],
-                  provenance: Mapping[str, Any], params: Mapping[str, Any], out_dir: str | os.PathLike) -> dict:
+def _add_uncertainty(summary: dict, labels: np.ndarray, maps: Mapping[str, np.ndarray], threshold: float) -> None:
+    """Each tumour component's uncertainty (same numbering as summarise_labels) and the study's count of
+    low-confidence components, into ``summary``."""
+    components, ids = tumour_components(labels, LABELS["tumour"])
+    for tumour, extra in zip(summary["tumours"], component_uncertainty(components, ids, maps, threshold),
+                             strict=True):
+        tumour["uncertainty"] = extra
+    summary["low_confidence_tumours"] = sum(t["uncertainty"]["low_confidence"] for t in summary["tumours"])
+
+
+def segment_study(root: str, study: StudyFiles, ensemble: ModelEnsemble, params: Mapping[str, Any],
+                  out_dir: str | os.PathLike) -> dict:
     """Read, segment and export one study into ``out_dir``; return its manifest row (raises on bad input)."""
+    options = InferenceOptions.from_mapping(params.get("inference"), batch_size=params.get("batch_size"))
+    bundle, provenance = ensemble.bundle, {**ensemble.provenance, "tta": options.tta}
     data = load_study(root, study, params)
     ct = data.ct
-    labels = segment_volume(
-        model, ct.array, data.suv_ct, data.slice_index, bundle["input_hw"],
-        batch_size=int(params.get("batch_size", 8)), device=params.get("_device", "cpu"),
-    )
-    summary = summarise_labels(labels, data.suv_ct, ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction)
+    predicted = segment_volume_ensemble(ensemble.models, ct.array, data.suv_ct, data.slice_index,
+                                        bundle["input_hw"], options, params.get("_device", "cpu"))
+    labels = predicted.labels
+    summary = summarise_labels(labels, data.suv_ct, ct.spacing_xyz_mm, ct.origin_xyz_mm, ct.direction,
+                               uncertainty=predicted.entropy)
     summary = {"study": data.pseudonym, "net": bundle["net"], "model": provenance.get("mlflow_run_id") or "file",
+               "ensemble_members": provenance["members"], "tta": options.tta,
                "thorax_slices": [int(data.slice_index[0]), int(data.slice_index[-1])], **summary}
+    threshold = float(dict(params.get("uncertainty") or {}).get("low_confidence_entropy", LOW_CONFIDENCE_ENTROPY))
+    _add_uncertainty(summary, labels, predicted.uncertainty_maps(), threshold)
     seg_conf, algorithm = dict(params.get("seg") or {}), algorithm_identification(bundle, provenance)
     seg = build_seg(labels, ct.datasets, algorithm=algorithm, source_files=ct.files,
                     series_number=int(seg_conf.get("series_number", 9901)),
@@ -89,6 +110,8 @@ def segment_study(root: str, study: StudyFiles, model: torch.nn.Module, bundle: 
     from colearn_pipeline.datasets import NiftiDataset
 
     NiftiDataset(str(paths["labels"])).save(ct.to_sitk(labels))
+    NiftiDataset(str(paths["uncertainty"])).save(ct.to_sitk(predicted.entropy))
+    NiftiDataset(str(paths["disagreement"])).save(ct.to_sitk(predicted.disagreement))
     write_seg(seg, paths["seg"])
     write_seg(study_sr(seg, ct, summary, algorithm, params), paths["sr"])
     if "rtstruct" in output_formats(params):
@@ -140,10 +163,12 @@ def output_formats(params: Mapping[str, Any]) -> tuple[str, ...]:
     return formats
 
 
-def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapping[str, Any],
-                   provenance: Mapping[str, Any], params: Mapping[str, Any],
+def predict_folder(root: str | os.PathLike, ensemble: ModelEnsemble, params: Mapping[str, Any],
                    out_dir: str | os.PathLike) -> tuple[list[dict], Discovery]:
     """Segment every study found under ``root`` (by tags) into ``out_dir``; never raises for bad input.
+
+    ``ensemble`` holds one net or several (:func:`colearn_pipeline.inference.models.load_ensemble`);
+    ``params`` are the ``predict`` parameters (``inference``, ``uncertainty``, ...).
 
     Returns
     -------
@@ -162,7 +187,7 @@ def predict_folder(root: str | os.PathLike, model: torch.nn.Module, bundle: Mapp
         start = time.perf_counter()
         row: dict[str, Any] = {"pseudonym": pseudonym, "status": "quarantined", "reason": "", "file": ""}
         try:
-            row.update(segment_study(root, study, model, bundle, provenance, params, out_dir))
+            row.update(segment_study(root, study, ensemble, params, out_dir))
             row["status"] = "ok"
         except (DicomSeriesError, LabelMapError) as exc:
             row.update(reason=study.redact(exc.problem), file=study.redact(exc.file))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +120,81 @@ def load_bundle(model: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any
     if Path(ref).is_dir():
         raise ModelLoadError(f"model {ref}: is a folder, not a model bundle file")
     return _read_bundle(ref, ref), {"source": ref, "mlflow_run_id": None}
+
+
+@dataclass
+class ModelEnsemble:
+    """The nets named by one or several model references, ready to run (:func:`load_ensemble`).
+
+    Attributes
+    ----------
+    models : list of torch.nn.Module
+        In eval mode on the device, prepared for inference.
+    bundles : list of dict
+        Their bundles (all of one input size and number of classes).
+    provenances : list of dict
+        Their :func:`load_bundle` provenances.
+    """
+
+    models: list[torch.nn.Module]
+    bundles: list[dict[str, Any]]
+    provenances: list[dict[str, Any]]
+
+    @property
+    def bundle(self) -> dict[str, Any]:
+        """The first member's bundle (the net name, input size and epochs the SEG and summary report)."""
+        return self.bundles[0]
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """``source`` (the references, space-separated), ``mlflow_run_id`` (comma-separated, None for files)
+        and ``members`` (how many nets)."""
+        runs = [str(p["mlflow_run_id"]) for p in self.provenances if p.get("mlflow_run_id")]
+        return {"source": " ".join(str(p["source"]) for p in self.provenances),
+                "mlflow_run_id": ",".join(runs) or None, "members": len(self.models)}
+
+
+def load_ensemble(refs: str | os.PathLike | Sequence[str | os.PathLike], device: str | torch.device,
+                  prepare: Callable[[torch.nn.Module, dict[str, Any]], torch.nn.Module] | None = None) -> ModelEnsemble:
+    """Load every model reference (:func:`load_bundle`) and build its net on ``device``.
+
+    Parameters
+    ----------
+    refs : str, path-like or sequence of them
+        One reference or several (the K-fold or seed models of a run); a single string is one
+        reference.
+    device : str or torch.device
+    prepare : callable, optional
+        ``prepare(net, bundle)``, applied to each net after loading (e.g. a wrapper of
+        :func:`colearn_pipeline.inference.segment.prepare_model`).
+
+    Returns
+    -------
+    ModelEnsemble
+
+    Raises
+    ------
+    ModelLoadError
+        No reference, a bad one, or members of different input sizes or numbers of classes (their
+        probabilities cannot be averaged).
+    """
+    from colearn_pipeline.training.loop import load_model
+
+    refs = [refs] if isinstance(refs, (str, os.PathLike)) else list(refs)
+    if not refs:
+        raise ModelLoadError("no model given")
+    bundles, provenances, models = [], [], []
+    for ref in refs:
+        bundle, provenance = load_bundle(ref)
+        first = bundles[0] if bundles else bundle
+        for key, what in (("input_hw", "input size"), ("num_classes", "number of classes")):
+            mine = list(bundle["input_hw"]) if key == "input_hw" else bundle["model_kwargs"].get(key)
+            theirs = list(first["input_hw"]) if key == "input_hw" else first["model_kwargs"].get(key)
+            if mine != theirs:
+                raise ModelLoadError(f"model {provenance['source']}: {what} {mine} differs from "
+                                     f"{theirs} of {provenances[0]['source']}; ensemble members must agree")
+        model = load_model(bundle, device)
+        bundles.append(bundle)
+        provenances.append(provenance)
+        models.append(prepare(model, bundle) if prepare else model)
+    return ModelEnsemble(models, bundles, provenances)

@@ -6,7 +6,7 @@ from colearn_pipeline.pipelines.predict.nodes import predict_cohort
 
 #: Outputs, in the order :func:`predict_cohort` returns them (declared in catalog_predict.yml).
 OUTPUTS = ["predict_labels", "predict_seg", "predict_sr", "predict_rtstruct", "predict_summary",
-           "predict_summary_table", "predict_manifest"]
+           "predict_summary_table", "predict_manifest", "predict_uncertainty", "predict_disagreement"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -27,8 +27,8 @@ from colearn_pipeline.pipelines.train_eval.nodes import (
     evaluate_bundle,
     subset,
     train_net,
-    training_slices,
 )
+from colearn_pipeline.pipelines.train_eval.nodes import training_slices as sampled_training_slices
 from colearn_pipeline.pipelines.train_eval.params import EvaluationParams, ValidationParams, strict
 from colearn_pipeline.evaluation.metrics import scored_slice_mask
 
@@ -109,7 +109,7 @@ def validate_grid(
                 name = f"{net} {f'partition {k} ' if nested else ''}grid {g} fold {fold}"
                 with nested_run(name, {"net": net, "partition": k, "fold": fold, "grid_point": g, "model": model,
                                        "training": training}, {"net": net}):
-                    bundle, history = train_net(training_slices(train, sampling_params), model, training, net,
+                    bundle, history = train_net(sampled_training_slices(train, sampling_params), model, training, net,
                                                 run_label=label, val_set=val)
                     score = _score(bundle, history, val, evaluation, validation.score)
                 rows.append({"net": net, "partition": k, "grid_point": g, **point, "fold": fold, "score": score})
