@@ -21,6 +21,7 @@ from colearn_pipeline.pipelines.preprocess.params import (
     groundtruth_keywords,
 )
 from colearn_pipeline.pipelines.preprocess.study import build_model_input, ct_storage_array, findings_to_seeds, write_nifti
+from colearn_pipeline.review import GalleryParams
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FUNCTIONS = {"lungs": segment_lungs, "mediastinum": segment_mediastinum, "tumours": segment_tumours}
@@ -37,7 +38,8 @@ def test_every_stage_block_of_conf_builds_strictly():
     classes = {"executor": p.ExecutorParams, "discover_studies": p.DiscoverParams, "read_series": p.ReadSeriesParams,
                "suv": p.SuvParams, "pet_to_ct": p.PetToCtParams, "phantom_qa": p.PhantomQaParams,
                "model_input": p.ModelInputParams, "manifest": p.ManifestParams, "quality": p.QualityParams,
-               "thorax": p.ThoraxParams, "thorax_extent": p.ThoraxExtentParams, "labels": p.LabelsParams}
+               "thorax": p.ThoraxParams, "thorax_extent": p.ThoraxExtentParams, "labels": p.LabelsParams,
+               "review": GalleryParams}
     for env in ("base", "demo"):
         conf = _params(env)
         assert set(conf) == set(classes) | set(FUNCTIONS), env

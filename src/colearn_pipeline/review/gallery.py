@@ -20,7 +20,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from scipy import ndimage
 
-from colearn_pipeline.evaluation.figures import LABEL_COLOURS, LABEL_NAMES
 from colearn_pipeline.groundtruth import LABELS
 
 #: Manifest reasons of studies a person must look at (labels stage, "Ground-truth quality").
@@ -144,12 +143,21 @@ def _body_box(ct_hu_zyx: np.ndarray, slices: Sequence[int], spacing_xyz_mm: Sequ
     return box[0], box[1]
 
 
+def _label_colours() -> tuple[list[str], list[str]]:
+    """The evaluation figures' label colours and names (imported here: that module imports torch,
+    which the preprocess workers, importing the pipeline and so this module, must not)."""
+    from colearn_pipeline.evaluation.figures import LABEL_COLOURS, LABEL_NAMES
+
+    return LABEL_COLOURS, LABEL_NAMES
+
+
 def _outline(ax, labels_yx: np.ndarray, extent: Sequence[float]) -> None:
     """Each class's outline (lungs blue, mediastinum green, tumours red) over the panel."""
+    colours, _ = _label_colours()
     for value in (LABELS["lung"], LABELS["mediastinum"], LABELS["tumour"]):
         mask = labels_yx == value
         if mask.any():
-            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[LABEL_COLOURS[value]], linewidths=0.8,
+            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colours[value]], linewidths=0.8,
                        extent=extent, origin="upper")
 
 
@@ -192,7 +200,8 @@ def study_strip(ct_hu_zyx: np.ndarray, suv_zyx: np.ndarray, labels_zyx: np.ndarr
         axes[0, c].set_title(textwrap.fill(f"{name} (z {z})", TITLE_CHARACTERS), fontsize=8)
     axes[0, 0].set_ylabel(f"CT {params.ct_window_hu[0]:g}..{params.ct_window_hu[1]:g} HU", fontsize=7)
     axes[1, 0].set_ylabel(f"SUV 0..{params.suv_max:g}", fontsize=7)
-    fig.legend(handles=[Patch(color=LABEL_COLOURS[v], label=LABEL_NAMES[v]) for v in (1, 2, 3)],
+    colours, names = _label_colours()
+    fig.legend(handles=[Patch(color=colours[v], label=names[v]) for v in (1, 2, 3)],
                loc="outside lower center", ncol=3, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -285,7 +294,8 @@ def gallery_html(rows: Sequence[Mapping[str, Any]], pictures: Mapping[str, str],
         items.append(f'<li class="{_css_class(row)}"><a href="#{name}">{name}</a> {status}'
                      f'{": " + html.escape(reason) if reason else ""}</li>')
     sections = [_study_section(row, pictures.get(str(row["pseudonym"]))) for row in ordered]
-    legend = " ".join(f'<span style="color:{LABEL_COLOURS[v]}">&#9632; {LABEL_NAMES[v]}</span>' for v in (1, 2, 3))
+    colours, names = _label_colours()
+    legend = " ".join(f'<span style="color:{colours[v]}">&#9632; {names[v]}</span>' for v in (1, 2, 3))
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
