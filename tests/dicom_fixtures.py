@@ -470,3 +470,19 @@ def write_cluttered_study(root: str | os.PathLike, pet_signals: str = "corrected
                                           Rows=16, Columns=16)
     study["rtstruct"] = write_non_image(root / "misc" / "rtss.dcm", uid, RT_STRUCTURE_SET, "RTSTRUCT")
     return study
+
+
+def tiny_phantom_ct(raw: Path, seed: int = 11):
+    """One tiny phantom study written into ``raw``: ``(pseudonym, ct_info, ct volume, truth labels uint8 on the CT grid)``."""
+    import SimpleITK as sitk
+
+    from colearn_pipeline.dicom.discovery import discover, select_ct_pet
+    from colearn_pipeline.dicom.series import read_series
+    from colearn_pipeline.phantom.generate import generate_cohort
+
+    generate_cohort(raw, n_studies=1, seed=seed, size="tiny", progress=False)
+    (pseudonym, files), = discover(raw / "dicom").studies.items()
+    ct_info, _, _ = select_ct_pet(files, str(raw / "dicom"))
+    ct = read_series(ct_info.files, pseudonym, root=raw / "dicom")
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "phantom_truth" / pseudonym / "labels.nii.gz")))
+    return pseudonym, ct_info, ct, truth.astype(np.uint8)

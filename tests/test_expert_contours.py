@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+from dicom_fixtures import tiny_phantom_ct
 import yaml
 from pydicom.dataset import Dataset
 
@@ -174,17 +174,8 @@ def test_agreement_on_hand_made_volumes():
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
-    from colearn_pipeline.dicom.discovery import discover, select_ct_pet
-    from colearn_pipeline.dicom.series import read_series
-    from colearn_pipeline.phantom.generate import generate_cohort
-
-    raw = tmp_path_factory.mktemp("phantom")
-    generate_cohort(raw, n_studies=1, seed=11, size="tiny", progress=False)
-    (pseudonym, files), = discover(raw / "dicom").studies.items()
-    ct_info, _, _ = select_ct_pet(files, str(raw / "dicom"))
-    ct = read_series(ct_info.files, pseudonym, root=raw / "dicom")
-    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "phantom_truth" / pseudonym / "labels.nii.gz")))
-    return ct, truth.astype(np.uint8), ct_info
+    _, ct_info, ct, truth = tiny_phantom_ct(tmp_path_factory.mktemp("phantom"))
+    return ct, truth, ct_info
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:

@@ -11,21 +11,19 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_fixtures import tiny_phantom_ct
 import SimpleITK as sitk
 import torch
 from scipy import ndimage as ndi
 
-from colearn_pipeline.dicom.discovery import discover, select_ct_pet
 from colearn_pipeline.dicom.rtstruct import (
     SliceGeometry,
     rasterise_contours,
     read_structure_set,
 )
-from colearn_pipeline.dicom.series import read_series
 from colearn_pipeline.groundtruth import LABELS, dice
 from colearn_pipeline.inference.rtstruct import label_map_rtstruct
 from colearn_pipeline.inference.seg import write_seg
-from colearn_pipeline.phantom.generate import generate_cohort
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
 ALGORITHM = {"name": "colearn-pipeline colearn", "version": "1.0 fingerprint abc",
@@ -36,12 +34,8 @@ MIN_DICE = 0.99
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
     raw = tmp_path_factory.mktemp("phantom")
-    generate_cohort(raw, n_studies=1, seed=11, size="tiny", progress=False)
-    (pseudonym, files), = discover(raw / "dicom").studies.items()
-    ct_info, _, _ = select_ct_pet(files, str(raw / "dicom"))
-    ct = read_series(ct_info.files, pseudonym, root=raw / "dicom")
-    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "phantom_truth" / pseudonym / "labels.nii.gz")))
-    return raw, ct, truth.astype(np.uint8)
+    _, _, ct, truth = tiny_phantom_ct(raw)
+    return raw, ct, truth
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
@@ -135,7 +129,7 @@ def test_colearn_predict_rtstruct_beside_the_seg(phantom, tiny_bundle, tmp_path)
     (rtstruct,) = out.glob("*.rtstruct.dcm")
     assert pydicom.dcmread(seg).Modality == "SEG"
     assert _dciodvfy_errors(rtstruct) == []
-    (nifti,) = out.glob("*.nii.gz")
+    nifti = out / seg.name.replace(".seg.dcm", ".nii.gz")  # the label map (the uncertainty maps lie beside it)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(nifti)))
     geometry = SliceGeometry.from_datasets(ct.datasets)
     for roi in read_structure_set(rtstruct).rois[:3]:
