@@ -204,7 +204,7 @@ def lesion_table_markdown(table: pd.DataFrame, title: str, labels: Mapping[str, 
         diff = "" if is_ref else f"{fmt(r['difference'], scale)} {interval}"
         lines.append("| " + " | ".join([
             shown, labels.get(r["net"], r["net"]), f"{fmt(r['mean'], scale)} ± {fmt(r['sd_studies'], scale)}",
-            fmt(r["sd_seeds"], scale), str(r["n_studies"]), diff, "" if is_ref else p(r["p_ttest"]),
+            fmt(r["sd_seeds"], scale), str(r["n_studies"]), diff, "" if is_ref else p(r["p_t_studies"]),
             "" if is_ref else p(r["p_holm"]),
         ]) + " |")
     n_seeds = int(table["n_seeds"].max()) if len(table) else 0
