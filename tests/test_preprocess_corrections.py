@@ -93,8 +93,10 @@ def test_correction_replaces_the_labels_and_the_manifest_says_so(runs, key, file
 def test_model_input_follows_the_correction(runs):
     pseudonym = runs["studies"]["nifti"]["pseudonym"]
     npz = np.load(runs["out"] / "05_model_input" / f"{pseudonym}.npz")
-    kept = np.flatnonzero((runs["expected"]["nifti"] == LABELS["tumour"]).any(axis=(1, 2)))
-    np.testing.assert_array_equal(npz["slice_index"], kept)
+    tumour = np.flatnonzero((runs["expected"]["nifti"] == LABELS["tumour"]).any(axis=(1, 2)))
+    # every thorax slice of the corrected labels is kept; the corrected tumour's slices are flagged
+    assert set(tumour.tolist()) <= set(npz["slice_index"].tolist())
+    np.testing.assert_array_equal(npz["slice_index"][npz["has_tumour"]], tumour)
     assert f"preprocess model_input: {pseudonym} ok" in runs["log"]
 
 

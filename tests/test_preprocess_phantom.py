@@ -29,7 +29,7 @@ MAX_SUV_REL_ERROR = 0.01
 PHANTOM_SIZE = "demo"
 CONTRACT = {
     "ct_hu": np.float32, "suv": np.float32, "labels": np.uint8, "slice_index": np.int32, "ct_shape_zyx": np.int64,
-    "spacing_xyz_mm": np.float64, "origin_xyz_mm": np.float64, "direction": np.float64,
+    "spacing_xyz_mm": np.float64, "origin_xyz_mm": np.float64, "direction": np.float64, "has_tumour": np.bool_,
 }
 
 
@@ -79,9 +79,11 @@ def test_model_input_contract_and_mapping_back(run):
         np.testing.assert_allclose(npz["direction"], ct_img.GetDirection(), atol=1e-6)
         assert tuple(npz["ct_shape_zyx"]) == ct_img.GetSize()[::-1]
         full = sitk.GetArrayFromImage(labels_img)
-        # every kept slice holds tumour (the paper's defining class); mapped back by the predict
-        # code, the model-input labels are the CT-grid labels on the kept slices, background elsewhere
-        assert all((full[i] == 3).any() for i in npz["slice_index"])
+        # every thorax slice is kept (lung or tumour), has_tumour flags exactly those holding tumour; mapped
+        # back by the predict code, the model-input labels are the CT-grid labels on the kept slices
+        thorax = np.flatnonzero(np.isin(full, (1, 3)).any(axis=(1, 2)))
+        np.testing.assert_array_equal(npz["slice_index"], thorax)
+        np.testing.assert_array_equal(npz["has_tumour"], [(full[i] == 3).any() for i in npz["slice_index"]])
         back = labels_to_ct_volume(npz["labels"], npz)
         expected = np.zeros_like(full)
         expected[npz["slice_index"]] = _nearest_round_trip(full[npz["slice_index"]], 256, 256)
