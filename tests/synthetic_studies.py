@@ -83,3 +83,22 @@ def synthetic_train_set(n_studies: int, n_slices: int, size: int) -> dict:
     names = [f"study-{i:010x}" for i in range(n_studies)]
     return assemble_slices({n: synthetic_study(n, n_slices=n_slices, size=size, seed=i) for i, n in enumerate(names)},
                            names)
+
+
+def tiny_bundle_file(folder, epochs: int = 2):
+    """``(bundle, path)``: a width-4, depth-2 co-learning net trained ``epochs`` epochs on two synthetic
+    studies of 4 slices at 32x32, saved as ``folder/model.pt`` (what the predict tests load; weights barely matter)."""
+    from pathlib import Path
+
+    import torch
+
+    from colearn_pipeline.training import assemble_slices, train_model
+
+    names = [f"study-{i:010x}" for i in range(2)]
+    data = assemble_slices({n: synthetic_study(n, n_slices=4, size=32, seed=i) for i, n in enumerate(names)}, names)
+    bundle, _ = train_model("colearn", {"width": 4, "depth": 2}, data,
+                            {"seed": 0, "epochs": epochs, "batch_size": 4, "learning_rate": 0.05, "l2_lambda": 0.0,
+                             "progress": False})
+    path = Path(folder) / "model.pt"
+    torch.save(bundle, path)
+    return bundle, path

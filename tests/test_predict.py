@@ -17,20 +17,13 @@ from colearn_pipeline.inference.cli import main
 from colearn_pipeline.inference.segment import segment_volume
 from colearn_pipeline.inference.summary import index_to_lps_mm, summarise_labels
 from colearn_pipeline.phantom.generate import generate_cohort
-from colearn_pipeline.training import assemble_slices, train_model
-from synthetic_studies import synthetic_study
+from synthetic_studies import tiny_bundle_file
 
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     """A width-4 co-learning net trained for 3 epochs on synthetic 32x32 slices."""
-    names = [f"study-{i:010x}" for i in range(2)]
-    data = assemble_slices({n: synthetic_study(n, n_slices=4, size=32, seed=i) for i, n in enumerate(names)}, names)
-    bundle, _ = train_model("colearn", {"width": 4, "depth": 2}, data,
-                            dict(seed=0, epochs=3, batch_size=4, learning_rate=0.05, l2_lambda=0.0, progress=False))
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    torch.save(bundle, path)
-    return bundle, path
+    return tiny_bundle_file(tmp_path_factory.mktemp("model"), epochs=3)
 
 
 @pytest.fixture(scope="module")

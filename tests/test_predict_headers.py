@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import pydicom
 import pytest
-import torch
 from dicom_validators import dciodvfy_errors
-from synthetic_studies import synthetic_study
+from synthetic_studies import tiny_bundle_file
 
 from colearn_pipeline.inference.cli import main
 from colearn_pipeline.inference.dicom_headers import TYPE2
 from colearn_pipeline.phantom.generate import generate_cohort
-from colearn_pipeline.training import assemble_slices, train_model
 
 #: What a real export may drop (type 2) and the readers still need: the patient's identity stays.
 STRIPPED = tuple(k for k in TYPE2 if k not in ("PatientID", "PatientName"))
@@ -26,14 +24,7 @@ STRIPPED = tuple(k for k in TYPE2 if k not in ("PatientID", "PatientName"))
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
     """A width-4 co-learning net trained for 1 epoch on synthetic 32x32 slices (weights do not matter here)."""
-    names = [f"study-{i:010x}" for i in range(2)]
-    data = assemble_slices({n: synthetic_study(n, n_slices=4, size=32, seed=i) for i, n in enumerate(names)}, names)
-    bundle, _ = train_model("colearn", {"width": 4, "depth": 2}, data,
-                            {"seed": 0, "epochs": 1, "batch_size": 4, "learning_rate": 0.05, "l2_lambda": 0.0,
-                             "progress": False})
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    torch.save(bundle, path)
-    return path
+    return tiny_bundle_file(tmp_path_factory.mktemp("model"), epochs=1)[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from synthetic_studies import tiny_bundle_file
 from dicom_fixtures import tiny_phantom_ct
 import SimpleITK as sitk
-import torch
 from scipy import ndimage as ndi
 
 from colearn_pipeline.dicom.rtstruct import (
@@ -103,18 +103,7 @@ def test_empty_class_is_an_roi_without_contours(phantom, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from synthetic_studies import synthetic_study
-
-    from colearn_pipeline.training import assemble_slices, train_model
-
-    names = [f"study-{i:010x}" for i in range(2)]
-    data = assemble_slices({n: synthetic_study(n, n_slices=4, size=32, seed=i) for i, n in enumerate(names)}, names)
-    bundle, _ = train_model("colearn", {"width": 4, "depth": 2}, data,
-                            {"seed": 0, "epochs": 2, "batch_size": 4, "learning_rate": 0.05, "l2_lambda": 0.0,
-                             "progress": False})
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    torch.save(bundle, path)
-    return path
+    return tiny_bundle_file(tmp_path_factory.mktemp("model"), epochs=2)[1]
 
 
 @pytest.mark.slow
