@@ -124,7 +124,7 @@ def test_outputs_and_tables(trained_project):
     one = per_slice[(per_slice["net"] == "colearn") & (per_slice["seed"] == 1) & (per_slice["roi"] == "tumours")]
     assert len(one) == 5 * 4 and int((~one["has_tumour"]).sum()) == 5
     protocol = pd.read_csv(rep / "table_ii_paper_protocol.csv")
-    assert set(protocol.loc[protocol["ROI"] == "tumours", "accuracy_n"]) == {5 * 3}
+    assert set(protocol.loc[protocol["ROI"] == "tumours", "accuracy_n_slices"]) == {5 * 3}
     lesions = pd.read_csv(rep / "lesion_metrics.csv")
     assert len(lesions) == 6 * 2 * 5  # nets x seeds x studies (each tested once)
     assert (lesions["true_lesions"] >= 1).all() and lesions["fpv_ml"].ge(0).all()
